@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine:
+#   make train          create/update .venv, train the seed CNN (quick smoke run) and evaluate it
+#   make train FULL=1   the full recipe; writes results/seed_cnn.json
+#   make test           create/update .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The dataset: $FER2013_ZIP if set, else data/fer2013.zip, else the shared copy beside the checkout.
+FER2013_ZIP ?= $(firstword $(wildcard data/fer2013.zip ../shared/datasets/fer2013.zip) data/fer2013.zip)
+export FER2013_ZIP
+
+.PHONY: env train test download clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,tfds]'
+	touch $(STAMP)
+
+$(FER2013_ZIP): | $(STAMP)
+	$(BIN)/fer-jax download --dest $(dir $(FER2013_ZIP))
+
+download: $(FER2013_ZIP)
+
+train: $(STAMP) $(FER2013_ZIP)
+	$(BIN)/fer-jax train --data $(FER2013_ZIP) $(if $(FULL),--results results/seed_cnn.json,--quick) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

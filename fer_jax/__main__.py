@@ -1,0 +1,3 @@
+from fer_jax.cli import main
+
+raise SystemExit(main())

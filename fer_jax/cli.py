@@ -1,0 +1,126 @@
+"""Command line: `fer-jax download | train | evaluate` (also `python -m fer_jax`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fer_jax.config import Config, ConfigError, known_keys, quick
+
+EPILOG = """examples:
+  fer-jax download --dest data                 # Kaggle msambare/fer2013 -> data/fer2013.zip
+  fer-jax train --quick                        # a one-minute smoke run on a subset
+  fer-jax train --results results/seed_cnn.json   # the full recipe
+  fer-jax train --resume runs/seed_cnn/20261127-120000
+  fer-jax evaluate runs/seed_cnn/20261127-120000
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fer-jax",
+        description="Train and evaluate the FER-2013 seed CNN in JAX/Flax.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    download = commands.add_parser(
+        "download", help="download FER-2013 from Kaggle (needs Kaggle API credentials)",
+        description="Download the Kaggle dataset msambare/fer2013 to DEST/fer2013.zip. Credentials come from "
+        "~/.kaggle/kaggle.json or the KAGGLE_USERNAME and KAGGLE_KEY environment variables.",
+    )
+    download.add_argument("--dest", default="data", help="folder for fer2013.zip (default: %(default)s)")
+    download.add_argument("--force", action="store_true", help="download again even if the zip is there")
+
+    train = commands.add_parser(
+        "train", help="train a model and evaluate its best checkpoint on PrivateTest",
+        description="Train on Training, select the checkpoint on PublicTest (early stopping), report PrivateTest. "
+        "The run folder gets config.json, metrics.jsonl, checkpoints/, curves.png, confusion_matrix.png "
+        "and results.json.",
+        epilog="config keys for --set: " + ", ".join(known_keys()),
+    )
+    train.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv "
+                       "(default: $FER2013_ZIP, else data/fer2013.zip)")
+    train.add_argument("--config", type=Path, help="start from this config.json instead of the defaults")
+    train.add_argument("--run-dir", help="where the run is written (default: runs/<model>/<timestamp>)")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR from its latest checkpoint, with its saved config")
+    train.add_argument("--quick", action="store_true", help="2 epochs on 2,048 training images: a smoke test")
+    train.add_argument("--epochs", type=int, help="maximum epochs (config train.epochs)")
+    train.add_argument("--batch-size", type=int, help="config train.batch_size")
+    train.add_argument("--lr", type=float, help="learning rate (config optim.learning_rate)")
+    train.add_argument("--optimizer", choices=["adam", "sgd"], help="config optim.name")
+    train.add_argument("--seed", type=int, help="config train.seed")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="set any config key, e.g. --set train.patience=5 (repeatable)")
+    train.add_argument("--results", help="also write the results JSON here (e.g. results/seed_cnn.json)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a run's best checkpoint on PublicTest and PrivateTest",
+        description="Load RUN_DIR's config.json and best checkpoint; report PublicTest and PrivateTest "
+        "accuracy and write RUN_DIR/evaluation.json and confusion_matrix.png.",
+    )
+    evaluate.add_argument("run_dir", help="a run folder written by `fer-jax train`")
+    evaluate.add_argument("--data", help="dataset path, if not the one the run was trained on")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config a `train` invocation asks for (a resumed run keeps its saved config)."""
+    if args.resume:
+        config_path = Path(args.resume) / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{args.resume}: no config.json; nothing to resume")
+        config = Config.load(config_path)
+        config.run_dir = args.resume
+        if args.data:
+            config.data.source = args.data
+        return config
+    config = Config.load(args.config) if args.config else Config()
+    if args.quick:
+        quick(config)
+    flags = {
+        "data.source": args.data, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
+        "optim.learning_rate": args.lr, "optim.name": args.optimizer, "train.seed": args.seed,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            config.set(key, value)
+    config.apply_overrides(args.set)
+    if args.run_dir:
+        config.run_dir = args.run_dir
+    elif not args.config:
+        config.run_dir = f"runs/{config.model.name}/{time.strftime('%Y%m%d-%H%M%S')}"
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fer_jax.data import DataError  # heavy imports only after --help
+    from fer_jax.download import DownloadError, download_fer2013
+    from fer_jax.evaluation import evaluate_run
+    from fer_jax.files import write_json
+    from fer_jax.training import TrainingError, train
+
+    try:
+        if args.command == "download":
+            path = download_fer2013(args.dest, force=args.force)
+            print(f"FER-2013 is at {path}")
+        elif args.command == "train":
+            config = config_from_args(args)
+            results = train(config, resume=bool(args.resume), results_copy=args.results)
+            print(f"Run folder: {config.run_dir}  (PrivateTest accuracy {results['test_accuracy']:.4f})")
+        elif args.command == "evaluate":
+            results = evaluate_run(args.run_dir, args.data)
+            write_json(Path(args.run_dir) / "evaluation.json", results)
+    except (DataError, DownloadError, TrainingError, FileNotFoundError, ConfigError) as err:
+        print(f"fer-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fer-jax {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

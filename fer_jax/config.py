@@ -1,0 +1,160 @@
+"""One typed configuration shared by the CLI, the experiments and the notebooks.
+
+Every run writes the `Config` it used to `RUN_DIR/config.json`; `Config.from_dict`
+reads it back. Overrides use dotted keys, e.g. `optim.learning_rate=3e-4`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_PATH = "data/fer2013.zip"
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not exist or does not fit; one line."""
+
+
+@dataclass
+class DataConfig:
+    """Where FER-2013 comes from and how training images are augmented."""
+
+    source: str = ""
+    """Kaggle zip, extracted folder, or fer2013.csv; empty: $FER2013_ZIP, else data/fer2013.zip."""
+    cache_dir: str = "data"
+    """Extracted archives and decoded-tensor caches go here."""
+    train_limit: int = 0
+    """Use only the first N shuffled training images (0: all). For quick runs."""
+    eval_limit: int = 0
+    """Use only the first N images of PublicTest and PrivateTest (0: all)."""
+    augment: bool = True
+    rotation_degrees: float = 10.0
+    zoom: float = 0.1
+    """Random zoom: scale drawn from [1 - zoom, 1 + zoom]."""
+    horizontal_flip: bool = True
+    num_workers: int = 0
+    """DataLoader worker processes (0: load in the training process)."""
+
+    def resolved_source(self) -> str:
+        """The dataset path this config points at."""
+        return self.source or os.environ.get("FER2013_ZIP") or DEFAULT_DATA_PATH
+
+
+@dataclass
+class ModelConfig:
+    name: str = "seed_cnn"
+    conv_impl: str = "auto"
+    """'auto' (im2col on CPU, XLA's convolution elsewhere), 'im2col' or 'xla'."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    """'adam' or 'sgd' (with momentum)."""
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    """'constant' or 'cosine' (decays to 0 over `train.epochs`)."""
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    patience: int = 8
+    """Stop after this many epochs without a better PublicTest accuracy (0: never)."""
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run_dir: str = "runs/seed_cnn"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        config = cls()
+        for key, value in _flatten(raw).items():
+            config.set(key, value)
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def set(self, dotted_key: str, value: Any) -> None:
+        """Set `section.field` (or a top-level field), converting strings to the field's type."""
+        *sections, name = dotted_key.split(".")
+        target: Any = self
+        for section in sections:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, section):
+                raise ConfigError(f"unknown config key {dotted_key!r}")
+            target = getattr(target, section)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields or dataclasses.is_dataclass(getattr(target, name)):
+            raise ConfigError(f"unknown config key {dotted_key!r}; known: {', '.join(sorted(known_keys()))}")
+        setattr(target, name, _coerce(value, type(getattr(target, name)), dotted_key))
+
+    def apply_overrides(self, overrides: list[str]) -> Config:
+        """Apply `key=value` strings, as given to `--set`."""
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            self.set(key.strip(), value.strip())
+        return self
+
+
+def quick(config: Config) -> Config:
+    """Shrink a config to a run of about a minute on a laptop CPU (smoke test, not a result)."""
+    config.data.train_limit = 2048
+    config.data.eval_limit = 512
+    config.train.epochs = 2
+    return config
+
+
+def known_keys() -> list[str]:
+    return list(_flatten(Config().to_dict()))
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _coerce(value: Any, kind: type, key: str) -> Any:
+    if not isinstance(value, str) or kind is str:
+        if kind is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, kind):
+            raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}")
+        return value
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}") from None

@@ -1,0 +1,324 @@
+"""FER-2013 from any of its layouts, mapped onto one label order, batched by torchvision.
+
+Layouts:
+- the Kaggle archive `msambare/fer2013` (`train/<class>/Training_*.jpg`,
+  `test/<class>/{PublicTest,PrivateTest}_*.jpg`), as a zip or extracted folder;
+- the original challenge file `fer2013.csv` (`emotion,pixels,Usage`).
+
+Every layout maps onto the challenge's label order (`EMOTIONS`); the folder
+loader's alphabetical class order is remapped by name, never trusted.
+Splits follow the literature: Training to train, PublicTest to select,
+PrivateTest to report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import jax
+import jax.numpy as jnp
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from fer_jax.config import DataConfig
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""Label order of the 2013 challenge CSV: index = label."""
+SPLITS = ("Training", "PublicTest", "PrivateTest")
+IMAGE_SIZE = 48
+CSV_COLUMNS = ("emotion", "pixels", "Usage")
+
+
+class DataError(Exception):
+    """Bad or missing input data; the message is one line that names the file or row."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held in memory: uint8 images (N, 48, 48) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(EMOTIONS)).tolist()
+
+    def subset(self, n: int, seed: int = 0) -> Split:
+        """A seeded random sample of `n` faces (0 or n >= len: the whole split)."""
+        if not n or n >= len(self):
+            return self
+        index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class FER2013:
+    """All three splits, keyed by `SPLITS` names."""
+
+    splits: dict[str, Split]
+    source: str
+
+    def __getitem__(self, name: str) -> Split:
+        return self.splits[name]
+
+
+def load_fer2013(source: str | os.PathLike, cache_dir: str | os.PathLike = "data") -> FER2013:
+    """Load FER-2013 from a Kaggle zip, an extracted folder or the challenge CSV.
+
+    A zip is extracted once into `cache_dir` (safely, see `extract_zip`).
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"{path}: no such file or folder (run `fer-jax download`, or pass --data PATH to a "
+            "Kaggle zip, an extracted folder, or fer2013.csv)"
+        )
+    if path.is_dir():
+        csv_path = path / "fer2013.csv"
+        splits = read_challenge_csv(csv_path) if csv_path.is_file() else read_image_folder(path)
+    elif path.suffix.lower() == ".csv":
+        splits = read_challenge_csv(path)
+    elif zipfile.is_zipfile(path):
+        return load_fer2013(extract_zip(path, Path(cache_dir)), cache_dir)
+    else:
+        raise DataError(f"{path}: not a zip archive, a folder or a .csv file")
+    for name in SPLITS:
+        if len(splits[name]) == 0:
+            raise DataError(f"{path}: split {name} is empty")
+    return FER2013(splits, str(path))
+
+
+def extract_zip(archive: Path, dest_root: Path) -> Path:
+    """Extract `archive` into `dest_root/<stem>` and return that folder.
+
+    Members with absolute paths or `..` are refused. Extraction goes to a
+    temporary folder renamed into place at the end, so an interrupted one is
+    never mistaken for a finished one; an existing folder is reused.
+    """
+    target = dest_root / archive.stem
+    if target.is_dir():
+        return target
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                parts = PurePosixPath(member.replace("\\", "/")).parts
+                if member.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                    raise DataError(f"{archive}: unsafe member path {member!r} (absolute or '..'); refusing to extract")
+            dest_root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{archive.stem}-", dir=dest_root))
+            try:
+                zf.extractall(tmp)
+                os.replace(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    except zipfile.BadZipFile as err:
+        raise DataError(f"{archive}: corrupt zip archive ({err})") from None
+    return target
+
+
+def _split_of(path: Path, root: Path) -> str:
+    prefix = path.name.split("_", 1)[0]
+    if prefix in SPLITS:
+        return prefix
+    raise DataError(
+        f"{path.relative_to(root)}: file name does not start with Training_, PublicTest_ or PrivateTest_, "
+        "so its split is unknown"
+    )
+
+
+def _label_of_folder(name: str, path: Path) -> int:
+    try:
+        return EMOTIONS.index(name.lower())
+    except ValueError:
+        raise DataError(f"{path}: unknown emotion folder {name!r}; expected one of {', '.join(EMOTIONS)}") from None
+
+
+def read_image_folder(root: Path) -> dict[str, Split]:
+    """Read `<split dir>/<emotion>/<Split>_*.{jpg,png}` below `root` (the Kaggle layout)."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no .jpg/.png images found (expected train/<emotion>/*.jpg and test/<emotion>/*.jpg)")
+    images: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
+    labels: dict[str, list[int]] = {s: [] for s in SPLITS}
+    converted = 0
+    for path in files:
+        split = _split_of(path, root)
+        label = _label_of_folder(path.parent.name, path)
+        face, was_colour = decode_face(path.read_bytes(), str(path))
+        converted += was_colour
+        images[split].append(face)
+        labels[split].append(label)
+    if converted:
+        warnings.warn(f"{root}: converted {converted} colour image(s) to grayscale", stacklevel=2)
+    return {s: _stack(images[s], labels[s]) for s in SPLITS}
+
+
+def decode_face(data: bytes, name: str) -> tuple[torch.Tensor, bool]:
+    """Decode one 48x48 face to a (48, 48) uint8 tensor; colour is converted to gray.
+
+    Returns the face and whether it was converted. Other sizes are rejected:
+    resizing would silently change what the model sees.
+    """
+    try:
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    except (RuntimeError, ValueError) as err:
+        raise DataError(f"{name}: not a readable image ({str(err).splitlines()[0]})") from None
+    if image.dtype != torch.uint8:
+        raise DataError(f"{name}: {image.dtype} pixels; expected 8-bit images")
+    channels = image.shape[0]
+    if channels in (3, 4):
+        image = v2.functional.rgb_to_grayscale(image[:3])
+    elif channels == 2:
+        image = image[:1]
+    if tuple(image.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{name}: image is {image.shape[2]}x{image.shape[1]}; FER-2013 faces are 48x48")
+    return image[0], channels != 1 and channels != 2
+
+
+def read_challenge_csv(path: Path) -> dict[str, Split]:
+    """Read the challenge's `fer2013.csv` (`emotion,pixels,Usage`; 2304 pixels per row)."""
+    images: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
+    labels: dict[str, list[int]] = {s: [] for s in SPLITS}
+    expected = IMAGE_SIZE * IMAGE_SIZE
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if not set(CSV_COLUMNS) <= set(columns):
+            raise DataError(f"{path}: expected columns {','.join(CSV_COLUMNS)}, found {','.join(columns) or 'none'}")
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            emotion, usage = row["emotion"], row["Usage"]
+            if not emotion.isdigit() or int(emotion) >= len(EMOTIONS):
+                raise DataError(f"{where}: unknown emotion label {emotion!r}; expected 0-{len(EMOTIONS) - 1}")
+            if usage not in SPLITS:
+                raise DataError(f"{where}: unknown Usage {usage!r}; expected one of {', '.join(SPLITS)}")
+            try:
+                pixels = bytes(int(v) for v in (row["pixels"] or "").split())
+            except ValueError:
+                raise DataError(f"{where}: pixels must be integers 0-255") from None
+            if len(pixels) != expected:
+                raise DataError(f"{where}: {len(pixels)} pixel values, expected {expected}")
+            images[usage].append(torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(IMAGE_SIZE, IMAGE_SIZE))
+            labels[usage].append(int(emotion))
+    return {s: _stack(images[s], labels[s]) for s in SPLITS}
+
+
+def _stack(images: list[torch.Tensor], labels: list[int]) -> Split:
+    if not images:
+        return Split(torch.empty(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8), torch.empty(0, dtype=torch.int64))
+    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+
+
+def train_transform(config: DataConfig) -> v2.Transform:
+    """The seed's augmentation: random rotation, zoom and horizontal flip (uint8 in, uint8 out)."""
+    steps: list[v2.Transform] = []
+    if config.rotation_degrees or config.zoom:
+        steps.append(
+            v2.RandomAffine(degrees=config.rotation_degrees, scale=(1 - config.zoom, 1 + config.zoom))
+        )
+    if config.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+class FaceDataset(Dataset):
+    """Faces as (1, 48, 48) float32 tensors in [0, 1] with int64 labels."""
+
+    def __init__(self, split: Split, transform: v2.Transform | None = None) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.split.images[index].unsqueeze(0)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image.float().div_(255.0), self.split.labels[index]
+
+
+def train_batches(split: Split, config: DataConfig, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """One epoch of shuffled, augmented training batches (the last partial batch dropped).
+
+    Order and augmentation depend only on (seed, epoch), so a resumed run
+    replays an epoch exactly.
+    """
+    epoch_seed = seed * 100_003 + epoch
+    torch.manual_seed(epoch_seed)
+    generator = torch.Generator().manual_seed(epoch_seed)
+    dataset = FaceDataset(split, train_transform(config) if config.augment else None)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
+        num_workers=config.num_workers, persistent_workers=False,
+    )
+    batches = iter(loader)
+    while True:
+        with torch_threads(1):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        images, labels = batch
+        yield to_jax(images), to_jax(labels)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch with `count` intra-op threads, then restore the previous number.
+
+    Per-image transforms on 48x48 tensors run about 25x slower with two
+    threads than with one here (thread start-up dominates), and the JAX step
+    has its own thread pool; a PyTorch train step in the same process keeps
+    all its threads.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[jax.Array, jax.Array, jax.Array]]:
+    """Unaugmented batches in order, the last one padded; yields (images, labels, mask)."""
+    for start in range(0, len(split), batch_size):
+        images = split.images[start : start + batch_size].unsqueeze(1).float().div_(255.0)
+        labels = split.labels[start : start + batch_size]
+        count = len(labels)
+        pad = batch_size - count
+        if pad:
+            images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
+            labels = torch.cat([labels, labels.new_zeros(pad)])
+        mask = torch.arange(batch_size) < count
+        yield to_jax(images), to_jax(labels), to_jax(mask)
+
+
+def to_jax(tensor: torch.Tensor) -> jax.Array:
+    """Hand a CPU tensor to JAX without a copy (DLPack), then onto the default device.
+
+    `from_dlpack` commits the array to the CPU; on a GPU `device_put` makes the
+    one host-to-device copy that any input path needs.
+    """
+    array = jax.dlpack.from_dlpack(tensor.contiguous())
+    device = jax.devices()[0]
+    return array if device.platform == "cpu" else jax.device_put(array, device)
+
+
+def as_nhwc(images: jax.Array) -> jax.Array:
+    """(N, 1, 48, 48) torch layout to the (N, 48, 48, 1) layout of the Flax models (free for one channel)."""
+    return jnp.reshape(images, (images.shape[0], IMAGE_SIZE, IMAGE_SIZE, 1))
