@@ -66,10 +66,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 64
     eval_batch_size: int = 256
-    patience: int = 8
+    patience: int = 6
     """Stop after this many epochs without a better PublicTest accuracy (0: never)."""
     seed: int = 0
 

@@ -253,27 +253,33 @@ class FaceDataset(Dataset):
         return image.float().div_(255.0), self.split.labels[index]
 
 
-def train_batches(split: Split, config: DataConfig, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[jax.Array, jax.Array]]:
-    """One epoch of shuffled, augmented training batches (the last partial batch dropped).
+def torch_train_batches(split: Split, config: DataConfig, batch_size: int, seed: int,
+                        epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented (N, 1, 48, 48) float batches (the last partial batch dropped).
 
     Order and augmentation depend only on (seed, epoch), so a resumed run
-    replays an epoch exactly.
+    replays an epoch exactly, and the JAX and PyTorch trainers see the same
+    batches.
     """
     epoch_seed = seed * 100_003 + epoch
     torch.manual_seed(epoch_seed)
     generator = torch.Generator().manual_seed(epoch_seed)
     dataset = FaceDataset(split, train_transform(config) if config.augment else None)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-        num_workers=config.num_workers, persistent_workers=False,
-    )
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
+                        num_workers=config.num_workers)
     batches = iter(loader)
     while True:
         with torch_threads(1):
             batch = next(batches, None)
         if batch is None:
             return
-        images, labels = batch
+        yield batch
+
+
+def train_batches(split: Split, config: DataConfig, batch_size: int, seed: int,
+                  epoch: int) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """`torch_train_batches` handed to JAX by DLPack."""
+    for images, labels in torch_train_batches(split, config, batch_size, seed, epoch):
         yield to_jax(images), to_jax(labels)
 
 
@@ -294,8 +300,8 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[jax.Array, jax.Array, jax.Array]]:
-    """Unaugmented batches in order, the last one padded; yields (images, labels, mask)."""
+def torch_eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Unaugmented batches in order, the last one zero-padded to `batch_size`; yields (images, labels, mask)."""
     for start in range(0, len(split), batch_size):
         images = split.images[start : start + batch_size].unsqueeze(1).float().div_(255.0)
         labels = split.labels[start : start + batch_size]
@@ -304,8 +310,13 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[jax.Array, jax
         if pad:
             images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
             labels = torch.cat([labels, labels.new_zeros(pad)])
-        mask = torch.arange(batch_size) < count
-        yield to_jax(images), to_jax(labels), to_jax(mask)
+        yield images, labels, torch.arange(batch_size) < count
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[jax.Array, jax.Array, jax.Array]]:
+    """`torch_eval_batches` handed to JAX by DLPack (a fixed shape: one compilation)."""
+    for batch in torch_eval_batches(split, batch_size):
+        yield tuple(to_jax(t) for t in batch)
 
 
 def to_jax(tensor: torch.Tensor) -> jax.Array:
