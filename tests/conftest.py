@@ -24,7 +24,7 @@ def fer2013_zip() -> Path:
 
     Missing: a skip on a developer's machine, a failure under CI=true.
     """
-    path = Path(os.environ.get("FER2013_ZIP") or DEFAULT_FER2013_ZIP)
+    path = Path(os.environ.get("FER2013_ZIP") or DEFAULT_FER2013_ZIP).resolve()
     if not path.is_file():
         message = f"real FER-2013 archive not found at {path} (set FER2013_ZIP)"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

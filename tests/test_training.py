@@ -1,0 +1,117 @@
+"""The trainer end to end on tiny fixtures: run folder, early stopping, NaN guard, exact resume after kill -9."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_jax import training
+from fer_jax.config import Config
+from fer_jax.evaluation import evaluate_run
+from fer_jax.files import read_jsonl
+from tests.fixtures import make_faces, write_zip
+
+ROOT = Path(__file__).resolve().parent.parent
+METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}
+
+
+def tiny_config(data: Path, tmp_path: Path, **overrides) -> Config:
+    config = Config()
+    config.data.source = str(data)
+    config.data.cache_dir = str(tmp_path / "cache")
+    config.run_dir = str(tmp_path / "run")
+    config.apply_overrides(["train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2"])
+    config.apply_overrides([f"{k}={v}" for k, v in overrides.items()])
+    return config
+
+
+def test_run_folder_holds_everything(tiny_zip, tmp_path):
+    config = tiny_config(tiny_zip, tmp_path)
+    results = training.train(config, results_copy=str(tmp_path / "results" / "copy.json"))
+    run = Path(config.run_dir)
+    for name in ("config.json", "environment.json", "metrics.jsonl", "curves.png", "confusion_matrix.png", "results.json"):
+        assert (run / name).is_file(), name
+    assert Config.load(run / "config.json") == config
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [row["epoch"] for row in rows] == [1, 2] and all(set(row) == METRIC_KEYS for row in rows)
+    env = json.loads((run / "environment.json").read_text())
+    assert {"jax", "flax", "optax", "torch"} <= set(env["versions"]) and "git_commit" in env and env["device"]
+    assert (run / "checkpoints" / "best").is_dir() and (run / "checkpoints" / "latest").is_dir()
+    assert results["selected_on"] == "PublicTest" and results["reported_on"] == "PrivateTest"
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_images"] == 14
+    assert json.loads((tmp_path / "results" / "copy.json").read_text()) == results
+    assert evaluate_run(run)["test_accuracy"] == results["test_accuracy"]
+    with pytest.raises(training.TrainingError, match="already holds a run"):
+        training.train(config)
+
+
+def test_early_stopping_on_public_test(tiny_zip, tmp_path):
+    config = tiny_config(tiny_zip, tmp_path, **{"train.epochs": 6, "train.patience": 2,
+                                               "optim.learning_rate": 0.0, "optim.schedule": "constant"})
+    results = training.train(config)
+    assert results["stop_reason"] == "early_stopping"
+    assert results["epochs"] == 3 and results["best_epoch"] == 1
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_zip, tmp_path, monkeypatch):
+    real_epoch = training._train_epoch
+
+    def epoch_that_diverges(state, steps, split, config, epoch):
+        state, metrics = real_epoch(state, steps, split, config, epoch)
+        return state, {**metrics, "loss": math.nan} if epoch == 2 else metrics
+
+    monkeypatch.setattr(training, "_train_epoch", epoch_that_diverges)
+    config = tiny_config(tiny_zip, tmp_path, **{"train.epochs": 4})
+    results = training.train(config)
+    assert results["stop_reason"] == "non_finite_loss"
+    assert results["epochs"] == 1 and results["best_epoch"] == 1
+    assert [row["epoch"] for row in read_jsonl(Path(config.run_dir) / "metrics.jsonl")] == [1]
+
+
+def cli_train(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fer_jax", "train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    data = write_zip(make_faces({"Training": 24, "PublicTest": 2, "PrivateTest": 2}), tmp_path / "fer2013.zip")
+    common = ["--data", str(data), "--epochs", "3", "--batch-size", "8", "--seed", "3",
+              "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.eval_batch_size=16"]
+
+    reference = cli_train(*common, "--run-dir", str(tmp_path / "reference"))
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()
+
+    crashed = tmp_path / "crashed"
+    victim = cli_train(*common, "--run-dir", str(crashed))
+    deadline = time.monotonic() + 600
+    while not (crashed / "metrics.jsonl").is_file() or not read_jsonl(crashed / "metrics.jsonl"):
+        assert victim.poll() is None, victim.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # into epoch 2, whose 21 steps take several seconds
+    assert victim.poll() is None, "the run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    assert len(read_jsonl(crashed / "metrics.jsonl")) == 1
+
+    resumed = cli_train("--resume", str(crashed))
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "Resuming" in output and "after epoch 1" in output
+
+    def without_time(run: Path) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in read_jsonl(run / "metrics.jsonl")]
+
+    assert without_time(crashed) == without_time(tmp_path / "reference")
+    expected = json.loads((tmp_path / "reference" / "results.json").read_text())
+    got = json.loads((crashed / "results.json").read_text())
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "best_epoch", "epochs"):
+        assert got[key] == expected[key], key
