@@ -39,6 +39,10 @@ class DataConfig:
     horizontal_flip: bool = True
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
+    loader: str = "torchvision"
+    """'torchvision' (decode the archive/CSV with fer_jax.data) or 'tfds' (read the TFDS array_record copy built by fer_jax.tfds_builder)."""
+    tfds_dir: str = ""
+    """TFDS data folder for loader='tfds', built there from `source` if missing (empty: <cache_dir>/tfds)."""
 
     def resolved_source(self) -> str:
         """The dataset path this config points at."""

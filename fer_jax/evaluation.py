@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax import data as fer_data
-from fer_jax import plotting
 from fer_jax.checkpoints import RunCheckpoints
-from fer_jax.config import Config
-from fer_jax.environment import environment_info
-from fer_jax.files import read_jsonl
+from fer_jax.config import Config, ConfigError
+from fer_jax.environment import device_description
+from fer_jax.loop import summarize
 from fer_jax.models import count_params
 from fer_jax.steps import Steps, TrainState, init_state
 
@@ -42,38 +41,13 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int
 
 def evaluate_checkpoint(config: Config, state: TrainState, steps: Steps, checkpoints: RunCheckpoints,
                         splits: dict[str, fer_data.Split]) -> dict[str, Any]:
-    """Restore the best checkpoint, evaluate it on PublicTest and PrivateTest, plot its confusion matrix."""
+    """Restore the best checkpoint and evaluate it on PublicTest and PrivateTest (`loop.summarize`'s keys)."""
     best_state, record = checkpoints.restore("best", state)
     val = evaluate_split(best_state, steps, splits["PublicTest"], config.train.eval_batch_size)
     test = evaluate_split(best_state, steps, splits["PrivateTest"], config.train.eval_batch_size)
-    matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"])
-    run_dir = Path(config.run_dir)
-    plotting.plot_confusion_matrix(matrix.tolist(), run_dir / "confusion_matrix.png",
-                                   title=f"PrivateTest, best checkpoint (epoch {record['best_epoch']})")
-    print(f"Best epoch {record['best_epoch']}: PublicTest accuracy {val['accuracy']:.4f}, "
-          f"PrivateTest accuracy {test['accuracy']:.4f}")
-    seconds = [row["seconds"] for row in read_jsonl(run_dir / "metrics.jsonl")]
-    env = environment_info()
-    return {
-        "model": config.model.name,
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "val_accuracy": val["accuracy"],
-        "selected_on": "PublicTest",
-        "reported_on": "PrivateTest",
-        "best_epoch": record["best_epoch"],
-        "epochs": len(seconds),
-        "seconds_per_epoch": sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0],
-        "first_epoch_seconds": seconds[0],
-        "train_images": len(splits["Training"]),
-        "val_images": len(splits["PublicTest"]),
-        "test_images": len(splits["PrivateTest"]),
-        "parameters": count_params(best_state.params),
-        "confusion_matrix": matrix.tolist(),
-        "device": env["device"],
-        "git_commit": env["git_commit"],
-        "run_dir": str(run_dir),
-    }
+    matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"]).tolist()
+    return summarize(config, record["best_epoch"], val, test, splits, count_params(best_state.params),
+                     device_description(), matrix)
 
 
 def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[str, Any]:
@@ -98,7 +72,15 @@ def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[st
 
 def load_splits(config: Config) -> dict[str, fer_data.Split]:
     """The three splits a config trains, selects and reports on (subsets for quick runs)."""
-    dataset = fer_data.load_fer2013(config.data.resolved_source(), config.data.cache_dir)
+    if config.data.loader == "tfds":
+        from fer_jax.tfds_builder import load_tfds_splits  # optional dependency: tensorflow-datasets
+
+        tfds_dir = config.data.tfds_dir or str(Path(config.data.cache_dir) / "tfds")
+        dataset = load_tfds_splits(tfds_dir, config.data.resolved_source(), config.data.cache_dir)
+    elif config.data.loader == "torchvision":
+        dataset = fer_data.load_fer2013(config.data.resolved_source(), config.data.cache_dir)
+    else:
+        raise ConfigError(f"data.loader must be 'torchvision' or 'tfds', got {config.data.loader!r}")
     return {
         "Training": dataset["Training"].subset(config.data.train_limit, seed=config.train.seed),
         "PublicTest": dataset["PublicTest"].subset(config.data.eval_limit),

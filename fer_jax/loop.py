@@ -1,0 +1,156 @@
+"""The epoch loop and run bookkeeping that the JAX trainer and the PyTorch baseline share.
+
+Early stopping on PublicTest, the NaN guard, checkpoint timing, metrics.jsonl,
+curves and the results summary live here once, so the two frameworks differ
+only in their train step, evaluation and checkpoint format.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fer_jax import plotting
+from fer_jax.config import Config
+from fer_jax.data import Split
+from fer_jax.environment import environment_info
+from fer_jax.files import read_jsonl, write_json, write_jsonl
+
+
+class TrainingError(Exception):
+    """The run cannot start or continue; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class EpochHooks:
+    """What a framework supplies to `run_epochs`."""
+
+    train_epoch: Callable[[int], dict[str, float]]
+    """Train one epoch (1-based); return its mean 'loss' and 'accuracy' on the augmented batches."""
+    validate: Callable[[], dict[str, Any]]
+    """'loss' and 'accuracy' on PublicTest."""
+    learning_rate: Callable[[int], float]
+    """The learning rate after the given (finished) epoch."""
+    save: Callable[[str, int, dict[str, Any]], None]
+    """Save a checkpoint: ('best' or 'latest', epoch, record)."""
+
+
+def new_record() -> dict[str, Any]:
+    """The early-stopping state and metrics history that checkpoints carry."""
+    return {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "epochs_without_improvement": 0, "history": []}
+
+
+def check_new_run(run_dir: Path, has_checkpoint: bool, resume: bool) -> None:
+    if has_checkpoint and not resume:
+        raise TrainingError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, or another --run-dir")
+
+
+def steps_per_epoch(config: Config, train_split: Split) -> int:
+    steps = len(train_split) // config.train.batch_size
+    if steps == 0:
+        raise TrainingError(f"{len(train_split)} training images are fewer than one batch of {config.train.batch_size}")
+    return steps
+
+
+def start_run(config: Config, record: dict[str, Any]) -> None:
+    """Write config.json, environment.json and the metrics so far into the run folder."""
+    run_dir = Path(config.run_dir)
+    write_json(run_dir / "config.json", config.to_dict())
+    write_json(run_dir / "environment.json", environment_info())
+    write_jsonl(run_dir / "metrics.jsonl", record["history"])
+
+
+def patience_exhausted(config: Config, record: dict[str, Any]) -> bool:
+    return bool(config.train.patience) and record["epochs_without_improvement"] >= config.train.patience
+
+
+def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tuple[dict[str, Any], str]:
+    """Train from the epoch after `record['epoch']` until max epochs, early stopping or a non-finite loss.
+
+    Returns the final record and why it stopped. A checkpoint is saved after
+    every finished epoch ('latest') and on every PublicTest improvement ('best').
+    """
+    run_dir = Path(config.run_dir)
+    stop_reason = "early_stopping" if patience_exhausted(config, record) else "max_epochs"
+    first_epoch = config.train.epochs + 1 if stop_reason == "early_stopping" else record["epoch"] + 1
+    for epoch in range(first_epoch, config.train.epochs + 1):
+        start = time.perf_counter()
+        train = hooks.train_epoch(epoch)
+        val = hooks.validate()
+        row = {
+            "epoch": epoch,
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "learning_rate": hooks.learning_rate(epoch),
+            "seconds": time.perf_counter() - start,
+        }
+        if not math.isfinite(row["train_loss"]):
+            print(f"Epoch {epoch}: training loss is {row['train_loss']}; stopping and keeping the last good checkpoint")
+            return record, "non_finite_loss"
+        improved = row["val_accuracy"] > record["best_val_accuracy"]
+        record = {
+            "epoch": epoch,
+            "best_val_accuracy": max(row["val_accuracy"], record["best_val_accuracy"]),
+            "best_epoch": epoch if improved else record["best_epoch"],
+            "epochs_without_improvement": 0 if improved else record["epochs_without_improvement"] + 1,
+            "history": record["history"] + [row],
+        }
+        if improved:
+            hooks.save("best", epoch, record)
+        hooks.save("latest", epoch, record)
+        write_jsonl(run_dir / "metrics.jsonl", record["history"])
+        plotting.plot_curves(record["history"], run_dir / "curves.png")
+        print(f"Epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
+              f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{' (best)' if improved else ''} | "
+              f"{row['seconds']:.1f}s")
+        if patience_exhausted(config, record):
+            print(f"Early stopping: no better PublicTest accuracy in {config.train.patience} epochs")
+            return record, "early_stopping"
+    return record, stop_reason
+
+
+def summarize(config: Config, best_epoch: int, val: dict[str, Any], test: dict[str, Any],
+              splits: dict[str, Split], parameters: int, device: str, matrix: list[list[int]]) -> dict[str, Any]:
+    """The results of a run's best checkpoint; also writes its PrivateTest confusion matrix PNG."""
+    run_dir = Path(config.run_dir)
+    plotting.plot_confusion_matrix(matrix, run_dir / "confusion_matrix.png",
+                                   title=f"PrivateTest, best checkpoint (epoch {best_epoch})")
+    print(f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
+          f"PrivateTest accuracy {test['accuracy']:.4f}")
+    seconds = [row["seconds"] for row in read_jsonl(run_dir / "metrics.jsonl")]
+    return {
+        "model": config.model.name,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "val_accuracy": val["accuracy"],
+        "selected_on": "PublicTest",
+        "reported_on": "PrivateTest",
+        "best_epoch": best_epoch,
+        "epochs": len(seconds),
+        "seconds_per_epoch": sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0],
+        "first_epoch_seconds": seconds[0],
+        "train_images": len(splits["Training"]),
+        "val_images": len(splits["PublicTest"]),
+        "test_images": len(splits["PrivateTest"]),
+        "parameters": parameters,
+        "confusion_matrix": matrix,
+        "device": device,
+        "git_commit": environment_info()["git_commit"],
+        "run_dir": str(run_dir),
+    }
+
+
+def finish_run(config: Config, results: dict[str, Any], stop_reason: str, framework: str,
+               results_copy: str | None = None) -> dict[str, Any]:
+    """Add how the run ended, write results.json (and a copy, e.g. under results/)."""
+    results.update(stop_reason=stop_reason, command=environment_info()["command"], framework=framework)
+    write_json(Path(config.run_dir) / "results.json", results)
+    if results_copy:
+        write_json(results_copy, results)
+    return results

@@ -1,0 +1,233 @@
+"""PyTorch baseline: the seed CNN in plain PyTorch, trained with the JAX trainer's recipe.
+
+`train_torch(config)` mirrors `fer_jax.training.train`: the same batches
+(`torch_train_batches`, `torch_eval_batches`), splits, optimizer, schedule,
+batch size and early stopping on PublicTest, and the same run folder:
+config.json, environment.json, metrics.jsonl (same row keys), curves.png,
+confusion_matrix.png, results.json (same keys, plus "framework": "pytorch"),
+with checkpoints/best.pt (the model's state dict) and checkpoints/latest.pt
+(model, optimizer and record, to resume).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from fer_jax import loop
+from fer_jax.config import Config, ConfigError
+from fer_jax.data import Split, torch_eval_batches, torch_train_batches
+from fer_jax.environment import cpu_model
+from fer_jax.evaluation import confusion_matrix, load_splits
+from fer_jax.files import write_atomic
+from fer_jax.models import NUM_CLASSES
+from fer_jax.loop import TrainingError
+
+
+class TorchSeedCNN(nn.Module):
+    """`fer_jax.models.SeedCNN` in PyTorch: same layers, names and shapes, NCHW input (N, 1, 48, 48).
+
+    Initialisation differs: PyTorch's default is kaiming-uniform weights
+    (a=sqrt(5)) and uniform biases in +-1/sqrt(fan_in); Flax uses lecun-normal
+    kernels and zero biases. So the two start from different weights for the
+    same seed; the rest of the recipe is identical. `fer_jax.porting` converts
+    weights both ways.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.dropout1 = nn.Dropout(0.25)
+        self.conv3 = nn.Conv2d(64, 128, 3)
+        self.conv4 = nn.Conv2d(128, 128, 3)
+        self.dropout2 = nn.Dropout(0.25)
+        self.dense1 = nn.Linear(4 * 4 * 128, 1024)
+        self.dropout3 = nn.Dropout(0.5)
+        self.dense2 = nn.Linear(1024, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = self.dropout1(self.pool(x))
+        x = self.pool(F.relu(self.conv3(x)))
+        x = self.pool(F.relu(self.conv4(x)))
+        x = self.dropout2(x)
+        x = torch.flatten(x, 1)
+        x = self.dropout3(F.relu(self.dense1(x)))
+        return self.dense2(x)
+
+
+def torch_device() -> torch.device:
+    """CUDA when PyTorch sees a GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def torch_device_description(device: torch.device) -> str:
+    """'cpu: <model> (<n> cores)' or 'cuda: <GPU name> x<count>', like `environment.device_description`."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)} x{torch.cuda.device_count()}"
+    return f"cpu: {cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate at each step, as `optax.constant_schedule` / `optax.cosine_decay_schedule` give it."""
+    opt = config.optim
+    if opt.schedule == "constant":
+        return lambda step: opt.learning_rate
+    if opt.schedule == "cosine":
+        decay_steps = max(1, config.train.epochs * steps_per_epoch)
+        return lambda step: opt.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+    raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
+
+
+def make_torch_optimizer(config: Config, parameters: Iterable[nn.Parameter],
+                         steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+    """The optimizer of `fer_jax.steps.make_optimizer` in PyTorch, and its schedule (set it before each step).
+
+    Adam is AdamW with decoupled weight decay (plain Adam at weight_decay 0),
+    as `optax.adamw`; SGD adds the weight decay to the gradient before
+    momentum, as `optax.add_decayed_weights` before `optax.sgd`.
+    """
+    opt = config.optim
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    if opt.name == "adam":
+        optimizer = torch.optim.AdamW(parameters, lr=schedule(0), weight_decay=opt.weight_decay)
+    elif opt.name == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=schedule(0), momentum=opt.momentum,
+                                    nesterov=opt.nesterov and opt.momentum > 0, weight_decay=opt.weight_decay)
+    else:
+        raise ConfigError(f"unknown optim.name {opt.name!r}: expected 'adam' or 'sgd'")
+    return optimizer, schedule
+
+
+def evaluate_torch(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Mean loss, accuracy and per-image predictions on an unaugmented split, as `evaluation.evaluate_split`."""
+    model.eval()
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    predictions = []
+    with torch.inference_mode():
+        for images, labels, mask in torch_eval_batches(split, batch_size):
+            images, labels, mask = images.to(device), labels.to(device), mask.to(device)
+            logits = model(images)
+            batch_predictions = logits.argmax(-1)
+            loss += torch.where(mask, F.cross_entropy(logits, labels, reduction="none"), 0.0).sum()
+            correct += ((batch_predictions == labels) & mask).sum()
+            count += mask.sum()
+            predictions.append(batch_predictions)
+    total = int(count)
+    return {
+        "loss": float(loss) / total,
+        "accuracy": int(correct) / total,
+        "predictions": torch.cat(predictions)[:total].cpu(),
+    }
+
+
+def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
+    """Train (or with `resume`, continue) the PyTorch baseline in `config.run_dir`; return its results."""
+    if config.model.name != "seed_cnn":
+        raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
+    run_dir = Path(config.run_dir)
+    best_path, latest_path = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "latest.pt"
+    loop.check_new_run(run_dir, latest_path.is_file(), resume)
+    splits = load_splits(config)
+    steps_per_epoch = loop.steps_per_epoch(config, splits["Training"])
+
+    device = torch_device()
+    torch.manual_seed(config.train.seed)
+    model = TorchSeedCNN().to(device)
+    optimizer, schedule = make_torch_optimizer(config, model.parameters(), steps_per_epoch)
+    record = loop.new_record()
+    if resume and latest_path.is_file():
+        latest = torch.load(latest_path, map_location=device, weights_only=True)
+        model.load_state_dict(latest["model"])
+        optimizer.load_state_dict(latest["optimizer"])
+        record = latest["record"]
+        print(f"Resuming {run_dir} after epoch {record['epoch']}")
+    loop.start_run(config, record)
+    print(f"Run folder {run_dir} | PyTorch {config.model.name}: {count_torch_params(model):,} parameters | "
+          f"train {len(splits['Training'])}, val {len(splits['PublicTest'])}, test {len(splits['PrivateTest'])} "
+          f"images | {device}")
+
+    def save(which: str, epoch: int, record: dict[str, Any]) -> None:
+        if which == "best":
+            save_torch(best_path, model.state_dict())
+        else:
+            save_torch(latest_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "record": record})
+
+    hooks = loop.EpochHooks(
+        train_epoch=lambda epoch: _train_epoch(model, optimizer, schedule, (epoch - 1) * steps_per_epoch,
+                                               splits["Training"], config, epoch, device),
+        validate=lambda: evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device),
+        learning_rate=lambda epoch: schedule(epoch * steps_per_epoch),
+        save=save,
+    )
+    record, stop_reason = loop.run_epochs(config, record, hooks)
+    if not best_path.is_file():
+        raise TrainingError(f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate")
+    model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    val = evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device)
+    test = evaluate_torch(model, splits["PrivateTest"], config.train.eval_batch_size, device)
+    matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"].tolist()).tolist()
+    results = loop.summarize(config, record["best_epoch"], val, test, splits, count_torch_params(model),
+                             torch_device_description(device), matrix)
+    return loop.finish_run(config, results, stop_reason, "pytorch")
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    """`torch.save` written atomically (temporary file, fsync, rename)."""
+    write_atomic(path, lambda handle: torch.save(obj, handle), mode="wb")
+
+
+def count_torch_params(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def dropout_seed(seed: int, step: int) -> int:
+    """The torch seed of the dropout masks at `step`: one per step, like `jax.random.fold_in(key, step)`."""
+    return seed * 1_000_003 + step + 1
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], step: int,
+                 split: Split, config: Config, epoch: int, device: torch.device) -> dict[str, float]:
+    """One epoch from global step `step`; the mean loss and accuracy on the augmented batches."""
+    model.train()
+    batches = torch_train_batches(split, config.data, config.train.batch_size, config.train.seed, epoch)
+    total = len(split) // config.train.batch_size
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    with tqdm(batches, total=total, desc=f"Epoch {epoch}/{config.train.epochs}", leave=False,
+              dynamic_ncols=True, mininterval=1.0) as bar:
+        for index, (images, labels) in enumerate(bar):
+            images, labels = images.to(device), labels.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(step)
+            # Dropout gets its own seed per step and leaves the global RNG as it was, so the
+            # data loader's augmentation stream (the same as the JAX trainer's) is not shifted.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(dropout_seed(config.train.seed, step))
+                logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(-1) == labels).sum()
+            count += len(labels)
+            if index % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / count:.3f}", acc=f"{int(correct) / count:.3f}")
+    return {"loss": float(loss_sum) / count, "accuracy": int(correct) / count}
