@@ -1,4 +1,4 @@
-"""Command line: `fer-jax download | train | evaluate` (also `python -m fer_jax`)."""
+"""Command line: `fer-jax download | train | evaluate | compare` (also `python -m fer_jax`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ EPILOG = """examples:
   fer-jax train --results results/seed_cnn.json   # the full recipe
   fer-jax train --resume runs/seed_cnn/20261127-120000
   fer-jax evaluate runs/seed_cnn/20261127-120000
+  fer-jax compare --quick --seeds 3            # JAX vs PyTorch, one run, same machine
 """
 
 
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run_dir", help="a run folder written by `fer-jax train`")
     evaluate.add_argument("--data", help="dataset path, if not the one the run was trained on")
+
+    commands.add_parser(
+        "compare", add_help=False,
+        help="train JAX and PyTorch on the same data, config and seeds; print and save the comparison "
+        "(`fer-jax compare --help`)",
+    )
     return parser
 
 
@@ -99,6 +106,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # its own parser, options and --help
+        from fer_jax.compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     from fer_jax.data import DataError  # heavy imports only after --help
     from fer_jax.download import DownloadError, download_fer2013

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import compare_frameworks
+from fer_jax import compare as compare_frameworks
 from fer_jax.files import read_jsonl
 
 
