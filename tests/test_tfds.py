@@ -1,4 +1,4 @@
-"""FER-2013 as a TensorFlow Datasets builder: built and read back without TensorFlow."""
+"""FER-2013 as a TensorFlow Datasets builder: built and read back without TensorFlow (never skipped)."""
 
 import importlib.util
 import subprocess
@@ -7,18 +7,14 @@ from collections import Counter
 
 import jax.numpy as jnp
 import pytest
+import tensorflow_datasets as tfds  # the test environment (make test) installs the 'tfds' extra
 import torch
 
-pytest.importorskip("tensorflow_datasets", reason="the 'tfds' extra is not installed")
-
-import tensorflow_datasets as tfds  # noqa: E402
-
-from fer_jax.config import Config  # noqa: E402
-from fer_jax.data import EMOTIONS, SPLITS, load_fer2013  # noqa: E402
-from fer_jax.evaluation import load_splits  # noqa: E402
-from fer_jax.tfds_builder import TFDS_SPLITS, build_fer2013_tfds, load_tfds_splits, main  # noqa: E402
-
-from tests.conftest import SMALL  # noqa: E402
+from fer_jax.config import Config
+from fer_jax.data import EMOTIONS, SPLITS, load_fer2013
+from fer_jax.evaluation import load_splits
+from fer_jax.tfds_builder import TFDS_SPLITS, build_fer2013_tfds, load_tfds_splits, main
+from tests.conftest import SMALL
 
 
 def faces(images, labels) -> Counter:
