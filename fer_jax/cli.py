@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config a `train` invocation asks for (a resumed run keeps its saved config)."""
     if args.resume:
+        given = [flag for flag, value in (("--config", args.config), ("--run-dir", args.run_dir), ("--quick", args.quick),
+                                          ("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),
+                                          ("--optimizer", args.optimizer), ("--seed", args.seed), ("--set", args.set))
+                 if value]
+        if given:
+            raise ConfigError(f"--resume continues a run with its saved config; drop {', '.join(given)}")
         config_path = Path(args.resume) / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{args.resume}: no config.json; nothing to resume")

@@ -38,6 +38,8 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     if resume and checkpoints.has("latest"):
         state, record = checkpoints.restore("latest", state)
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
+    elif resume:
+        print(f"{run_dir} has no checkpoint yet (stopped during epoch 1); starting it from the beginning")
     loop.start_run(config, record)
     print(f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
           f"train {len(splits['Training'])}, val {len(splits['PublicTest'])}, test {len(splits['PrivateTest'])} "
