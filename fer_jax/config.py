@@ -60,8 +60,8 @@ class ModelConfig:
 class OptimConfig:
     name: str = "adam"
     """'adam' or 'sgd' (with momentum)."""
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"
+    learning_rate: float = 1e-4
+    schedule: str = "constant"
     """'constant' or 'cosine' (decays to 0 over `train.epochs`)."""
     momentum: float = 0.9
     nesterov: bool = True
@@ -70,10 +70,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 256
-    patience: int = 6
+    patience: int = 5
     """Stop after this many epochs without a better PublicTest accuracy (0: never)."""
     seed: int = 0
 
