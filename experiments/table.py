@@ -1,0 +1,172 @@
+"""Collect experiment summaries and training results into one Markdown table and a bar plot.
+
+    python -m experiments.table                       # runs/**/summary.json + results/*.json -> results/table.md, .png
+    python -m experiments.table --runs runs --results results --out results/table.md
+
+Sources: every summary.json under --runs (written by `python -m experiments.run`; a
+compare_frameworks summary gives a row per framework) and every JSON file directly in
+--results that is a training result (has "test_accuracy" and "command", e.g. the
+results/seed_cnn.json of `fer-jax train --results`). Accuracy is PrivateTest accuracy of
+the PublicTest-selected checkpoint, mean ± sample std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("experiment", "PrivateTest acc", "PublicTest acc", "epochs", "s/epoch", "machine", "command")
+
+
+def stat(mean: float | None, std: float | None = None, n: int | None = None) -> dict[str, Any]:
+    return {"mean": mean, "std": std, "n": n if n is not None else int(mean is not None)}
+
+
+def rows_from_summary(summary: dict[str, Any], source: Path) -> list[dict[str, Any]]:
+    """One row per framework of a summary.json (one row when it has no frameworks)."""
+    variants = summary.get("frameworks") or {"": summary}
+    rows = []
+    for label, variant in variants.items():
+        name = summary["experiment"] + (f" ({label})" if label else "")
+        if summary.get("quick"):
+            name += " [quick]"
+        if not summary.get("complete", True):
+            name += " [incomplete]"
+        rows.append({
+            "experiment": name,
+            "test_accuracy": variant["test_accuracy"],
+            "val_accuracy": variant["val_accuracy"],
+            "epochs": variant["epochs"],
+            "seconds_per_epoch": variant["seconds_per_epoch"],
+            "machine": variant.get("machine") or summary.get("machine", ""),
+            "command": summary.get("command", ""),
+            "date": summary.get("started", ""),
+            "source": str(source),
+        })
+    return rows
+
+
+def row_from_result(result: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The row of a single training result (results/<name>.json): one seed."""
+    return {
+        "experiment": source.stem,
+        "test_accuracy": stat(result["test_accuracy"]),
+        "val_accuracy": stat(result.get("val_accuracy")),
+        "epochs": stat(result.get("epochs")),
+        "seconds_per_epoch": stat(result.get("seconds_per_epoch")),
+        "machine": result.get("device", ""),
+        "command": result["command"],
+        "date": "",
+        "source": str(source),
+    }
+
+
+def collect(runs: Path, results: Path) -> list[dict[str, Any]]:
+    """The table's rows: the summaries under `runs` (in path order, i.e. by experiment and time), then results."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(runs.rglob("summary.json")) if runs.is_dir() else []:
+        try:
+            rows += rows_from_summary(json.loads(path.read_text()), path)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a summary written by experiments.run ({type(err).__name__}: {err})") from None
+    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(result, dict) and "test_accuracy" in result and "command" in result:
+            rows.append(row_from_result(result, path))
+    return rows
+
+
+def _number(stats: dict[str, Any], fmt: str, with_n: bool = False) -> str:
+    if stats.get("mean") is None:
+        return "n/a"
+    text = format(stats["mean"], fmt)
+    if stats.get("std") is not None:
+        text += f" ± {format(stats['std'], fmt)}"
+    if with_n:
+        text += f" (n={stats['n']})"
+    return text
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as one GitHub Markdown table (numbers right-aligned)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for row in rows:
+        cells = [
+            _cell(row["experiment"]),
+            _number(row["test_accuracy"], ".4f", with_n=True),
+            _number(row["val_accuracy"], ".4f"),
+            _number(row["epochs"], ".1f" if row["epochs"].get("std") else ".0f"),
+            _number(row["seconds_per_epoch"], ".1f"),
+            _cell(row["machine"]),
+            f"`{_cell(row['command'])}`" if row["command"] else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rows(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Horizontal bars: PrivateTest accuracy per row, the std over seeds as error bars."""
+    from fer_jax.plotting import plt, save_figure
+
+    labels = [row["experiment"] for row in rows]
+    means = [row["test_accuracy"]["mean"] or 0.0 for row in rows]
+    errors = [row["test_accuracy"]["std"] or 0.0 for row in rows]
+    figure, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rows)), constrained_layout=True)
+    positions = list(range(len(rows)))[::-1]
+    ax.barh(positions, means, xerr=errors, color="C0", capsize=3)
+    for position, mean, error, row in zip(positions, means, errors, rows):
+        ax.text(mean + error, position, f"  {mean:.3f} (n={row['test_accuracy']['n']})", va="center", fontsize=8)
+    ax.set_yticks(positions, labels)
+    ax.set_xlim(0, min(1.0, max(m + e for m, e in zip(means + [0.1], errors + [0.0])) * 1.3))
+    ax.set(xlabel="PrivateTest accuracy, mean ± std over seeds", title="FER-2013 experiments")
+    ax.grid(alpha=0.3, axis="x")
+    save_figure(figure, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.table", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for summary.json "
+                        "(recursively; default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="folder of training-result JSON files (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("results/table.md"),
+                        help="the Markdown table (default: %(default)s); the PNG goes beside it")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fer_jax.files import write_atomic
+
+    try:
+        rows = collect(args.runs, args.results)
+    except (OSError, ValueError) as err:
+        print(f"experiments.table: error: {err}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"experiments.table: error: no summary.json under {args.runs} and no training result in "
+              f"{args.results}", file=sys.stderr)
+        return 1
+    table = format_markdown(rows)
+    write_atomic(args.out, lambda handle: handle.write(table))
+    plot_rows(rows, args.out.with_suffix(".png"))
+    print(table, end="")
+    print(f"Wrote {args.out} and {args.out.with_suffix('.png')} ({len(rows)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Experiments as configs: every config loads, the runner writes seed runs and a summary, the table reads them.
+
+Also the model-inspection helpers (`fer_jax.inspect`) that notebook 04 uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import configs, run, table
+from fer_jax.config import Config, ModelConfig
+from fer_jax.models import create_model
+
+
+@pytest.mark.parametrize("name", configs.available())
+def test_every_config_module_loads_and_returns_a_config(name: str) -> None:
+    loaded_name, module = configs.load(name)
+    assert loaded_name == name
+    config = module.get_config()
+    assert isinstance(config, Config)
+    assert "Command:" in module.__doc__ and "python -m experiments.run" in module.__doc__
+    assert "Expected runtime" in module.__doc__ and "Expected result" in module.__doc__
+    Config.from_dict(config.to_dict())  # every value fits its field
+    for item in getattr(module, "QUICK_OVERRIDES", []):
+        Config().apply_overrides([item])
+
+
+def test_the_required_experiments_exist() -> None:
+    assert {"seed_cnn_adam", "seed_cnn_sgd", "seed_cnn_no_augment", "compare_frameworks"} <= set(configs.available())
+    sgd = configs.load("seed_cnn_sgd")[1].get_config()
+    assert (sgd.optim.name, sgd.optim.learning_rate, sgd.optim.momentum, sgd.optim.nesterov, sgd.optim.schedule) == \
+        ("sgd", 0.01, 0.9, True, "cosine")
+    assert configs.load("seed_cnn_no_augment")[1].get_config().data.augment is False
+    assert configs.load("seed_cnn_adam")[1].get_config() == Config()
+
+
+def test_help_lists_the_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--quick", "--seeds", "--set", "--data", "seed_cnn_sgd", "compare_frameworks", "summary.json"):
+        assert word in text
+
+
+def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["no_such_experiment"]) == 2
+    assert run.main(["seed_cnn_adam", "--set", "train.nope=1"]) == 2
+    assert run.main(["seed_cnn_adam", "--data", str(tmp_path / "missing.zip")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("experiments.run: error:") for line in errors)
+    assert "seed_cnn_adam" in errors[0] and "missing.zip" in errors[2]
+
+
+def test_runner_writes_seed_runs_and_summary_and_the_table_reads_them(
+        tiny_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["seed_cnn_sgd", "--data", str(tiny_zip), "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            "--set", "train.batch_size=8", "--set", "train.eval_batch_size=16",
+            "--set", "data.train_limit=0", "--set", "data.eval_limit=0", "--set", "train.epochs=1", "--seeds", "2"]
+    assert run.main(argv) == 0
+
+    (summary_path,) = Path("runs/seed_cnn_sgd").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["experiment"] == "seed_cnn_sgd" and summary["complete"] is True
+    assert summary["seeds"] == [0, 1] and summary["quick"] is False
+    assert summary["command"].startswith("python -m experiments.run seed_cnn_sgd")
+    assert summary["machine"].startswith("cpu") or ":" in summary["machine"]
+    assert summary["config"]["optim"]["name"] == "sgd"
+    assert [r["seed"] for r in summary["runs"]] == [0, 1]
+    for seed, entry in zip((0, 1), summary["runs"]):
+        run_dir = summary_path.parent / f"seed{seed}"
+        assert Path(entry["run_dir"]) == run_dir
+        results = json.loads((run_dir / "results.json").read_text())
+        assert results["test_accuracy"] == entry["test_accuracy"]
+        assert Config.load(run_dir / "config.json").train.seed == seed
+        assert (run_dir / "checkpoints" / "best").is_dir()
+    accuracies = [r["test_accuracy"] for r in summary["runs"]]
+    assert summary["test_accuracy"]["n"] == 2
+    assert math.isclose(summary["test_accuracy"]["mean"], sum(accuracies) / 2)
+    assert math.isclose(summary["test_accuracy"]["std"], abs(accuracies[0] - accuracies[1]) / math.sqrt(2))
+    assert summary["val_accuracy"]["n"] == 2 and summary["val_accuracy"]["std"] is not None
+
+    # a training result in results/ (as `fer-jax train --results` writes) joins the table; other JSON does not
+    Path("results").mkdir()
+    Path("results/seed_cnn.json").write_text(json.dumps(
+        {"test_accuracy": 0.65, "val_accuracy": 0.64, "epochs": 15, "seconds_per_epoch": 240.0,
+         "device": "cpu: test machine", "command": "fer-jax train --results results/seed_cnn.json"}))
+    Path("results/compare_cpu.json").write_text(json.dumps({"command": "fer-jax compare", "frameworks": {}}))
+    assert table.main(["--out", "results/table.md"]) == 0
+    lines = Path("results/table.md").read_text().splitlines()
+    assert lines[0].startswith("| experiment | PrivateTest acc")
+    assert len(lines) == 4  # header, alignment, seed_cnn_sgd, seed_cnn
+    sgd_row, result_row = lines[2], lines[3]
+    mean, std = summary["test_accuracy"]["mean"], summary["test_accuracy"]["std"]
+    assert sgd_row.startswith("| seed_cnn_sgd |") and f"{mean:.4f} ± {std:.4f} (n=2)" in sgd_row
+    assert summary["machine"] in sgd_row and "`python -m experiments.run seed_cnn_sgd" in sgd_row
+    assert result_row.startswith("| seed_cnn |") and "0.6500 (n=1)" in result_row and "240.0" in result_row
+    assert Path("results/table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_without_sources_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert table.main(["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+                       "--out", str(tmp_path / "table.md")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "table.md").exists()
+
+
+def test_table_rows_per_framework_of_a_comparison(tmp_path: Path) -> None:
+    stats = {"mean": 0.5, "std": None, "n": 1}
+    summary = {"experiment": "compare_frameworks", "command": "python -m experiments.run compare_frameworks",
+               "machine": "cpu: x", "quick": True, "complete": True,
+               "frameworks": {f: {"machine": f"{f} machine", "test_accuracy": stats, "val_accuracy": stats,
+                                  "epochs": stats, "seconds_per_epoch": stats} for f in ("jax", "pytorch")}}
+    path = tmp_path / "runs" / "compare_frameworks" / "20260101-000000" / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(summary))
+    rows = table.collect(tmp_path / "runs", tmp_path / "results")
+    assert [row["experiment"] for row in rows] == ["compare_frameworks (jax) [quick]",
+                                                   "compare_frameworks (pytorch) [quick]"]
+    assert [row["machine"] for row in rows] == ["jax machine", "pytorch machine"]
+
+
+def test_saliency_is_input_shaped_and_finite() -> None:
+    from fer_jax.inspect import feature_maps, first_layer_filters, most_confused_pairs, saliency_maps
+
+    model = create_model(ModelConfig(), seed=0)
+    model.eval()
+    images = jax.random.uniform(jax.random.key(1), (3, 1, 48, 48))
+    maps = saliency_maps(model, images)
+    assert maps.shape == images.shape and bool(jnp.all(jnp.isfinite(maps))) and float(maps.max()) > 0
+    assert saliency_maps(model, images[:, 0], classes=[0, 1, 2]).shape == (3, 48, 48)
+
+    features = feature_maps(model, images)
+    assert features["conv1"].shape == (3, 46, 46, 32) and features["conv4"].shape == (3, 8, 8, 128)
+    assert jnp.allclose(features["logits"], model(images.reshape(3, 48, 48, 1)), atol=1e-5)
+    assert first_layer_filters(model).shape == (32, 3, 3)
+
+    matrix = [[5, 3, 0, 0, 0, 0, 1]] + [[0] * 7 for _ in range(6)]
+    pairs = most_confused_pairs(matrix, top=2)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("angry", "disgust", 3), ("angry", "neutral", 1)]
+    assert math.isclose(pairs[0]["share_of_true"], 3 / 9)
