@@ -7,6 +7,7 @@ only in their train step, evaluation and checkpoint format.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -117,7 +118,10 @@ def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tup
 
 def summarize(config: Config, best_epoch: int, val: dict[str, Any], test: dict[str, Any],
               splits: dict[str, Split], parameters: int, device: str, matrix: list[list[int]]) -> dict[str, Any]:
-    """The results of a run's best checkpoint; also writes its PrivateTest confusion matrix PNG."""
+    """The results of a run's best checkpoint; also writes its PrivateTest confusion matrix PNG.
+
+    `git_commit` is the one the run started (or last resumed) from, as environment.json records it.
+    """
     run_dir = Path(config.run_dir)
     plotting.plot_confusion_matrix(matrix, run_dir / "confusion_matrix.png",
                                    title=f"PrivateTest, best checkpoint (epoch {best_epoch})")
@@ -141,7 +145,7 @@ def summarize(config: Config, best_epoch: int, val: dict[str, Any], test: dict[s
         "parameters": parameters,
         "confusion_matrix": matrix,
         "device": device,
-        "git_commit": environment_info()["git_commit"],
+        "git_commit": json.loads((run_dir / "environment.json").read_text())["git_commit"],
         "run_dir": str(run_dir),
     }
 
