@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import configs
+from fer_jax.cli import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
 
 STATISTICS = ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "seconds_per_epoch",
@@ -187,20 +188,13 @@ def describe(summary: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from fer_jax.data import DataError  # heavy imports (JAX, torch) only after --help
-    from fer_jax.loop import TrainingError
 
-    try:
+    def run() -> None:
         name, module = configs.load(args.config)
         config = experiment_config(module, args.quick, args.data, args.set)
         run_experiment(name, module, config, args.seeds, args.runs, args.quick, argv)
-    except (DataError, ConfigError, TrainingError, FileNotFoundError) as err:
-        print(f"experiments.run: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("experiments.run: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command("experiments.run", run)
 
 
 if __name__ == "__main__":

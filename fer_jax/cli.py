@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fer_jax.config import Config, ConfigError, known_keys, quick
@@ -111,6 +111,26 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
+def run_command(program: str, action: Callable[[], object]) -> int:
+    """Run `action`; errors a user can fix become one line on stderr and exit code 2.
+
+    Shared by `fer-jax`, `fer-jax compare` and `python -m experiments.run`.
+    """
+    from fer_jax.data import DataError  # heavy imports (JAX, torch) only after --help
+    from fer_jax.download import DownloadError
+    from fer_jax.loop import TrainingError
+
+    try:
+        action()
+    except (DataError, DownloadError, TrainingError, FileNotFoundError, ConfigError) as err:
+        print(f"{program}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["compare"]:  # its own parser, options and --help
@@ -118,27 +138,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
-    from fer_jax.data import DataError  # heavy imports only after --help
-    from fer_jax.download import DownloadError, download_fer2013
+    return run_command(f"fer-jax {args.command}", lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from fer_jax.download import download_fer2013
     from fer_jax.evaluation import evaluate_run
     from fer_jax.files import write_json
-    from fer_jax.training import TrainingError, train
+    from fer_jax.training import train
 
-    try:
-        if args.command == "download":
-            path = download_fer2013(args.dest, force=args.force)
-            print(f"FER-2013 is at {path}")
-        elif args.command == "train":
-            config = config_from_args(args)
-            results = train(config, resume=bool(args.resume), results_copy=args.results)
-            print(f"Run folder: {config.run_dir}  (PrivateTest accuracy {results['test_accuracy']:.4f})")
-        elif args.command == "evaluate":
-            results = evaluate_run(args.run_dir, args.data)
-            write_json(Path(args.run_dir) / "evaluation.json", results)
-    except (DataError, DownloadError, TrainingError, FileNotFoundError, ConfigError) as err:
-        print(f"fer-jax {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"fer-jax {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    if args.command == "download":
+        path = download_fer2013(args.dest, force=args.force)
+        print(f"FER-2013 is at {path}")
+    elif args.command == "train":
+        config = config_from_args(args)
+        results = train(config, resume=bool(args.resume), results_copy=args.results)
+        print(f"Run folder: {config.run_dir}  (PrivateTest accuracy {results['test_accuracy']:.4f})")
+    elif args.command == "evaluate":
+        results = evaluate_run(args.run_dir, args.data)
+        write_json(Path(args.run_dir) / "evaluation.json", results)

@@ -22,8 +22,9 @@ import jax
 import torch
 
 from fer_jax.checkpoints import RunCheckpoints
+from fer_jax.cli import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
-from fer_jax.data import DataError, Split
+from fer_jax.data import Split
 from fer_jax.environment import device_description, environment_info
 from fer_jax.evaluation import evaluate_split, load_splits
 from fer_jax.files import read_jsonl, write_json
@@ -31,7 +32,7 @@ from fer_jax.plotting import plt, save_figure
 from fer_jax.steps import init_state
 from fer_jax.torch_baseline import (TorchSeedCNN, evaluate_torch, torch_device, torch_device_description,
                                     train_torch)
-from fer_jax.training import TrainingError, train
+from fer_jax.training import train
 
 FRAMEWORKS = ("jax", "pytorch")
 
@@ -112,18 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before JAX starts its backend (at first use, not at import): JAX would otherwise take
     # 75% of GPU memory up front and leave little to PyTorch in this same process.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    try:
+
+    def run() -> None:
         config = config_from_args(args)
         out = args.out or Path(f"results/compare_{device_slug()}.json")
         compare(config, args.seeds, out, quick_run=args.quick,
                 argv=list(argv) if argv is not None else sys.argv[1:])
-    except (DataError, TrainingError, FileNotFoundError, ConfigError) as err:
-        print(f"fer-jax compare: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fer-jax compare: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command("fer-jax compare", run)
 
 
 def device_slug() -> str:
