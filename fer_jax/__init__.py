@@ -3,6 +3,11 @@
 from fer_jax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from fer_jax.data import EMOTIONS, SPLITS, DataError, load_fer2013
 
+# Imported eagerly on purpose: the function shares its module's name, and a lazy module-level
+# __getattr__ would be shadowed by the submodule once anything imports `fer_jax.predict`
+# (OpenCV and Flax add about a second to `import fer_jax`, which already loads torch and JAX).
+from fer_jax.predict import Face, predict
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -11,8 +16,10 @@ __all__ = [
     "Config",
     "DataConfig",
     "DataError",
+    "Face",
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
     "load_fer2013",
+    "predict",
 ]

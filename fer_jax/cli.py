@@ -1,4 +1,4 @@
-"""Command line: `fer-jax download | train | evaluate | compare` (also `python -m fer_jax`)."""
+"""Command line: `fer-jax download | train | evaluate | predict | export-weights | compare` (also `python -m fer_jax`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ EPILOG = """examples:
   fer-jax train --quick                        # a one-minute smoke run on a subset
   fer-jax train --results results/seed_cnn.json   # the full recipe
   fer-jax train --resume runs/seed_cnn/20261127-120000
-  fer-jax evaluate runs/seed_cnn/20261127-120000
+  fer-jax evaluate runs/seed_cnn/20261127-120000   # report into RUN_DIR/eval/
+  fer-jax predict photo.jpg                    # faces, boxes and 7 probabilities; annotated image in predictions/
   fer-jax compare --quick --seeds 3            # JAX vs PyTorch, one run, same machine
 """
 
@@ -61,12 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--results", help="also write the results JSON here (e.g. results/seed_cnn.json)")
 
     evaluate = commands.add_parser(
-        "evaluate", help="evaluate a run's best checkpoint on PublicTest and PrivateTest",
-        description="Load RUN_DIR's config.json and best checkpoint; report PublicTest and PrivateTest "
-        "accuracy and write RUN_DIR/evaluation.json and confusion_matrix.png.",
+        "evaluate", help="evaluation report of a run's best checkpoint on PrivateTest and PublicTest",
+        description="Load RUN_DIR's config.json and best checkpoint and write RUN_DIR/eval/: report.json (accuracy, "
+        "per-class precision/recall/F1, macro-F1, confusion matrix, most confident mistakes, and the same with "
+        "test-time augmentation), confusion_<split>.png (counts and row-normalised) and mistakes_<split>.png.",
     )
     evaluate.add_argument("run_dir", help="a run folder written by `fer-jax train`")
     evaluate.add_argument("--data", help="dataset path, if not the one the run was trained on")
+    evaluate.add_argument("--crops", action="store_true",
+                          help="also report TTA over the four corner crops (10 views: 5x the time of flip TTA)")
+
+    predict = commands.add_parser(
+        "predict", help="find the faces in images (or a video) and classify their expressions",
+        description="Find faces with OpenCV's Haar cascade, crop each to 48x48 grayscale and classify it. Writes "
+        "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
+        "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
+        epilog="weights: by default the seed CNN shipped in fer_jax/weights/ (README: 'Evaluation report and predict')",
+    )
+    predict.add_argument("paths", nargs="*", metavar="PATH", help="image files (any format OpenCV reads)")
+    predict.add_argument("--checkpoint", help="exported weights (.msgpack, its .json beside) or a run folder "
+                         "(its best checkpoint); default: the shipped seed CNN")
+    predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    predict.add_argument("--no-detect", action="store_true",
+                         help="no face detection: each image is one face (for already-cropped faces, e.g. FER-2013's)")
+    predict.add_argument("--video", help="a video file to process frame by frame")
+    predict.add_argument("--every", type=int, default=1, metavar="N", help="with --video: classify every N-th frame "
+                         "(default: %(default)s)")
+
+    export = commands.add_parser(
+        "export-weights", help="write a run's best weights as a small float16 file (what `predict` ships)",
+        description="Write RUN_DIR's best checkpoint as float16 weights OUT (.msgpack) and OUT's .json beside "
+        "(model, source run, PrivateTest accuracy, sha256). To replace the weights `fer-jax predict` ships: "
+        "--out fer_jax/weights/seed_cnn.msgpack",
+    )
+    export.add_argument("run_dir", help="a run folder written by `fer-jax train`")
+    export.add_argument("--out", required=True, help="the .msgpack file to write")
 
     commands.add_parser(
         "compare", add_help=False,
@@ -142,9 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
+    from fer_jax.data import DataError
     from fer_jax.download import download_fer2013
-    from fer_jax.evaluation import evaluate_run
-    from fer_jax.files import write_json
+    from fer_jax.predict import export_weights, predict_files, predict_video
+    from fer_jax.report import evaluate_report
     from fer_jax.training import train
 
     if args.command == "download":
@@ -155,5 +186,19 @@ def _dispatch(args: argparse.Namespace) -> None:
         results = train(config, resume=bool(args.resume), results_copy=args.results)
         print(f"Run folder: {config.run_dir}  (PrivateTest accuracy {results['test_accuracy']:.4f})")
     elif args.command == "evaluate":
-        results = evaluate_run(args.run_dir, args.data)
-        write_json(Path(args.run_dir) / "evaluation.json", results)
+        evaluate_report(args.run_dir, args.data, crops=args.crops)
+    elif args.command == "predict":
+        if not args.paths and not args.video:
+            raise DataError("nothing to do: give image PATHs and/or --video FILE")
+        failed = []
+        if args.paths:
+            records = predict_files(args.paths, args.out, args.checkpoint, detect=not args.no_detect)
+            failed = [record["file"] for record in records if "error" in record]
+        if args.video:
+            predict_video(args.video, args.out, args.checkpoint, detect=not args.no_detect, every=args.every)
+        if failed:
+            raise DataError(f"{len(failed)} of {len(args.paths)} images could not be read: {', '.join(failed)}")
+    elif args.command == "export-weights":
+        info = export_weights(args.run_dir, args.out)
+        print(f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "
+              f"and {Path(args.out).with_suffix('.json')}")

@@ -1,4 +1,4 @@
-"""Matplotlib figures of a run (Agg backend, written atomically): curves and confusion matrices."""
+"""Matplotlib figures of a run (Agg backend, written atomically): curves, confusion matrices, image grids."""
 
 from __future__ import annotations
 
@@ -62,3 +62,51 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> N
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], path: str | os.PathLike, title: str = "") -> None:
     save_figure(confusion_matrix_figure(matrix, title), path)
+
+
+def confusion_matrices_figure(matrix: Sequence[Sequence[int]], title: str = "") -> Figure:
+    """Two panels: the counts, and the matrix normalised per true class (rows sum to 1)."""
+    totals = [max(1, sum(row)) for row in matrix]
+    normalised = [[value / total for value in row] for row, total in zip(matrix, totals)]
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    peak = max(1, max(max(row) for row in matrix))
+    panels = ((axes[0], matrix, "counts", "count", "{:d}", peak),
+              (axes[1], normalised, "row-normalised", "share of true class", "{:.0%}", 1.0))
+    for ax, values, panel_title, label, fmt, vmax in panels:
+        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax)
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
+                        color="white" if value > vmax / 2 else "black")
+        ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+        ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(panel_title)
+        figure.colorbar(image, ax=ax, fraction=0.046, label=label)
+    figure.suptitle(title)
+    return figure
+
+
+def image_grid_figure(images: Sequence[Any], captions: Sequence[str], title: str = "", columns: int = 6) -> Figure:
+    """8-bit grayscale images ((H, W) arrays or nested lists) in a grid, each with its caption."""
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.3 * rows), squeeze=False,
+                                constrained_layout=True)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=8)
+    if not images:
+        axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_confusion_matrices(matrix: Sequence[Sequence[int]], path: str | os.PathLike, title: str = "") -> None:
+    save_figure(confusion_matrices_figure(matrix, title), path)
+
+
+def plot_mistakes(images: Sequence[Any], captions: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
+    save_figure(image_grid_figure(images, captions, title), path)

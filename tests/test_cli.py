@@ -5,7 +5,7 @@ import pytest
 from fer_jax.cli import main
 
 
-@pytest.mark.parametrize("command", [[], ["download"], ["train"], ["evaluate"]])
+@pytest.mark.parametrize("command", [[], ["download"], ["train"], ["evaluate"], ["predict"], ["export-weights"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([*command, "--help"])
@@ -29,6 +29,10 @@ def test_train_help_lists_config_keys(capsys):
         (["train", "--resume", "runs/x", "--epochs", "3"], "drop --epochs"),
         (["train", "--resume", "/nowhere/run"], "nothing to resume"),
         (["evaluate", "/nowhere/run"], "no config.json here"),
+        (["predict", "face.jpg", "--checkpoint", "/nowhere/w.msgpack"], "/nowhere/w.msgpack: no such file"),
+        (["predict", "--video", "/nowhere/clip.mp4"], "/nowhere/clip.mp4: no such file"),
+        (["predict", "--video", "/nowhere/clip.mp4", "--every", "0"], "every must be 1 or more"),
+        (["export-weights", "/nowhere/run", "--out", "w.msgpack"], "no config.json here"),
     ],
 )
 def test_errors_are_one_line(argv, expected, capsys, tmp_path, monkeypatch):

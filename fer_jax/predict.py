@@ -1,0 +1,388 @@
+"""Facial expressions in photos and videos: OpenCV's Haar cascade finds the faces, the FER-2013 model classifies them.
+
+Each face is cropped from the grayscale image (the detector's square box),
+resized to 48x48 and scaled to [0, 1], as the training faces are. The default
+model is the seed CNN shipped in `fer_jax/weights/` (float16, checked by
+sha256); `export_weights` writes such a file from any run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import torch
+from flax import nnx
+from tqdm import tqdm
+
+from fer_jax.config import ModelConfig
+from fer_jax.data import EMOTIONS, IMAGE_SIZE, DataError
+from fer_jax.evaluation import restore_best
+from fer_jax.files import write_atomic, write_json
+from fer_jax.models import count_params, create_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "seed_cnn.msgpack"
+FACE_CASCADE = "haarcascade_frontalface_default.xml"
+DETECT_MAX_SIDE = 1024
+"""Larger images are scaled down for detection only (Haar detection time grows with the pixel count)."""
+MIN_FACE = 24
+"""Smallest face searched for, in pixels of the (scaled) detection image."""
+MIN_NEIGHBORS = 8
+"""Overlapping detections a face needs: OpenCV's usual 5 also found 1-2 false faces in the test photo at 640-1024 px."""
+ANNOTATE_MIN_SIDE = 256
+"""Smaller images (e.g. 48x48 FER faces) are enlarged before drawing, so the label is legible."""
+BATCH_MULTIPLE = 8
+"""Faces are classified in batches padded to a multiple of this: few shapes, few compilations."""
+
+Box = tuple[int, int, int, int]
+"""x, y, width, height in pixels of the input image."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: where it is and the model's probability for each of the seven emotions."""
+
+    box: Box
+    probabilities: dict[str, float]
+
+    @property
+    def emotion(self) -> str:
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    @property
+    def probability(self) -> float:
+        return self.probabilities[self.emotion]
+
+    def to_dict(self) -> dict[str, Any]:
+        x, y, width, height = self.box
+        return {"box": {"x": x, "y": y, "width": width, "height": height}, "emotion": self.emotion,
+                "probability": self.probability, "probabilities": self.probabilities}
+
+
+class Classifier:
+    """A model in eval mode behind one jitted function: 48x48 uint8 faces in, probabilities out."""
+
+    def __init__(self, model: nnx.Module, info: dict[str, Any]) -> None:
+        model.eval()
+        graphdef, self._state = nnx.split(model)
+        self._forward = jax.jit(lambda state, x: jax.nn.softmax(nnx.merge(graphdef, state)(x)))
+        self.info = info
+        """Where the weights come from (run folder, file, PrivateTest accuracy, ...)."""
+
+    def __call__(self, faces: jax.Array) -> jax.Array:
+        """(N, 48, 48) uint8 faces -> (N, 7) probabilities in `EMOTIONS` order."""
+        count = faces.shape[0]
+        padded = jnp.zeros((-(-count // BATCH_MULTIPLE) * BATCH_MULTIPLE, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
+        padded = padded.at[:count].set(jnp.asarray(faces, jnp.float32) / 255.0)
+        return self._forward(self._state, padded[..., None])[:count]
+
+
+# Weights -------------------------------------------------------------------------------------------------------
+
+
+def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write RUN_DIR's best checkpoint as weights `out` (.msgpack) and its description beside (.json).
+
+    The parameters are stored as float16, which halves the file (4.7 MB for
+    the seed CNN) and moves the probabilities by about 1e-3; other model state
+    (BatchNorm statistics) stays float32. Inference casts back to float32.
+    Returns the description: model, source run, its accuracies, sha256.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    config, state, _, record = restore_best(run_dir)
+    weights = {"params": jax.tree.map(lambda x: x.astype(jnp.float16), nnx.to_pure_dict(state.params)),
+               "model_state": nnx.to_pure_dict(state.model_state)}
+    data = flax.serialization.msgpack_serialize(weights)
+    results_path = run_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    info = {
+        "file": out.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "dtype": "float16",
+        "model": config.model.name,
+        "parameters": count_params(state.params),
+        "source_run": str(run_dir),
+        "best_epoch": record["best_epoch"],
+        "test_accuracy": results.get("test_accuracy"),
+        "val_accuracy": results.get("val_accuracy"),
+        "git_commit": results.get("git_commit"),
+    }
+    write_atomic(out, lambda handle: handle.write(data), mode="wb")
+    write_json(out.with_suffix(".json"), info)
+    return info
+
+
+def load_weights(path: str | Path) -> Classifier:
+    """A classifier from exported weights; refuses a file whose sha256 differs from its .json's."""
+    path = Path(path)
+    info_path = path.with_suffix(".json")
+    for needed in (path, info_path):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed}: no such file (weights come as NAME.msgpack + NAME.json, "
+                                    "written by `fer-jax export-weights`)")
+    data = path.read_bytes()
+    info = json.loads(info_path.read_text())
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != info["sha256"]:
+        raise DataError(f"{path}: sha256 {digest[:16]}... differs from {info_path.name}'s {info['sha256'][:16]}...; "
+                        "the file is corrupt or was replaced without its .json")
+    weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), flax.serialization.msgpack_restore(data))
+    model = create_model(ModelConfig(name=info["model"]), seed=0)
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    nnx.replace_by_pure_dict(params, weights["params"])
+    nnx.replace_by_pure_dict(model_state, weights["model_state"])
+    nnx.update(model, params, model_state)
+    return Classifier(model, {**info, "path": str(path)})
+
+
+@functools.lru_cache(maxsize=4)
+def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
+    """The shipped weights (None), exported weights (a .msgpack file) or a run folder's best checkpoint."""
+    path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
+    if not path.is_dir():
+        return load_weights(path)
+    config, state, _, record = restore_best(path)
+    model = create_model(config.model, seed=0)
+    nnx.update(model, state.params, state.model_state)
+    return Classifier(model, {"model": config.model.name, "source_run": str(path), "best_epoch": record["best_epoch"],
+                              "dtype": "float32"})
+
+
+# Images and faces ----------------------------------------------------------------------------------------------
+
+
+def read_image(path: str | Path) -> Any:
+    """Any image file OpenCV reads (colour, gray, RGBA, 16-bit, EXIF-rotated) as 8-bit BGR."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: not a readable image")
+    return image
+
+
+def to_bgr(image: Any) -> Any:
+    """An image array (NumPy, torch, JAX; (H, W), (H, W, 3) RGB or (H, W, 4) RGBA; uint8, 16-bit or floats
+    in [0, 1]) as 8-bit BGR, OpenCV's layout."""
+    tensor = torch.as_tensor(image)
+    if tensor.is_floating_point():
+        tensor = (tensor.clamp(0, 1) * 255).round().to(torch.uint8)
+    elif tensor.dtype in (torch.uint16, torch.int16):
+        tensor = (tensor.to(torch.float32).clamp(0, 65535) / 257).round().to(torch.uint8)
+    elif tensor.dtype != torch.uint8:
+        raise DataError(f"image array of {tensor.dtype}: expected uint8, 16-bit or floats in [0, 1]")
+    if tensor.ndim == 3 and tensor.shape[2] == 1:
+        tensor = tensor[..., 0]
+    conversions = {2: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}
+    channels = 2 if tensor.ndim == 2 else tensor.shape[2] if tensor.ndim == 3 else 0
+    if channels not in conversions:
+        raise DataError(f"image array of shape {tuple(tensor.shape)}: expected (H, W), (H, W, 3) or (H, W, 4)")
+    return cv2.cvtColor(tensor.contiguous().numpy(), conversions[channels])
+
+
+@functools.cache
+def face_detector() -> cv2.CascadeClassifier:
+    """The frontal-face Haar cascade that ships inside the opencv-python(-headless) wheel."""
+    detector = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / FACE_CASCADE))
+    if detector.empty():
+        raise FileNotFoundError(f"{FACE_CASCADE} not found in {cv2.data.haarcascades} (reinstall opencv-python-headless)")
+    return detector
+
+
+def detect_faces(gray: Any) -> list[Box]:
+    """Boxes of the frontal faces in an 8-bit grayscale image, left to right."""
+    height, width = gray.shape
+    scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+    if scale < 1:
+        gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    found = face_detector().detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=MIN_NEIGHBORS,
+                                             minSize=(MIN_FACE, MIN_FACE))
+    return sorted(tuple(round(int(v) / scale) for v in box) for box in found)
+
+
+def crop_face(gray: Any, box: Box) -> Any:
+    """The box of an 8-bit grayscale image as a 48x48 face, like the FER-2013 images."""
+    x, y, width, height = box
+    crop = gray[y : y + height, x : x + width]
+    shrink = crop.shape[0] >= IMAGE_SIZE and crop.shape[1] >= IMAGE_SIZE
+    return cv2.resize(crop, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def classify(bgr: Any, classifier: Classifier, detect: bool = True) -> list[Face]:
+    """The faces of an 8-bit BGR image with their probabilities; `detect=False`: the whole image is one face."""
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    boxes = detect_faces(gray) if detect else [(0, 0, gray.shape[1], gray.shape[0])]
+    if not boxes:
+        return []
+    probabilities = classifier(jnp.stack([jnp.asarray(crop_face(gray, box)) for box in boxes])).tolist()
+    return [Face(box, dict(zip(EMOTIONS, p))) for box, p in zip(boxes, probabilities)]
+
+
+def predict(image: str | os.PathLike | Any, checkpoint: str | Path | None = None, detect: bool = True) -> list[Face]:
+    """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
+
+    `checkpoint`: None for the shipped weights, an exported .msgpack, or a run
+    folder. `detect=False` treats the whole image as one face (already-cropped
+    faces such as FER-2013's). No face found: an empty list.
+    """
+    bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
+    return classify(bgr, load_classifier(checkpoint), detect)
+
+
+# Outputs -------------------------------------------------------------------------------------------------------
+
+
+def annotate(bgr: Any, faces: Sequence[Face], min_side: int = 0) -> Any:
+    """A copy of the image with each face's box and top emotion + probability drawn on it.
+
+    Images smaller than `min_side` are enlarged first (nearest neighbour) so the text stays legible.
+    """
+    factor = max(1, math.ceil(min_side / max(bgr.shape[:2])))
+    out = cv2.resize(bgr, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST) if factor > 1 else bgr.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 500))
+    font_scale = 0.5 * thickness
+    for face in faces:
+        x, y, width, height = (v * factor for v in face.box)
+        cv2.rectangle(out, (x, y), (x + width - 1, y + height - 1), (0, 220, 0), 2 * thickness)
+        label = f"{face.emotion} {face.probability:.2f}"
+        (text_width, text_height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        top = y - text_height - baseline - 4 * thickness if y > text_height + baseline + 4 * thickness else y
+        cv2.rectangle(out, (x, top), (x + text_width + 4 * thickness, top + text_height + baseline + 4 * thickness),
+                      (0, 220, 0), cv2.FILLED)
+        cv2.putText(out, label, (x + 2 * thickness, top + text_height + 2 * thickness), cv2.FONT_HERSHEY_SIMPLEX,
+                    font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return out
+
+
+def write_image(path: Path, bgr: Any) -> None:
+    """Encode by the file's extension and write atomically."""
+    ok, encoded = cv2.imencode(path.suffix, bgr)
+    if not ok:
+        raise DataError(f"{path}: OpenCV cannot encode {path.suffix} images")
+    write_atomic(path, lambda handle: handle.write(encoded.tobytes()), mode="wb")
+
+
+CSV_COLUMNS = ("x", "y", "width", "height", "emotion", "probability", *EMOTIONS)
+
+
+def face_row(face: Face) -> list[Any]:
+    return [*face.box, face.emotion, f"{face.probability:.4f}", *(f"{face.probabilities[e]:.4f}" for e in EMOTIONS)]
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    write_atomic(path, lambda handle: csv.writer(handle, lineterminator="\n").writerows([header, *rows]))
+
+
+def format_faces(name: str, faces: Sequence[Face]) -> str:
+    """A short table: one line per face with its box and the seven probabilities."""
+    if not faces:
+        return f"{name}: no face found"
+    lines = [f"{name}: {len(faces)} face{'s' if len(faces) > 1 else ''}",
+             f"  {'#':>2} {'box x,y,w,h':<20} {'emotion':<9}" + "".join(f"{e:>9}" for e in EMOTIONS)]
+    for number, face in enumerate(faces, 1):
+        box = ",".join(str(v) for v in face.box)
+        lines.append(f"  {number:>2} {box:<20} {face.emotion:<9}"
+                     + "".join(f"{face.probabilities[e]:>9.3f}" for e in EMOTIONS))
+    return "\n".join(lines)
+
+
+def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: str | Path | None = None,
+                  detect: bool = True) -> list[dict[str, Any]]:
+    """Classify the faces of each image file; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
+
+    An unreadable file is reported in one line on stderr and recorded with its
+    error; the others still run. Returns one record per file.
+    """
+    out_dir = Path(out_dir)
+    classifier = load_classifier(checkpoint)
+    records, rows, used = [], [], set()
+    for path in map(Path, paths):
+        try:
+            bgr = read_image(path)
+        except DataError as err:
+            print(f"{err}; skipped", file=sys.stderr)
+            records.append({"file": str(path), "error": str(err)})
+            continue
+        faces = classify(bgr, classifier, detect)
+        name = f"{path.stem}_annotated.jpg"
+        while name in used:
+            name = f"{Path(name).stem}_{len(used)}.jpg"
+        used.add(name)
+        write_image(out_dir / name, annotate(bgr, faces, ANNOTATE_MIN_SIDE))
+        print(format_faces(str(path), faces))
+        records.append({"file": str(path), "annotated": str(out_dir / name), "faces": [f.to_dict() for f in faces]})
+        rows += [[str(path), number, *face_row(face)] for number, face in enumerate(faces, 1)]
+    write_json(out_dir / "predictions.json", {"weights": classifier.info, "detect": detect, "images": records})
+    write_csv(out_dir / "predictions.csv", ("file", "face", *CSV_COLUMNS), rows)
+    print(f"Annotated images, predictions.json and predictions.csv in {out_dir}/")
+    return records
+
+
+def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None,
+                  detect: bool = True, every: int = 1) -> dict[str, Any]:
+    """Classify the faces of every `every`-th frame of a video file, with a progress bar.
+
+    Writes OUT/<name>_annotated.mp4 (every frame, each showing the faces of the
+    last classified frame) and OUT/<name>_frames.csv (one row per face of each
+    classified frame; a frame without a face gets a row with faces=0).
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    if every < 1:
+        raise DataError(f"every must be 1 or more (every N-th frame), got {every}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    classifier = load_classifier(checkpoint)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages off: a bad file gets our one line
+    capture = cv2.VideoCapture(str(path))
+    ok, frame = capture.read()
+    if not ok:
+        capture.release()
+        raise DataError(f"{path}: not a readable video")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video_path, partial = out_dir / f"{path.stem}_annotated.mp4", out_dir / f".{path.stem}_annotated.partial.mp4"
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+    rows, faces, index, with_faces = [], [], 0, 0
+    try:
+        with tqdm(total=total, unit="frame", desc=path.name) as progress:
+            while ok:
+                if index % every == 0:
+                    faces = classify(frame, classifier, detect)
+                    with_faces += bool(faces)
+                    time_s = round(index / fps, 3)
+                    rows += [[index, time_s, len(faces), number, *face_row(face)] for number, face in enumerate(faces, 1)]
+                    if not faces:
+                        rows.append([index, time_s, 0, *[""] * (1 + len(CSV_COLUMNS))])
+                writer.write(annotate(frame, faces))
+                progress.update()
+                ok, frame = capture.read()
+                index += 1
+        writer.release()
+        os.replace(partial, video_path)
+    finally:
+        writer.release()
+        capture.release()
+        partial.unlink(missing_ok=True)
+    csv_path = out_dir / f"{path.stem}_frames.csv"
+    write_csv(csv_path, ("frame", "time_s", "faces", "face", *CSV_COLUMNS), rows)
+    summary = {"file": str(path), "frames": index, "classified_frames": -(-index // every),
+               "frames_with_faces": with_faces, "annotated": str(video_path), "csv": str(csv_path)}
+    print(f"{path}: {index} frames, {summary['classified_frames']} classified, {with_faces} with a face; "
+          f"wrote {video_path} and {csv_path}")
+    return summary

@@ -1,0 +1,238 @@
+"""`fer_jax.predict` and `fer-jax predict`: a real photo, FER faces, odd images, bad files, video, shipped weights."""
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import cv2
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+import fer_jax
+from fer_jax.checkpoints import RunCheckpoints
+from fer_jax.cli import main
+from fer_jax.config import Config
+from fer_jax.data import EMOTIONS, DataError, decode_face
+from fer_jax.files import write_json
+from fer_jax.loop import new_record
+from fer_jax.predict import DEFAULT_WEIGHTS, load_classifier, load_weights
+from fer_jax.steps import init_state
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_RUN = ROOT / "runs" / "seed_cnn" / "20261127-141814"  # the run the shipped weights come from (not in git)
+# Where the frontal-face Haar cascade finds the astronaut's face (x, y, width, height), within a few pixels.
+ASTRONAUT_FACE = (177, 67, 93, 93)
+
+
+def assert_astronaut_face(box, scale=1.0, tolerance=8):
+    expected = [v * scale for v in ASTRONAUT_FACE]
+    assert all(abs(got - want) <= tolerance * scale for got, want in zip(box, expected)), (box, expected)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    """scikit-image's astronaut (Eileen Collins, NASA; public domain): RGB uint8, 512x512, one smiling face."""
+    return skimage.data.astronaut()
+
+
+def private_test_faces(archive: Path, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """PrivateTest faces straight from the Kaggle zip (uint8 (N, 48, 48), labels, member names), in name order."""
+    with zipfile.ZipFile(archive) as zf:
+        names = sorted(n for n in zf.namelist() if "/PrivateTest_" in n)[: limit or None]
+        faces = torch.stack([decode_face(zf.read(n), n)[0] for n in names])
+    labels = torch.tensor([EMOTIONS.index(n.split("/")[-2]) for n in names])
+    return faces, labels, names
+
+
+def test_predict_finds_the_astronauts_face(astronaut):
+    faces = fer_jax.predict(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert_astronaut_face(face.box)
+    assert list(face.probabilities) == list(EMOTIONS)
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert face.emotion == "happy"  # she smiles; the shipped seed CNN says so with p ~ 0.88
+
+
+@pytest.mark.parametrize("kind", ["rgba", "16-bit", "gray", "huge"])
+def test_any_image_mode_and_size(kind, astronaut, tmp_path):
+    bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
+    scale = 1.0
+    if kind == "rgba":
+        image, name = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "rgba.png"
+        image[..., 3] = 200
+    elif kind == "16-bit":
+        image, name = bgr.astype(np.uint16) * 257, "deep.png"
+    elif kind == "gray":
+        image, name = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), "gray.jpg"
+    else:
+        scale = 12.0  # 6144x6144, 38 megapixels
+        image, name = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR), "huge.jpg"
+    assert cv2.imwrite(str(tmp_path / name), image)
+    faces = fer_jax.predict(tmp_path / name)
+    assert len(faces) == 1
+    assert_astronaut_face(faces[0].box, scale)
+
+
+def test_arrays_of_any_layout(astronaut):
+    rgb = fer_jax.predict(astronaut)[0]
+    as_float = fer_jax.predict(torch.from_numpy(astronaut).float() / 255)[0]
+    rgba = fer_jax.predict(np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)]))[0]
+    assert as_float.box == rgba.box == rgb.box
+    with pytest.raises(DataError, match="expected"):
+        fer_jax.predict(np.zeros((4, 4, 5), np.uint8))
+
+
+def test_cli_writes_annotated_image_json_and_csv(astronaut, tmp_path, capsys):
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 300, 3), 128, np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", str(photo), str(blank), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "astronaut.png: 1 face" in printed and "happy" in printed and "blank.png: no face found" in printed
+    annotated = cv2.imread(str(out / "astronaut_annotated.jpg"))
+    assert annotated.shape == (512, 512, 3)
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["weights"]["sha256"] and report["detect"] is True
+    first, second = report["images"]
+    assert second["faces"] == [] and len(first["faces"]) == 1
+    assert set(first["faces"][0]["probabilities"]) == set(EMOTIONS)
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and rows[0]["file"] == str(photo) and rows[0]["emotion"] == "happy"
+    assert_astronaut_face([int(rows[0][k]) for k in ("x", "y", "width", "height")])
+    assert sum(float(rows[0][e]) for e in EMOTIONS) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_unreadable_files_are_one_line_each_and_the_others_still_run(astronaut, tmp_path, capsys):
+    photo = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "out"
+    assert main(["predict", str(broken), str(tmp_path / "missing.png"), str(photo), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in captured.err
+    assert lines[0] == f"{broken}: not a readable image; skipped"
+    assert lines[1] == f"{tmp_path / 'missing.png'}: no such file; skipped"
+    assert lines[2].startswith("fer-jax predict: error: 2 of 3 images could not be read")
+    assert "astronaut.jpg: 1 face" in captured.out and (out / "astronaut_annotated.jpg").is_file()
+    assert [("error" in r) for r in json.loads((out / "predictions.json").read_text())["images"]] == [True, True, False]
+
+
+def test_predict_without_inputs_is_one_line(capsys):
+    assert main(["predict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nothing to do" in err and "\n" not in err
+
+
+def test_video_frame_by_frame(astronaut, tmp_path, capsys):
+    bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (512, 512))
+    for frame in [bgr] * 4 + [np.full_like(bgr, 90)] * 2:  # the face, then two frames without one
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    assert main(["predict", "--video", str(clip), "--every", "2", "--out", str(out)]) == 0
+    assert "6 frames, 3 classified, 2 with a face" in capsys.readouterr().out
+    annotated = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
+    assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    annotated.release()
+    with open(out / "clip_frames.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["frame"], r["faces"]) for r in rows] == [("0", "1"), ("2", "1"), ("4", "0")]
+    assert rows[0]["emotion"] == "happy" and rows[2]["emotion"] == ""
+    assert_astronaut_face([int(rows[0][k]) for k in ("x", "y", "width", "height")])
+    assert not list(out.glob(".*partial*"))
+
+
+def test_unreadable_video_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"no video here")
+    assert main(["predict", "--video", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"fer-jax predict: error: {bad}: not a readable video"
+
+
+def test_shipped_weights_are_small_and_checked(tmp_path):
+    info = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert DEFAULT_WEIGHTS.stat().st_size < 6_000_000 and info["dtype"] == "float16"
+    assert info["model"] == "seed_cnn" and info["parameters"] == 2_345_607 and info["test_accuracy"] > 0.3
+    corrupt = tmp_path / "seed_cnn.msgpack"
+    data = bytearray(DEFAULT_WEIGHTS.read_bytes())
+    data[-1] ^= 1
+    corrupt.write_bytes(bytes(data))
+    shutil.copy(DEFAULT_WEIGHTS.with_suffix(".json"), corrupt.with_suffix(".json"))
+    with pytest.raises(DataError, match="sha256"):
+        load_weights(corrupt)
+    with pytest.raises(FileNotFoundError, match="export-weights"):
+        load_weights(tmp_path / "nothing.msgpack")
+
+
+@pytest.mark.slow
+def test_export_weights_from_a_run_folder(tiny_zip, tmp_path, capsys):
+    config = Config()
+    config.data.source = str(tiny_zip)
+    config.run_dir = str(tmp_path / "run")
+    state, _ = init_state(config, 1)
+    write_json(Path(config.run_dir) / "config.json", config.to_dict())
+    checkpoints = RunCheckpoints(config.run_dir)
+    checkpoints.save("best", 3, state, {**new_record(), "best_epoch": 3})
+    checkpoints.close()
+    out = tmp_path / "exported" / "model.msgpack"
+    assert main(["export-weights", config.run_dir, "--out", str(out)]) == 0
+    assert "2,345,607 parameters" in capsys.readouterr().out
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["best_epoch"] == 3 and info["source_run"] == config.run_dir and info["test_accuracy"] is None
+    faces = torch.randint(0, 256, (5, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    exported = load_classifier(out)(jnp.asarray(faces))
+    original = load_classifier(config.run_dir)(jnp.asarray(faces))
+    assert jnp.abs(exported - original).max() < 5e-3
+
+
+@pytest.mark.real_data
+def test_no_detect_on_a_fer_face_is_what_the_model_sees_in_evaluation(fer2013_zip, tmp_path, capsys):
+    faces, labels, names = private_test_faces(fer2013_zip, limit=1)
+    path = tmp_path / Path(names[0]).name
+    with zipfile.ZipFile(fer2013_zip) as zf:
+        path.write_bytes(zf.read(names[0]))
+    [face] = fer_jax.predict(path, detect=False)
+    assert face.box == (0, 0, 48, 48)
+    expected = load_classifier()(jnp.asarray(faces))[0]
+    assert jnp.abs(jnp.array(list(face.probabilities.values())) - expected).max() < 1e-6
+    out = tmp_path / "out"
+    assert main(["predict", "--no-detect", str(path), "--out", str(out)]) == 0
+    assert f"{path}: 1 face" in capsys.readouterr().out
+    assert cv2.imread(str(out / f"{path.stem}_annotated.jpg")).shape[:2] == (288, 288)  # enlarged 6x to draw on
+    assert json.loads((out / "predictions.json").read_text())["detect"] is False
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+@pytest.mark.skipif(not (SEED_RUN / "checkpoints" / "best").is_dir(), reason=f"{SEED_RUN} (a local training run) is absent")
+def test_float16_weights_predict_like_the_checkpoint(fer2013_zip):
+    faces, _, _ = private_test_faces(fer2013_zip, limit=512)
+    shipped = load_classifier()(jnp.asarray(faces))
+    checkpoint = load_classifier(SEED_RUN)(jnp.asarray(faces))
+    assert (shipped.argmax(-1) == checkpoint.argmax(-1)).all()
+    assert jnp.abs(shipped - checkpoint).max() < 2e-3
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_shipped_weights_score_the_recorded_private_test_accuracy(fer2013_zip):
+    faces, labels, _ = private_test_faces(fer2013_zip)
+    classifier = load_classifier()
+    predictions = jnp.concatenate([classifier(jnp.asarray(faces[i : i + 512])).argmax(-1)
+                                   for i in range(0, len(faces), 512)])
+    accuracy = int((predictions == jnp.asarray(labels)).sum()) / len(labels)
+    assert accuracy == pytest.approx(classifier.info["test_accuracy"], abs=2 / len(labels))
