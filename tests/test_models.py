@@ -1,13 +1,42 @@
+"""The model zoo: shapes, parameter counts, im2col convolution, BatchNorm state, dropout, bfloat16."""
+
 import jax
 import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from fer_jax.config import ModelConfig
-from fer_jax.models import count_params, create_model, im2col_conv, max_pool_2x2
+from fer_jax.config import Config, ConfigError, ModelConfig
+from fer_jax.models import (MODELS, VGGBN, BasicBlock, Layers, ResNet18, SeedCNN, count_params, create_model,
+                            im2col_conv, max_pool_2x2)
+from fer_jax.steps import init_state
 
 # conv1 320 + conv2 18,496 + conv3 73,856 + conv4 147,584 + dense1 2,098,176 + dense2 7,175
 SEED_CNN_PARAMS = 2_345_607
+# 8 bias-free 3x3 convs 4,682,304 + their BatchNorms 3,840 + dense 18,878,464 + 16,781,312 + 28,679
+VGG_BN_PARAMS = 40_374_599
+# stem conv-BN 704 + 8 basic blocks (3 with a 1x1 conv-BN shortcut) 11,166,976 + classifier 3,591
+RESNET18_PARAMS = 11_171_271
+PARAMS = {"seed_cnn": SEED_CNN_PARAMS, "vgg_bn": VGG_BN_PARAMS, "resnet18": RESNET18_PARAMS}
+NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+
+
+def faces(batch: int, seed: int = 0) -> jax.Array:
+    return jax.random.uniform(jax.random.key(seed), (batch, 48, 48, 1))
+
+
+@nnx.jit
+def forward(model: nnx.Module, images: jax.Array) -> jax.Array:
+    return model(images)
+
+
+@nnx.jit
+def forward_with_dropout(model: nnx.Module, images: jax.Array, rngs: nnx.Rngs) -> jax.Array:
+    return model(images, rngs=rngs)
+
+
+def eval_logits(model: nnx.Module, images: jax.Array) -> jax.Array:
+    model.eval()
+    return forward(model, images)
 
 
 def test_seed_cnn_shape_and_parameter_count():
@@ -18,21 +47,111 @@ def test_seed_cnn_shape_and_parameter_count():
     assert count_params(model) == SEED_CNN_PARAMS
 
 
-def test_im2col_matches_xla_convolution():
-    lhs = jax.random.normal(jax.random.key(0), (2, 10, 12, 5))
-    rhs = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
-    expected = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    assert jnp.allclose(im2col_conv(lhs, rhs, (1, 1), "VALID"), expected, atol=1e-4)
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_is_selectable_by_name_with_its_shape_and_size(name: str, compute_dtype: str):
+    config = ModelConfig(name=name, compute_dtype=compute_dtype)
+    model = nnx.eval_shape(lambda: create_model(config, seed=0))  # shapes only: nothing drawn or run
+
+    def built_and_evaluated(images: jax.Array) -> jax.Array:
+        model = create_model(config, seed=0)
+        model.eval()
+        return model(images)
+
+    logits = jax.eval_shape(built_and_evaluated, jax.ShapeDtypeStruct((3, 48, 48, 1), jnp.float32))
+    print(f"{name}: {count_params(model):,} parameters")
+    assert isinstance(model, MODELS[name])
+    assert (logits.shape, logits.dtype) == ((3, 7), jnp.float32)
+    assert count_params(model) == PARAMS[name]
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(model))} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding"),
+    [
+        (3, 1, "VALID"),  # seed_cnn
+        (3, 1, [(1, 1), (1, 1)]),  # vgg_bn, resnet18 (PyTorch's padding=1)
+        (3, 2, [(1, 1), (1, 1)]),  # resnet18's downsampling blocks
+        (1, 2, [(0, 0), (0, 0)]),  # resnet18's projection shortcuts
+        (3, 1, "SAME"),
+        (3, 2, "SAME"),
+        (3, 1, [(0, 1), (2, 0)]),
+    ],
+)
+def test_im2col_matches_xla_convolution_and_its_gradients(kernel, stride, padding):
+    lhs = jax.random.normal(jax.random.key(0), (2, 11, 12, 5))  # an odd and an even side
+    rhs = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 4))
+
+    def xla(lhs, rhs):
+        return jax.lax.conv_general_dilated(lhs, rhs, (stride, stride), padding, dimension_numbers=NHWC_HWIO)
+
+    def im2col(lhs, rhs):
+        return im2col_conv(lhs, rhs, (stride, stride), padding)
+
+    expected = xla(lhs, rhs)
+    assert im2col(lhs, rhs).shape == expected.shape
+    assert jnp.allclose(im2col(lhs, rhs), expected, atol=1e-4)
+    cotangent = jax.random.normal(jax.random.key(2), expected.shape)
+    expected_grads = jax.vjp(xla, lhs, rhs)[1](cotangent)
+    for got, want in zip(jax.vjp(im2col, lhs, rhs)[1](cotangent), expected_grads):
+        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_images", [1, 2, 3])
+def test_im2col_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkeypatch, chunk_images):
+    """Large patch matrices are built a few images at a time; values and gradients stay the same."""
+    import fer_jax.models
+
+    lhs = jax.random.normal(jax.random.key(0), (6, 10, 10, 3))
+    rhs = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    monkeypatch.setattr(fer_jax.models, "IM2COL_CHUNK_BYTES", chunk_images * 8 * 8 * 27 * 4)
+
+    def xla(lhs, rhs):
+        return jax.lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=NHWC_HWIO)
+
+    def im2col(lhs, rhs):
+        return im2col_conv(lhs, rhs, (1, 1), "VALID")
+
+    jaxpr = str(jax.make_jaxpr(im2col)(lhs, rhs))
+    assert "scan" in jaxpr and f"f32[{chunk_images},10,10,3]" in jaxpr  # a lax.map over chunks of that many images
+    assert jnp.allclose(im2col(lhs, rhs), xla(lhs, rhs), atol=1e-4)
+    cotangent = jax.random.normal(jax.random.key(2), (6, 8, 8, 4))
+    for got, want in zip(jax.vjp(im2col, lhs, rhs)[1](cotangent), jax.vjp(xla, lhs, rhs)[1](cotangent)):
+        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rhs_dilation": (2, 2)}, "dilation"),
+        ({"feature_group_count": 5}, "groups"),
+        ({"dimension_numbers": jax.lax.conv_dimension_numbers((2, 8, 8, 5), (3, 3, 5, 4), ("NCHW", "HWIO", "NHWC"))},
+         "NHWC/HWIO"),
+    ],
+)
+def test_im2col_refuses_what_it_does_not_implement(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        im2col_conv(jnp.zeros((2, 8, 8, 5)), jnp.zeros((3, 3, 5, 4)), (1, 1), "SAME", **kwargs)
 
 
 def test_conv_implementations_give_the_same_network():
-    x = jax.random.uniform(jax.random.key(2), (2, 48, 48, 1))
-    outputs = []
-    for impl in ("im2col", "xla"):
-        model = create_model(ModelConfig(conv_impl=impl), seed=0)
-        model.eval()
-        outputs.append(model(x))
-    assert jnp.allclose(outputs[0], outputs[1], atol=1e-4)
+    x = faces(2, seed=2)
+    im2col, xla = (eval_logits(create_model(ModelConfig(conv_impl=impl), seed=0), x) for impl in ("im2col", "xla"))
+    assert jnp.allclose(im2col, xla, atol=1e-4)
+
+
+def test_conv_implementations_give_the_same_downsampling_block():
+    """A strided ResNet block holds every other convolution of the zoo: 3x3 strides 2 and 1, 1x1 stride 2."""
+    x = jax.random.normal(jax.random.key(4), (2, 12, 12, 8))
+
+    def block(conv_impl: str) -> BasicBlock:
+        block = BasicBlock(Layers(nnx.Rngs(params=0), conv_impl, "float32"), 8, 16, stride=2)
+        block.norm2.scale[...] = jnp.ones(16)  # it starts at zero, which would hide conv2
+        return block
+
+    im2col, xla = (eval_logits(block(impl), x) for impl in ("im2col", "xla"))
+    assert im2col.shape == (2, 6, 6, 16)
+    assert jnp.allclose(im2col, xla, atol=1e-4)
 
 
 def test_max_pool_matches_flax():
@@ -40,18 +159,69 @@ def test_max_pool_matches_flax():
     assert jnp.array_equal(max_pool_2x2(x), nnx.max_pool(x, (2, 2), (2, 2)))
 
 
-def test_dropout_only_in_training_and_seeded():
-    model = create_model(ModelConfig(), seed=0)
-    x = jnp.ones((2, 48, 48, 1))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_dropout_only_in_training_and_seeded(name: str):
+    model = create_model(ModelConfig(name=name, conv_impl="xla"), seed=0)
+    x = faces(2)
     model.train()
-    a = model(x, rngs=nnx.Rngs(dropout=1))
-    b = model(x, rngs=nnx.Rngs(dropout=1))
-    c = model(x, rngs=nnx.Rngs(dropout=2))
+    a = forward_with_dropout(model, x, nnx.Rngs(dropout=1))
+    b = forward_with_dropout(model, x, nnx.Rngs(dropout=1))
+    c = forward_with_dropout(model, x, nnx.Rngs(dropout=2))
     assert jnp.array_equal(a, b) and not jnp.array_equal(a, c)
-    model.eval()
-    assert jnp.array_equal(model(x), model(x))
+    assert jnp.array_equal(eval_logits(model, x), eval_logits(model, x))
+
+
+@pytest.mark.slow
+def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
+    """One `fer_jax.steps` train step moves every running statistic with momentum 0.9 (PyTorch's 0.1);
+    evaluation then normalises with them: each image's logits are the same whatever batch it is in."""
+    config = Config()
+    config.apply_overrides(["model.name=resnet18", "train.batch_size=4", "train.eval_batch_size=4"])
+    state, steps = init_state(config, steps_per_epoch=1)
+    images = faces(4).reshape(4, 1, 48, 48)
+    labels = jnp.arange(4)
+    model = create_model(config.model, seed=0)
+    nnx.update(model, state.params, state.model_state)
+    stem_output = model.stem.conv(faces(4))  # what the first BatchNorm normalises in the step
+    before = jax.tree.map(jnp.copy, nnx.to_pure_dict(state.model_state))
+
+    state, _ = steps.train(state, images, labels)
+
+    after = nnx.to_pure_dict(state.model_state)
+    assert all(not jnp.allclose(old, new) for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    assert jnp.allclose(after["stem"]["norm"]["mean"], 0.1 * stem_output.mean(axis=(0, 1, 2)), atol=1e-5)
+    assert jnp.allclose(after["stem"]["norm"]["var"], 0.9 + 0.1 * stem_output.var(axis=(0, 1, 2)), atol=1e-5)
+
+    nnx.update(model, state.params, state.model_state)
+    logits = eval_logits(model, faces(4))
+    in_other_company = eval_logits(model, faces(4, seed=1).at[0].set(faces(4)[0]))
+    assert jnp.allclose(in_other_company[0], logits[0], atol=1e-5)
+    assert not jnp.allclose(in_other_company[1], logits[1], atol=1e-5)
+    assert jnp.array_equal(logits, eval_logits(model, faces(4)))
+    predictions = steps.eval(state, images, labels, jnp.ones(4, bool))["predictions"]
+    assert jnp.array_equal(predictions, logits.argmax(-1))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bfloat16_gives_float32_logits_close_to_float32(name: str):
+    x = faces(2)
+    full, half = (eval_logits(create_model(ModelConfig(name=name, conv_impl="xla", compute_dtype=dtype), seed=0), x)
+                  for dtype in ("float32", "bfloat16"))
+    assert half.dtype == jnp.float32
+    assert jnp.abs(half - full).max() <= 0.05 * jnp.abs(full).max()
+    assert not jnp.array_equal(half, full)  # it did compute in bfloat16
 
 
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ValueError, match="unknown model"):
         create_model(ModelConfig(name="resnet9000"), seed=0)
+
+
+@pytest.mark.parametrize(("field", "value"), [("compute_dtype", "float16"), ("conv_impl", "winograd")])
+def test_unknown_compute_dtype_or_conv_impl_is_a_config_error(field: str, value: str):
+    with pytest.raises(ConfigError, match=f"unknown {field}"):
+        create_model(ModelConfig(name="resnet18", **{field: value}), seed=0)
+
+
+def test_model_classes_are_registered_under_their_names():
+    assert MODELS == {"seed_cnn": SeedCNN, "vgg_bn": VGGBN, "resnet18": ResNet18}
