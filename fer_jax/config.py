@@ -36,7 +36,16 @@ class DataConfig:
     rotation_degrees: float = 10.0
     zoom: float = 0.1
     """Random zoom: scale drawn from [1 - zoom, 1 + zoom]."""
+    translate: float = 0.0
+    """Random shift of up to this fraction of the side, in whole pixels (RandomAffine's translate,
+    zero fill): the same as 'random crop with zero padding' of round(translate * 48) pixels."""
+    erasing: float = 0.0
+    """Probability of erasing a random rectangle to 0 (torchvision's RandomErasing: area 2-33%,
+    aspect ratio 0.3-3.3), after the affine transform and flip; 0: off."""
     horizontal_flip: bool = True
+    pipeline: str = "torchvision"
+    """'torchvision' (the reference: DataLoader batches handed to JAX by DLPack) or 'device'
+    (the whole uint8 split on the accelerator, augmented by fer_jax.augment inside the jitted step)."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
     loader: str = "torchvision"
@@ -52,8 +61,13 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "seed_cnn"
+    """'seed_cnn', 'vgg_bn' or 'resnet18' (`fer_jax.models.MODELS`)."""
     conv_impl: str = "auto"
     """'auto' (im2col on CPU, XLA's convolution elsewhere), 'im2col' or 'xla'."""
+    compute_dtype: str = "float32"
+    """'float32' or 'bfloat16' (layers compute in bfloat16 over float32 weights; logits stay float32)."""
+    width: float = 1.0
+    """Multiplies every layer width of 'vgg_bn' and 'resnet18' (e.g. 0.25 for cheap CPU ablations); 'seed_cnn': 1 only."""
 
 
 @dataclass
@@ -62,10 +76,15 @@ class OptimConfig:
     """'adam' or 'sgd' (with momentum)."""
     learning_rate: float = 1e-4
     schedule: str = "constant"
-    """'constant' or 'cosine' (decays to 0 over `train.epochs`)."""
+    """'constant' or 'cosine' (decays to 0 at the end of `train.epochs`)."""
+    warmup_epochs: float = 0.0
+    """Linear warmup from 0 to `learning_rate` over this many epochs, then `schedule` over the rest."""
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0
+    """Decays kernels only (conv and dense weights): biases and BatchNorm scales/shifts are not decayed."""
+    label_smoothing: float = 0.0
+    """Training targets (1 - s) * one-hot + s / 7; validation and test losses stay plain cross-entropy."""
 
 
 @dataclass
@@ -76,6 +95,13 @@ class TrainConfig:
     patience: int = 5
     """Stop after this many epochs without a better PublicTest accuracy (0: never)."""
     seed: int = 0
+    devices: int = 0
+    """Devices to split each batch over (data parallelism; 0: all local devices)."""
+    steps_per_dispatch: int = 32
+    """With data.pipeline='device': train steps fused into one jitted call (a `lax.scan`)."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the weights (e.g. 0.999; 0: off). When on, the EMA weights are
+    the ones validated, selected, saved as the best checkpoint and reported."""
 
 
 @dataclass

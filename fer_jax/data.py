@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from fer_jax.augment import ERASING_RATIO, ERASING_SCALE
 from fer_jax.config import DataConfig
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -225,14 +226,16 @@ def _stack(images: list[torch.Tensor], labels: list[int]) -> Split:
 
 
 def train_transform(config: DataConfig) -> v2.Transform:
-    """The seed's augmentation: random rotation, zoom and horizontal flip (uint8 in, uint8 out)."""
+    """The seed's augmentation: random rotation, zoom (and shift) and horizontal flip, then random erasing
+    if `config.erasing` (uint8 in, uint8 out). `fer_jax.augment` is the same on the device."""
     steps: list[v2.Transform] = []
-    if config.rotation_degrees or config.zoom:
-        steps.append(
-            v2.RandomAffine(degrees=config.rotation_degrees, scale=(1 - config.zoom, 1 + config.zoom))
-        )
+    if config.rotation_degrees or config.zoom or config.translate:
+        steps.append(v2.RandomAffine(degrees=config.rotation_degrees, scale=(1 - config.zoom, 1 + config.zoom),
+                                     translate=(config.translate, config.translate) if config.translate else None))
     if config.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
+    if config.erasing:
+        steps.append(v2.RandomErasing(p=config.erasing, scale=ERASING_SCALE, ratio=ERASING_RATIO, value=0))
     return v2.Compose(steps)
 
 

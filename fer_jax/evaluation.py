@@ -1,7 +1,13 @@
-"""Evaluation of a run's PublicTest-selected checkpoint on PrivateTest, the number the literature reports."""
+"""Evaluation of a run's PublicTest-selected checkpoint on PrivateTest, the number the literature reports.
+
+The protocol is enforced here: `selection_splits` (Training, PublicTest) is all
+the trainer gets; `reported_split` (PrivateTest) is taken out of the dataset
+only by the final evaluation of the one selected checkpoint, after the epochs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +22,48 @@ from fer_jax.loop import summarize
 from fer_jax.models import count_params
 from fer_jax.steps import Steps, TrainState, init_state
 
+SELECTION_SPLITS = ("Training", "PublicTest")
+"""The splits training and checkpoint selection may read."""
+REPORTED_SPLIT = "PrivateTest"
+"""The split only the final evaluation of the selected checkpoint reads."""
+TTA = "flip"
+"""Test-time augmentation reported beside the plain numbers: softmax averaged over each face and its mirror image."""
+
 
 def evaluate_split(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int) -> dict[str, Any]:
     """Mean loss, accuracy and per-image predictions on an unaugmented split."""
     loss, correct, count = 0.0, 0, 0
-    predictions = []
+    predictions, logits = [], []
     for images, labels, mask in fer_data.eval_batches(split, batch_size):
         out = steps.eval(state, images, labels, mask)
         loss, correct, count = loss + out["loss"], correct + out["correct"], count + out["count"]
         predictions.append(out["predictions"])
+        logits.append(out["logits"])
     count = int(count)
     return {
         "loss": float(loss) / count,
         "accuracy": int(correct) / count,
         "predictions": jnp.concatenate(predictions)[:count],
+        "logits": jnp.concatenate(logits)[:count],
     }
+
+
+def mirror(images: jax.Array) -> jax.Array:
+    """Horizontal flip of (N, 1, H, W) faces."""
+    return images[..., ::-1]
+
+
+def averaged_accuracy(logits_per_view: Sequence[jax.Array], labels: jax.Array) -> float:
+    """Accuracy of the softmax probabilities averaged over views (each (N, 7) logits of the same faces)."""
+    probabilities = jnp.mean(jnp.stack([jax.nn.softmax(logits) for logits in logits_per_view]), axis=0)
+    return int(jnp.sum(jnp.argmax(probabilities, -1) == jnp.asarray(labels))) / len(labels)
+
+
+def flip_tta_accuracy(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int,
+                      plain_logits: jax.Array) -> float:
+    """Accuracy with `TTA` ('flip'), given the split's plain logits (from `evaluate_split`)."""
+    mirrored = split_logits(state, steps, split, batch_size, jax.jit(mirror))
+    return averaged_accuracy([plain_logits, mirrored], fer_data.to_jax(split.labels))
 
 
 def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int = len(fer_data.EMOTIONS)) -> jax.Array:
@@ -41,13 +74,17 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int
 
 def evaluate_checkpoint(config: Config, state: TrainState, steps: Steps, checkpoints: RunCheckpoints,
                         splits: dict[str, fer_data.Split]) -> dict[str, Any]:
-    """Restore the best checkpoint and evaluate it on PublicTest and PrivateTest (`loop.summarize`'s keys)."""
+    """Restore the best checkpoint and evaluate it on PublicTest and PrivateTest (`loop.summarize`'s keys),
+    without and with flip TTA. The best checkpoint holds the selected weights (EMA ones if EMA was on)."""
     best_state, record = checkpoints.restore("best", state)
-    val = evaluate_split(best_state, steps, splits["PublicTest"], config.train.eval_batch_size)
-    test = evaluate_split(best_state, steps, splits["PrivateTest"], config.train.eval_batch_size)
-    matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"]).tolist()
+    batch_size = config.train.eval_batch_size
+    val = evaluate_split(best_state, steps, splits["PublicTest"], batch_size)
+    test = evaluate_split(best_state, steps, splits[REPORTED_SPLIT], batch_size)
+    tta = {"val": flip_tta_accuracy(best_state, steps, splits["PublicTest"], batch_size, val["logits"]),
+           "test": flip_tta_accuracy(best_state, steps, splits[REPORTED_SPLIT], batch_size, test["logits"])}
+    matrix = confusion_matrix(splits[REPORTED_SPLIT].labels.tolist(), test["predictions"]).tolist()
     return summarize(config, record["best_epoch"], val, test, splits, count_params(best_state.params),
-                     device_description(), matrix)
+                     device_description(), matrix, tta)
 
 
 def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[str, Any]:
@@ -70,19 +107,59 @@ def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[st
         checkpoints.close()
 
 
-def load_splits(config: Config) -> dict[str, fer_data.Split]:
-    """The three splits a config trains, selects and reports on (subsets for quick runs)."""
+def load_dataset(config: Config) -> fer_data.FER2013:
+    """FER-2013 through `data.loader`, all three splits decoded (hand out splits with the functions below)."""
     if config.data.loader == "tfds":
         from fer_jax.tfds_builder import load_tfds_splits  # optional dependency: tensorflow-datasets
 
         tfds_dir = config.data.tfds_dir or str(Path(config.data.cache_dir) / "tfds")
-        dataset = load_tfds_splits(tfds_dir, config.data.resolved_source(), config.data.cache_dir)
-    elif config.data.loader == "torchvision":
-        dataset = fer_data.load_fer2013(config.data.resolved_source(), config.data.cache_dir)
-    else:
-        raise ConfigError(f"data.loader must be 'torchvision' or 'tfds', got {config.data.loader!r}")
+        return load_tfds_splits(tfds_dir, config.data.resolved_source(), config.data.cache_dir)
+    if config.data.loader == "torchvision":
+        return fer_data.load_fer2013(config.data.resolved_source(), config.data.cache_dir)
+    raise ConfigError(f"data.loader must be 'torchvision' or 'tfds', got {config.data.loader!r}")
+
+
+def selection_splits(config: Config, dataset: fer_data.FER2013) -> dict[str, fer_data.Split]:
+    """Training and PublicTest (subsets for quick runs): everything training and checkpoint selection see."""
     return {
         "Training": dataset["Training"].subset(config.data.train_limit, seed=config.train.seed),
         "PublicTest": dataset["PublicTest"].subset(config.data.eval_limit),
-        "PrivateTest": dataset["PrivateTest"].subset(config.data.eval_limit),
     }
+
+
+def reported_split(config: Config, dataset: fer_data.FER2013) -> fer_data.Split:
+    """PrivateTest (a subset for quick runs). The trainer calls this once, after the last epoch."""
+    return dataset[REPORTED_SPLIT].subset(config.data.eval_limit)
+
+
+def load_splits(config: Config) -> dict[str, fer_data.Split]:
+    """The three splits a config trains, selects and reports on, for evaluating finished runs."""
+    dataset = load_dataset(config)
+    return {**selection_splits(config, dataset), REPORTED_SPLIT: reported_split(config, dataset)}
+
+
+def restore_best(run_dir: str | Path) -> tuple[Config, TrainState, Steps, dict[str, Any]]:
+    """A run's config, its best checkpoint as a `TrainState`, the jitted steps, and the checkpoint's record."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json here; is this a run folder made by `fer-jax train`?")
+    config = Config.load(run_dir / "config.json")
+    config.run_dir = str(run_dir)
+    checkpoints = RunCheckpoints(run_dir)
+    try:
+        if not checkpoints.has("best"):
+            raise FileNotFoundError(f"{run_dir}: no best checkpoint yet (has an epoch finished?)")
+        state, steps = init_state(config, 1)  # steps per epoch only shapes the schedule, not the weights
+        state, record = checkpoints.restore("best", state)
+    finally:
+        checkpoints.close()
+    return config, state, steps, record
+
+
+def split_logits(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int,
+                 view: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+    """Logits (N, 7) of every face of a split, each batch passed through `view` first if given (test-time augmentation)."""
+    logits = []
+    for images, labels, mask in fer_data.eval_batches(split, batch_size):
+        logits.append(steps.eval(state, images if view is None else view(images), labels, mask)["logits"])
+    return jnp.concatenate(logits)[: len(split)]

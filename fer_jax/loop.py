@@ -117,24 +117,33 @@ def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tup
 
 
 def summarize(config: Config, best_epoch: int, val: dict[str, Any], test: dict[str, Any],
-              splits: dict[str, Split], parameters: int, device: str, matrix: list[list[int]]) -> dict[str, Any]:
+              splits: dict[str, Split], parameters: int, device: str, matrix: list[list[int]],
+              flip_tta: dict[str, float]) -> dict[str, Any]:
     """The results of a run's best checkpoint; also writes its PrivateTest confusion matrix PNG.
 
-    `git_commit` is the one the run started (or last resumed) from, as environment.json records it.
+    `test_accuracy` and `val_accuracy` are without test-time augmentation; `flip_tta`
+    holds the 'val' and 'test' accuracies with flip TTA (softmax averaged over each
+    face and its mirror image). `weights` says whether the checkpoint holds the EMA
+    weights or the trained ones. `git_commit` is the one the run started (or last
+    resumed) from, as environment.json records it.
     """
     run_dir = Path(config.run_dir)
     plotting.plot_confusion_matrix(matrix, run_dir / "confusion_matrix.png",
                                    title=f"PrivateTest, best checkpoint (epoch {best_epoch})")
     print(f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
-          f"PrivateTest accuracy {test['accuracy']:.4f}")
+          f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})")
     seconds = [row["seconds"] for row in read_jsonl(run_dir / "metrics.jsonl")]
     return {
         "model": config.model.name,
         "test_accuracy": test["accuracy"],
+        "test_accuracy_tta": flip_tta["test"],
+        "tta": "flip",
         "test_loss": test["loss"],
         "val_accuracy": val["accuracy"],
+        "val_accuracy_tta": flip_tta["val"],
         "selected_on": "PublicTest",
         "reported_on": "PrivateTest",
+        "weights": "ema" if config.train.ema_decay else "trained",
         "best_epoch": best_epoch,
         "epochs": len(seconds),
         "seconds_per_epoch": sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0],

@@ -2,7 +2,14 @@
 
 The steps are plain `jax.jit` functions over a `TrainState` pytree: the NNX
 model is split once into a static graph and its weights, and merged back
-inside the step (train graph with dropout, eval graph without).
+inside the step (train graph with dropout, eval graph without). They run
+data-parallel over a 1-D device mesh (`fer_jax.parallel`): batches are split
+along the mesh, the state is replicated, XLA inserts the gradient all-reduce.
+
+Recipe ingredients (all off by default, so the seed recipe is unchanged):
+linear learning-rate warmup, label smoothing, weight decay on kernels only,
+and an exponential moving average (EMA) of the weights, which then are the
+weights validated, selected and reported (`selected_weights`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from fer_jax import parallel
+from fer_jax.augment import augment
 from fer_jax.config import Config, ConfigError
 from fer_jax.data import as_nhwc
 from fer_jax.models import create_model
@@ -31,29 +40,78 @@ class TrainState:
     step: jax.Array
 
 
+@flax.struct.dataclass
+class EmaTrainState(TrainState):
+    """A `TrainState` that also carries the EMA of {'params', 'model_state'} (`train.ema_decay` > 0).
+
+    A subclass rather than an optional field, so runs without EMA keep the
+    checkpoint format (and old checkpoints restore) exactly as before.
+    """
+
+    ema: dict[str, nnx.State]
+
+
+Metrics = dict[str, jax.Array]
+
+
 @dataclass(frozen=True)
 class Steps:
-    """The jitted train and eval steps of one model and optimizer."""
+    """The jitted steps of one model and optimizer on one device mesh.
 
-    train: Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
-    eval: Callable[[TrainState, jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
+    `train` takes one batch of float images from the host pipeline;
+    `train_chunk` takes the whole uint8 split already on the devices and a
+    (steps, batch) array of indices, and runs those steps in one dispatch,
+    augmenting each batch on the device (`fer_jax.augment`). Both return the
+    summed 'loss' and 'correct' of the images they trained on.
+    """
+
+    train: Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, Metrics]]
+    train_chunk: Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]
+    eval: Callable[[TrainState, jax.Array, jax.Array, jax.Array], Metrics]
     learning_rate: Callable[[jax.Array], jax.Array]
+    mesh: jax.sharding.Mesh
+
+
+def warmup_steps(config: Config, steps_per_epoch: int) -> int:
+    """Steps of linear warmup: `optim.warmup_epochs` rounded to whole steps, at most the whole run."""
+    if config.optim.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {config.optim.warmup_epochs}")
+    return min(round(config.optim.warmup_epochs * steps_per_epoch), max(1, config.train.epochs * steps_per_epoch))
+
+
+def make_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warmup from 0 over `warmup_steps`, then a constant rate or a cosine decay to 0 at the run's end."""
+    opt = config.optim
+    total = max(1, config.train.epochs * steps_per_epoch)
+    warmup = warmup_steps(config, steps_per_epoch)
+    if opt.schedule == "constant":
+        main = optax.constant_schedule(opt.learning_rate)
+    elif opt.schedule == "cosine":
+        main = optax.cosine_decay_schedule(opt.learning_rate, max(1, total - warmup))
+    else:
+        raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
+    if not warmup:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, opt.learning_rate, warmup), main], [warmup])
+
+
+def decays(params: nnx.State) -> nnx.State:
+    """Weight-decay mask: True for kernels (conv and dense weights, ndim >= 2), False for biases and
+    BatchNorm scales and shifts (ndim 1), whose decay only shrinks them without regularising."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
 def make_optimizer(config: Config, steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Adam or SGD with momentum, at a constant or cosine-decayed learning rate."""
+    """Adam(W) or SGD with momentum over `make_schedule`; weight decay (if any) on kernels only (`decays`)."""
     opt = config.optim
-    if opt.schedule == "constant":
-        schedule = optax.constant_schedule(opt.learning_rate)
-    elif opt.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(opt.learning_rate, max(1, config.train.epochs * steps_per_epoch))
-    else:
-        raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
+    schedule = make_schedule(config, steps_per_epoch)
+    mask = decays if opt.weight_decay else None
     if opt.name == "adam":
-        tx = optax.adamw(schedule, weight_decay=opt.weight_decay) if opt.weight_decay else optax.adam(schedule)
+        tx = (optax.adamw(schedule, weight_decay=opt.weight_decay, mask=mask) if opt.weight_decay
+              else optax.adam(schedule))
     elif opt.name == "sgd":
         tx = optax.chain(
-            optax.add_decayed_weights(opt.weight_decay),
+            optax.add_decayed_weights(opt.weight_decay, mask=mask),
             optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
         )
     else:
@@ -61,8 +119,54 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> tuple[optax.Gradient
     return tx, schedule
 
 
+def training_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+    """Mean cross-entropy against one-hot targets smoothed to (1 - s) * one-hot + s / classes."""
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+    """The EMA decay used after update `step` (0-based): min(decay, (1 + step) / (10 + step)).
+
+    The ramp (TensorFlow's `ExponentialMovingAverage(num_updates=...)`) lets the
+    average forget the random initial weights within a short run.
+    """
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(ema: dict[str, nnx.State], params: nnx.State, model_state: nnx.State,
+               decay: jax.Array) -> dict[str, nnx.State]:
+    """ema <- decay * ema + (1 - decay) * current, for the weights and the float model state (BatchNorm statistics)."""
+
+    def average(old: jax.Array, new: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(new.dtype, jnp.floating):
+            return new
+        return (decay * old + (1.0 - decay) * new).astype(new.dtype)
+
+    return {"params": jax.tree.map(average, ema["params"], params),
+            "model_state": jax.tree.map(average, ema["model_state"], model_state)}
+
+
+def selected_weights(state: TrainState) -> TrainState:
+    """The state whose `params`/`model_state` are the ones to validate, select, save as 'best' and report:
+    the EMA weights when EMA is on, else the trained weights. The pytree structure is unchanged."""
+    if not isinstance(state, EmaTrainState):
+        return state
+    return state.replace(params=state.ema["params"], model_state=state.ema["model_state"])
+
+
 def init_state(config: Config, steps_per_epoch: int) -> tuple[TrainState, Steps]:
-    """Fresh weights from `train.seed`, and the jitted steps that update them."""
+    """Fresh weights from `train.seed`, replicated over the mesh, and the jitted steps that update them."""
+    ema_decay = config.train.ema_decay
+    if not 0.0 <= ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {ema_decay}")
+    if not 0.0 <= config.optim.label_smoothing < 1.0:
+        raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {config.optim.label_smoothing}")
+    mesh = parallel.make_mesh(config.train.devices)
+    parallel.check_divisible(mesh, config.train.batch_size, "train.batch_size")
+    parallel.check_divisible(mesh, config.train.eval_batch_size, "train.eval_batch_size")
     model = create_model(config.model, config.train.seed)
     tx, schedule = make_optimizer(config, steps_per_epoch)
     model.train()
@@ -70,25 +174,48 @@ def init_state(config: Config, steps_per_epoch: int) -> tuple[TrainState, Steps]
     model.eval()
     eval_graph = nnx.graphdef(model)
     state = TrainState(params, model_state, tx.init(params), jnp.zeros((), jnp.int32))
+    state = jax.device_put(state, parallel.replicated(mesh))
+    if ema_decay:  # copies: the train step donates the state, and no buffer may be donated twice
+        ema = jax.tree.map(jnp.copy, {"params": state.params, "model_state": state.model_state})
+        state = EmaTrainState(state.params, state.model_state, state.opt_state, state.step, ema)
     dropout_key = jax.random.key(config.train.seed, impl="unsafe_rbg")
+    augment_key = jax.random.key(config.train.seed + 1, impl="unsafe_rbg")
+    batch_sharding = parallel.batch_sharded(mesh)
 
     def loss_and_logits(params, model_state, images, labels, key):
-        model = nnx.merge(train_graph, params, model_state)
+        # copy=True: fresh Variables created inside the trace, which BatchNorm may update.
+        model = nnx.merge(train_graph, params, model_state, copy=True)
         logits = model(as_nhwc(images), rngs=nnx.Rngs(dropout=key))
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        loss = training_loss(logits, labels, config.optim.label_smoothing)
         return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
 
-    def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> tuple[TrainState, Metrics]:
+        images = jax.lax.with_sharding_constraint(images, batch_sharding)
         key = jax.random.fold_in(dropout_key, state.step)
         grad_fn = jax.value_and_grad(loss_and_logits, has_aux=True)
         (loss, (logits, model_state)), grads = grad_fn(state.params, state.model_state, images, labels, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-        new_state = TrainState(params, model_state, opt_state, state.step + 1)
+        new_state = state.replace(params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1)
+        if isinstance(state, EmaTrainState):
+            decay = ema_decay_at(ema_decay, state.step)
+            new_state = new_state.replace(ema=update_ema(state.ema, params, model_state, decay))
         return new_state, {"loss": loss * labels.shape[0], "correct": correct}
 
-    def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array):
+    def train_chunk(state: TrainState, images: jax.Array, labels: jax.Array,
+                    indices: jax.Array) -> tuple[TrainState, Metrics]:
+        def one_step(carry, batch_indices):
+            state, sums = carry
+            batch = augment(jax.random.fold_in(augment_key, state.step), images[batch_indices], config.data)
+            state, out = train_step(state, batch.astype(jnp.float32) / 255.0, labels[batch_indices])
+            return (state, jax.tree.map(jnp.add, sums, out)), None
+
+        sums = {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)}
+        (state, sums), _ = jax.lax.scan(one_step, (state, sums), indices)
+        return state, sums
+
+    def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
         model = nnx.merge(eval_graph, state.params, state.model_state)
         logits = model(as_nhwc(images))
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -98,6 +225,19 @@ def init_state(config: Config, steps_per_epoch: int) -> tuple[TrainState, Steps]
             "correct": jnp.sum((predictions == labels) & mask),
             "count": jnp.sum(mask),
             "predictions": predictions,
+            "logits": logits,
         }
 
-    return state, Steps(jax.jit(train_step, donate_argnums=0), jax.jit(eval_step), schedule)
+    jit_train = jax.jit(train_step, donate_argnums=0)
+    jit_eval = jax.jit(eval_step)
+
+    def sharded_eval(state: TrainState, *batch: jax.Array) -> Metrics:
+        return parallel.to_first_device(mesh, jit_eval(state, *parallel.shard_batch(mesh, *batch)))
+
+    return state, Steps(
+        train=lambda state, images, labels: jit_train(state, *parallel.shard_batch(mesh, images, labels)),
+        train_chunk=jax.jit(train_chunk, donate_argnums=0),
+        eval=sharded_eval,
+        learning_rate=schedule,
+        mesh=mesh,
+    )

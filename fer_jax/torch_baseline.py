@@ -29,6 +29,7 @@ from fer_jax.environment import cpu_model
 from fer_jax.evaluation import confusion_matrix, load_splits
 from fer_jax.files import write_atomic
 from fer_jax.models import NUM_CLASSES
+from fer_jax.steps import warmup_steps
 from fer_jax.loop import TrainingError
 
 
@@ -80,14 +81,17 @@ def torch_device_description(device: torch.device) -> str:
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning rate at each step, as `optax.constant_schedule` / `optax.cosine_decay_schedule` give it."""
+    """The learning rate at each step, as `fer_jax.steps.make_schedule` gives it (linear warmup, then constant or cosine)."""
     opt = config.optim
+    warmup = warmup_steps(config, steps_per_epoch)
     if opt.schedule == "constant":
-        return lambda step: opt.learning_rate
-    if opt.schedule == "cosine":
-        decay_steps = max(1, config.train.epochs * steps_per_epoch)
-        return lambda step: opt.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
-    raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
+        main: Callable[[int], float] = lambda step: opt.learning_rate
+    elif opt.schedule == "cosine":
+        decay_steps = max(1, config.train.epochs * steps_per_epoch - warmup)
+        main = lambda step: opt.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+    else:
+        raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
+    return lambda step: opt.learning_rate * step / warmup if step < warmup else main(step - warmup)
 
 
 def make_torch_optimizer(config: Config, parameters: Iterable[nn.Parameter],
@@ -96,14 +100,20 @@ def make_torch_optimizer(config: Config, parameters: Iterable[nn.Parameter],
 
     Adam is AdamW with decoupled weight decay (plain Adam at weight_decay 0),
     as `optax.adamw`; SGD adds the weight decay to the gradient before
-    momentum, as `optax.add_decayed_weights` before `optax.sgd`.
+    momentum, as `optax.add_decayed_weights` before `optax.sgd`. As there,
+    only kernels (ndim >= 2) are decayed, not biases (`fer_jax.steps.decays`).
     """
     opt = config.optim
     schedule = learning_rate_schedule(config, steps_per_epoch)
+    parameters = list(parameters)
+    groups = [{"params": parameters}]
+    if opt.weight_decay:
+        groups = [{"params": [p for p in parameters if p.ndim >= 2]},
+                  {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
     if opt.name == "adam":
-        optimizer = torch.optim.AdamW(parameters, lr=schedule(0), weight_decay=opt.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=schedule(0), weight_decay=opt.weight_decay)
     elif opt.name == "sgd":
-        optimizer = torch.optim.SGD(parameters, lr=schedule(0), momentum=opt.momentum,
+        optimizer = torch.optim.SGD(groups, lr=schedule(0), momentum=opt.momentum,
                                     nesterov=opt.nesterov and opt.momentum > 0, weight_decay=opt.weight_decay)
     else:
         raise ConfigError(f"unknown optim.name {opt.name!r}: expected 'adam' or 'sgd'")
@@ -134,10 +144,24 @@ def evaluate_torch(model: nn.Module, split: Split, batch_size: int, device: torc
     }
 
 
+def flip_tta_accuracy_torch(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> float:
+    """Accuracy of the softmax averaged over each face and its mirror image, as `evaluation.flip_tta_accuracy`."""
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for images, labels, mask in torch_eval_batches(split, batch_size):
+            images, labels, mask = images.to(device), labels.to(device), mask.to(device)
+            probabilities = model(images).softmax(-1) + model(images.flip(-1)).softmax(-1)
+            correct += int(((probabilities.argmax(-1) == labels) & mask).sum())
+    return correct / len(split)
+
+
 def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train (or with `resume`, continue) the PyTorch baseline in `config.run_dir`; return its results."""
     if config.model.name != "seed_cnn":
         raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
+    if config.optim.label_smoothing or config.train.ema_decay:
+        raise ConfigError("the PyTorch baseline does not mirror optim.label_smoothing or train.ema_decay; set them to 0")
     run_dir = Path(config.run_dir)
     best_path, latest_path = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "latest.pt"
     loop.check_new_run(run_dir, latest_path.is_file(), resume)
@@ -167,8 +191,8 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
             save_torch(latest_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "record": record})
 
     hooks = loop.EpochHooks(
-        train_epoch=lambda epoch: _train_epoch(model, optimizer, schedule, (epoch - 1) * steps_per_epoch,
-                                               splits["Training"], config, epoch, device),
+        train_epoch=lambda epoch: torch_train_epoch(model, optimizer, schedule, (epoch - 1) * steps_per_epoch,
+                                                    splits["Training"], config, epoch, device),
         validate=lambda: evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device),
         learning_rate=lambda epoch: schedule(epoch * steps_per_epoch),
         save=save,
@@ -179,9 +203,11 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
     val = evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device)
     test = evaluate_torch(model, splits["PrivateTest"], config.train.eval_batch_size, device)
+    tta = {name: flip_tta_accuracy_torch(model, splits[split], config.train.eval_batch_size, device)
+           for name, split in (("val", "PublicTest"), ("test", "PrivateTest"))}
     matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"].tolist()).tolist()
     results = loop.summarize(config, record["best_epoch"], val, test, splits, count_torch_params(model),
-                             torch_device_description(device), matrix)
+                             torch_device_description(device), matrix, tta)
     return loop.finish_run(config, results, stop_reason, "pytorch")
 
 
@@ -200,8 +226,27 @@ def dropout_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step + 1
 
 
-def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], step: int,
-                 split: Split, config: Config, epoch: int, device: torch.device) -> dict[str, float]:
+def torch_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                     labels: torch.Tensor, learning_rate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; returns its mean loss and number of correct predictions (on the device).
+
+    Dropout gets its own seed per step and leaves the global RNG as it was, so the
+    data loader's augmentation stream (the same as the JAX trainer's) is not shifted.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.argmax(-1) == labels).sum()
+
+
+def torch_train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], step: int,
+                      split: Split, config: Config, epoch: int, device: torch.device) -> dict[str, float]:
     """One epoch from global step `step`; the mean loss and accuracy on the augmented batches."""
     model.train()
     batches = torch_train_batches(split, config.data, config.train.batch_size, config.train.seed, epoch)
@@ -213,20 +258,11 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: C
               dynamic_ncols=True, mininterval=1.0) as bar:
         for index, (images, labels) in enumerate(bar):
             images, labels = images.to(device), labels.to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = schedule(step)
-            # Dropout gets its own seed per step and leaves the global RNG as it was, so the
-            # data loader's augmentation stream (the same as the JAX trainer's) is not shifted.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(dropout_seed(config.train.seed, step))
-                logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, batch_correct = torch_train_step(model, optimizer, images, labels, schedule(step),
+                                                   dropout_seed(config.train.seed, step))
             step += 1
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(-1) == labels).sum()
+            loss_sum += loss * len(labels)
+            correct += batch_correct
             count += len(labels)
             if index % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / count:.3f}", acc=f"{int(correct) / count:.3f}")

@@ -4,10 +4,17 @@
 config.json, environment.json, metrics.jsonl, checkpoints/{latest,best}/,
 curves.png, confusion_matrix.png and results.json (PrivateTest accuracy of the
 checkpoint that PublicTest selected).
+
+The protocol is enforced, not left to care: the epochs get only Training and
+PublicTest (`evaluation.selection_splits`); PrivateTest is taken out of the
+dataset (`evaluation.reported_split`) after the last epoch, for the one
+evaluation of the selected checkpoint. With `train.ema_decay`, the EMA weights
+are validated, saved as 'best' and reported (`steps.selected_weights`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +23,14 @@ import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 from fer_jax import data as fer_data
-from fer_jax import loop
+from fer_jax import loop, parallel
 from fer_jax.checkpoints import RunCheckpoints
-from fer_jax.config import Config
-from fer_jax.evaluation import evaluate_checkpoint, evaluate_split, load_splits
+from fer_jax.config import Config, ConfigError
+from fer_jax.evaluation import (REPORTED_SPLIT, evaluate_checkpoint, evaluate_split, load_dataset, reported_split,
+                                selection_splits)
 from fer_jax.loop import TrainingError
 from fer_jax.models import count_params
-from fer_jax.steps import Steps, TrainState, init_state
+from fer_jax.steps import Steps, TrainState, init_state, selected_weights
 
 __all__ = ["TrainingError", "train"]
 
@@ -31,7 +39,8 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     """Train (or with `resume`, continue) the run in `config.run_dir`; return its results."""
     run_dir = Path(config.run_dir)
     loop.check_new_run(run_dir, run_dir.joinpath("checkpoints", "latest").is_dir(), resume)
-    splits = load_splits(config)
+    dataset = load_dataset(config)
+    splits = selection_splits(config, dataset)
     state, steps = init_state(config, loop.steps_per_epoch(config, splits["Training"]))
     checkpoints = RunCheckpoints(run_dir)
     record = loop.new_record()
@@ -42,42 +51,84 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
         print(f"{run_dir} has no checkpoint yet (stopped during epoch 1); starting it from the beginning")
     loop.start_run(config, record)
     print(f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
-          f"train {len(splits['Training'])}, val {len(splits['PublicTest'])}, test {len(splits['PrivateTest'])} "
-          f"images | {jax.devices()[0].platform}")
+          f"train {len(splits['Training'])}, val {len(splits['PublicTest'])} images (PrivateTest unread until the "
+          f"end) | {steps.mesh.size} {jax.devices()[0].platform} device(s), {config.data.pipeline} pipeline")
+
+    updates = epoch_updates(config, steps, splits["Training"])
+    images_per_epoch = loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
 
     def train_epoch(epoch: int) -> dict[str, float]:
         nonlocal state
-        state, metrics = _train_epoch(state, steps, splits["Training"], config, epoch)
+        state, metrics = _train_epoch(state, updates, config, epoch, images_per_epoch)
         return metrics
 
     hooks = loop.EpochHooks(
         train_epoch=train_epoch,
-        validate=lambda: evaluate_split(state, steps, splits["PublicTest"], config.train.eval_batch_size),
+        validate=lambda: evaluate_split(selected_weights(state), steps, splits["PublicTest"],
+                                        config.train.eval_batch_size),
         learning_rate=lambda epoch: float(steps.learning_rate(state.step)),
-        save=lambda which, epoch, record: checkpoints.save(which, epoch, state, record),
+        save=lambda which, epoch, record: checkpoints.save(
+            which, epoch, selected_weights(state) if which == "best" else state, record),
     )
     try:
         record, stop_reason = loop.run_epochs(config, record, hooks)
         if not checkpoints.has("best"):
             raise TrainingError(f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate")
+        splits[REPORTED_SPLIT] = reported_split(config, dataset)
         results = evaluate_checkpoint(config, state, steps, checkpoints, splits)
     finally:
         checkpoints.close()
     return loop.finish_run(config, results, stop_reason, "jax", results_copy)
 
 
-def _train_epoch(state: TrainState, steps: Steps, split: fer_data.Split, config: Config,
-                 epoch: int) -> tuple[TrainState, dict[str, float]]:
-    batches = fer_data.train_batches(split, config.data, config.train.batch_size, config.train.seed, epoch)
-    total = len(split) // config.train.batch_size
+EpochUpdates = Callable[[TrainState, int], Iterator[tuple[TrainState, dict[str, jax.Array], int]]]
+
+
+def _train_epoch(state: TrainState, updates: EpochUpdates, config: Config, epoch: int,
+                 images_per_epoch: int) -> tuple[TrainState, dict[str, float]]:
+    """One epoch of `updates`, with a progress bar; the mean loss and accuracy on its augmented batches."""
     sums = {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)}
     count = 0
-    with tqdm(batches, total=total, desc=f"Epoch {epoch}/{config.train.epochs}", leave=False,
+    with tqdm(total=images_per_epoch, unit="img", desc=f"Epoch {epoch}/{config.train.epochs}", leave=False,
               dynamic_ncols=True, mininterval=1.0) as bar:
-        for index, (images, labels) in enumerate(bar):
-            state, out = steps.train(state, images, labels)
+        for state, out, images in updates(state, epoch):
             sums = {name: sums[name] + out[name] for name in sums}
-            count += len(labels)
-            if index % 20 == 0:
+            count += images
+            bar.update(images)
+            if bar.n % (20 * config.train.batch_size) < images:
                 bar.set_postfix(loss=f"{float(sums['loss']) / count:.3f}", acc=f"{int(sums['correct']) / count:.3f}")
     return state, {"loss": float(sums["loss"]) / count, "accuracy": int(sums["correct"]) / count}
+
+
+def epoch_updates(config: Config, steps: Steps, split: fer_data.Split) -> EpochUpdates:
+    """The train steps of an epoch through `data.pipeline`: yields (state, summed metrics, images) as they run.
+
+    'torchvision' (the reference): DataLoader batches augmented by torchvision,
+    one jitted step each. 'device': the uint8 split copied once onto the
+    devices; each call runs `train.steps_per_dispatch` steps that gather and
+    augment their batches on the device. Either way the batch order and
+    augmentation depend only on (seed, epoch), so a resumed epoch replays.
+    """
+    batch = config.train.batch_size
+    if config.data.pipeline == "torchvision":
+        def host_updates(state: TrainState, epoch: int):
+            for images, labels in fer_data.train_batches(split, config.data, batch, config.train.seed, epoch):
+                state, out = steps.train(state, images, labels)
+                yield state, out, batch
+        return host_updates
+    if config.data.pipeline != "device":
+        raise ConfigError(f"unknown data.pipeline {config.data.pipeline!r}: expected 'torchvision' or 'device'")
+    everywhere = parallel.replicated(steps.mesh)
+    images = jax.device_put(fer_data.to_jax(split.images), everywhere)
+    labels = jax.device_put(fer_data.to_jax(split.labels).astype(jnp.int32), everywhere)
+    per_call = max(1, config.train.steps_per_dispatch)
+
+    def device_updates(state: TrainState, epoch: int):
+        count = len(split) // batch
+        order_key = jax.random.fold_in(jax.random.key(config.train.seed), epoch)
+        order = jax.random.permutation(order_key, len(split))[: count * batch].reshape(count, batch)
+        for start in range(0, count, per_call):
+            (indices,) = parallel.shard_batch(steps.mesh, order[start : start + per_call], axis=1)
+            state, out = steps.train_chunk(state, images, labels, indices)
+            yield state, out, indices.size
+    return device_updates

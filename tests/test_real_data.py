@@ -7,7 +7,7 @@ from fer_jax.config import Config
 from fer_jax.data import EMOTIONS, load_fer2013
 from fer_jax.evaluation import evaluate_split
 from fer_jax.steps import init_state
-from fer_jax.training import _train_epoch
+from fer_jax.training import _train_epoch, epoch_updates
 
 pytestmark = pytest.mark.real_data
 
@@ -37,7 +37,7 @@ def test_one_epoch_on_real_faces_lowers_the_loss(dataset):
     train_split = dataset["Training"].subset(640, seed=0)
     state, steps = init_state(config, len(train_split) // 32)
     before = evaluate_split(state, steps, train_split, 128)["loss"]
-    state, metrics = _train_epoch(state, steps, train_split, config, epoch=1)
+    state, metrics = _train_epoch(state, epoch_updates(config, steps, train_split), config, 1, len(train_split))
     after = evaluate_split(state, steps, train_split, 128)["loss"]
     assert jnp.isfinite(metrics["loss"])
     assert after < before - 0.05, (before, after)

@@ -62,8 +62,8 @@ def test_early_stopping_on_public_test(tiny_zip, tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_zip, tmp_path, monkeypatch):
     real_epoch = training._train_epoch
 
-    def epoch_that_diverges(state, steps, split, config, epoch):
-        state, metrics = real_epoch(state, steps, split, config, epoch)
+    def epoch_that_diverges(state, updates, config, epoch, images):
+        state, metrics = real_epoch(state, updates, config, epoch, images)
         return state, {**metrics, "loss": math.nan} if epoch == 2 else metrics
 
     monkeypatch.setattr(training, "_train_epoch", epoch_that_diverges)
@@ -115,3 +115,24 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     got = json.loads((crashed / "results.json").read_text())
     for key in ("test_accuracy", "test_loss", "val_accuracy", "best_epoch", "epochs"):
         assert got[key] == expected[key], key
+
+
+def test_device_pipeline_is_reproducible_and_resumes_exactly(tiny_zip, tmp_path):
+    """Same seed, same metrics; 1 epoch + resume to 2 equals 2 epochs straight (order and augmentation per epoch)."""
+    device = {"data.pipeline": "device", "train.steps_per_dispatch": 3, "train.patience": 0}
+
+    def metrics(run_dir: str) -> list[tuple[float, float, float]]:
+        return [(row["train_loss"], row["train_accuracy"], row["val_loss"])
+                for row in read_jsonl(Path(run_dir) / "metrics.jsonl")]
+
+    straight = tiny_config(tiny_zip, tmp_path / "a", **device)
+    training.train(straight)
+    again = tiny_config(tiny_zip, tmp_path / "b", **device)
+    training.train(again)
+    assert metrics(straight.run_dir) == metrics(again.run_dir)
+
+    resumed = tiny_config(tiny_zip, tmp_path / "c", **{**device, "train.epochs": 1})
+    training.train(resumed)
+    resumed.train.epochs = 2
+    training.train(resumed, resume=True)
+    assert metrics(resumed.run_dir) == metrics(straight.run_dir)

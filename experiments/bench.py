@@ -1,0 +1,325 @@
+"""Speed of the seed CNN in JAX and in PyTorch, measured side by side in one run on one machine.
+
+    python -m experiments.bench                         # this machine, results/bench_<device>.json
+    python -m experiments.bench --repeats 5 --epoch-images 0 --out results/bench_gpu.json
+
+Each repeat runs every framework once, in a fresh subprocess (so peak memory,
+thread pools and compilation caches are its own), alternating which goes first.
+A worker measures, on the same real FER-2013 images and config:
+
+- train step images/s: one fixed batch from the host, steady state after the
+  first (compiling) call, which is reported as compile seconds;
+- JAX only, the fast path: `train.steps_per_dispatch` steps per call that
+  gather and augment their batches on the device (`data.pipeline=device`);
+- whole epoch seconds over `--epoch-images` training images, input pipeline
+  included (torchvision DataLoader for PyTorch and the JAX reference path;
+  the on-device path for JAX's fast epoch);
+- eval images/s over PublicTest (after a warm-up pass);
+- peak memory: the accelerator allocator's peak, or on the CPU the worker's
+  peak resident memory.
+
+The table shows the median and the [min, max] over repeats; the JSON holds every
+repeat, medians, and JAX/PyTorch ratios of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+FRAMEWORKS = ("jax", "pytorch")
+
+# metric: (table label, divisor, format, ratio name or None); larger is better for rates, smaller for times.
+METRICS: dict[str, tuple[str, float, str, str | None]] = {
+    "train_step_images_per_s": ("train step img/s (host batch)", 1, ".0f", "train_throughput_ratio_jax_over_torch"),
+    "fast_train_images_per_s": ("train img/s, on-device pipeline", 1, ".0f",
+                                "fast_train_throughput_ratio_jax_over_torch"),
+    "compile_seconds": ("first step s (compile)", 1, ".2f", "compile_seconds_ratio_jax_over_torch"),
+    "epoch_seconds": ("epoch s, torchvision pipeline", 1, ".2f", "epoch_seconds_ratio_jax_over_torch"),
+    "fast_epoch_seconds": ("epoch s, on-device pipeline", 1, ".2f", "fast_epoch_seconds_ratio_jax_over_torch"),
+    "eval_images_per_s": ("eval img/s", 1, ".0f", "eval_throughput_ratio_jax_over_torch"),
+    "peak_memory_bytes": ("peak memory MiB", 2**20, ".0f", "peak_memory_ratio_jax_over_torch"),
+}
+
+RATIO_NOTES = {
+    "train_throughput_ratio_jax_over_torch": "JAX train step / PyTorch train step, same host batch (median img/s)",
+    "fast_train_throughput_ratio_jax_over_torch": "JAX fused on-device steps (augmentation included) / PyTorch "
+                                                  "train step (median img/s)",
+    "epoch_seconds_ratio_jax_over_torch": "JAX / PyTorch epoch seconds, both fed by the torchvision DataLoader "
+                                          "(below 1: JAX faster)",
+    "fast_epoch_seconds_ratio_jax_over_torch": "JAX on-device-pipeline epoch / PyTorch DataLoader epoch seconds "
+                                               "(below 1: JAX faster)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per framework (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=20, help="timed train steps per measurement (default: %(default)s)")
+    parser.add_argument("--epoch-images", type=int, default=4096,
+                        help="training images in the timed epoch (0: all 28,709; default: %(default)s)")
+    parser.add_argument("--eval-images", type=int, default=1024,
+                        help="PublicTest images in the timed evaluation (0: all 3,589; default: %(default)s)")
+    parser.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv (default: $FER2013_ZIP, "
+                        "else data/fer2013.zip)")
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config overrides for both frameworks, e.g. train.batch_size=256 (repeatable)")
+    parser.add_argument("--out", type=Path, help="results JSON (default: results/bench_<device>.json)")
+    parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def worker_config(args: argparse.Namespace) -> Any:
+    from fer_jax.config import Config
+
+    config = Config()
+    if args.data:
+        config.data.source = args.data
+    config.data.train_limit = args.epoch_images
+    config.data.eval_limit = args.eval_images
+    return config.apply_overrides(args.set)
+
+
+def timed(function: Callable[[], Any], sync: Callable[[Any], Any]) -> float:
+    start = time.perf_counter()
+    sync(function())
+    return time.perf_counter() - start
+
+
+def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the JAX trainer's steps, epochs and evaluation."""
+    import jax
+
+    from fer_jax import data as fer_data
+    from fer_jax import parallel
+    from fer_jax.compare import peak_memory_bytes
+    from fer_jax.evaluation import evaluate_split, load_splits
+    from fer_jax.training import epoch_updates
+    from fer_jax.steps import init_state
+
+    config = worker_config(args)
+    splits = load_splits(config)
+    train, batch = splits["Training"], config.train.batch_size
+    state, steps = init_state(config, len(train) // batch)
+    images = fer_data.to_jax(train.images[:batch].unsqueeze(1).float().div(255.0))
+    labels = fer_data.to_jax(train.labels[:batch])
+    block = jax.block_until_ready
+    result: dict[str, Any] = {}
+
+    def step_run(count: int) -> Any:
+        nonlocal state
+        for _ in range(count):
+            state, out = steps.train(state, images, labels)
+        return out
+
+    result["compile_seconds"] = timed(lambda: step_run(1), block)
+    result["train_step_images_per_s"] = args.steps * batch / timed(lambda: step_run(args.steps), block)
+
+    per_call = config.train.steps_per_dispatch
+    device_images = jax.device_put(fer_data.to_jax(train.images), parallel.replicated(steps.mesh))
+    device_labels = jax.device_put(fer_data.to_jax(train.labels).astype("int32"), parallel.replicated(steps.mesh))
+    (indices,) = parallel.shard_batch(steps.mesh, jax.numpy.arange(per_call * batch).reshape(per_call, batch)
+                                      % len(train), axis=1)
+    calls = max(1, args.steps // per_call)
+
+    def chunk_run(count: int) -> Any:
+        nonlocal state
+        for _ in range(count):
+            state, out = steps.train_chunk(state, device_images, device_labels, indices)
+        return out
+
+    result["fast_compile_seconds"] = timed(lambda: chunk_run(1), block)
+    result["fast_train_images_per_s"] = calls * per_call * batch / timed(lambda: chunk_run(calls), block)
+
+    for key, pipeline in (("epoch_seconds", "torchvision"), ("fast_epoch_seconds", "device")):
+        config.data.pipeline = pipeline
+        updates = epoch_updates(config, steps, train)
+
+        def epoch() -> Any:
+            nonlocal state
+            for state, out, _ in updates(state, 1):
+                pass
+            return out
+
+        result[key] = timed(epoch, block)
+
+    val = splits["PublicTest"]
+    evaluate_split(state, steps, val, config.train.eval_batch_size)
+    seconds = timed(lambda: evaluate_split(state, steps, val, config.train.eval_batch_size), lambda out: out)
+    result["eval_images_per_s"] = len(val) / seconds
+    result["peak_memory_bytes"] = peak_memory_bytes("jax")
+    return result
+
+
+def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the PyTorch baseline's step, epoch and evaluation."""
+    import torch
+
+    from fer_jax.compare import peak_memory_bytes
+    from fer_jax.evaluation import load_splits
+    from fer_jax.torch_baseline import (TorchSeedCNN, evaluate_torch, make_torch_optimizer, torch_device,
+                                        torch_train_epoch, torch_train_step)
+
+    config = worker_config(args)
+    splits = load_splits(config)
+    train, batch = splits["Training"], config.train.batch_size
+    device = torch_device()
+    torch.manual_seed(config.train.seed)
+    model = TorchSeedCNN().to(device).train()
+    optimizer, schedule = make_torch_optimizer(config, model.parameters(), len(train) // batch)
+    images = train.images[:batch].unsqueeze(1).float().div(255.0).to(device)
+    labels = train.labels[:batch].to(device)
+
+    def sync(out: Any) -> Any:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    def step_run(count: int) -> Any:
+        for step in range(count):
+            out = torch_train_step(model, optimizer, images, labels, schedule(step), step)
+        return out
+
+    result: dict[str, Any] = {"compile_seconds": timed(lambda: step_run(1), sync)}
+    result["train_step_images_per_s"] = args.steps * batch / timed(lambda: step_run(args.steps), sync)
+    result["epoch_seconds"] = timed(
+        lambda: torch_train_epoch(model, optimizer, schedule, 0, train, config, 1, device), sync)
+    val = splits["PublicTest"]
+    evaluate_torch(model, val, config.train.eval_batch_size, device)
+    seconds = timed(lambda: evaluate_torch(model, val, config.train.eval_batch_size, device), sync)
+    result["eval_images_per_s"] = len(val) / seconds
+    result["peak_memory_bytes"] = peak_memory_bytes("pytorch")
+    return result
+
+
+def run_worker(framework: str, argv: Sequence[str]) -> dict[str, Any]:
+    """One measurement of `framework` in a fresh Python process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "experiments.bench", *argv, "--worker", framework, "--worker-out", str(out)]
+        done = subprocess.run(command, env={**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
+        if done.returncode != 0 or not out.is_file():
+            raise SystemExit(f"experiments.bench: the {framework} worker failed (exit {done.returncode}); see above")
+        return json.loads(out.read_text())
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    summary = {}
+    for metric in METRICS:
+        values = [run[metric] for run in runs if run.get(metric) is not None]
+        summary[metric] = {
+            "median": statistics.median(values) if values else None,
+            "min": min(values) if values else None,
+            "max": max(values) if values else None,
+            "n": len(values),
+        }
+    return summary
+
+
+def ratios(summaries: dict[str, Any]) -> dict[str, float | None]:
+    """JAX median / PyTorch median per metric (the fast path's over PyTorch's one path)."""
+    if set(FRAMEWORKS) - set(summaries):
+        return {}
+    torch_of = {"fast_train_images_per_s": "train_step_images_per_s", "fast_epoch_seconds": "epoch_seconds"}
+    out = {}
+    for metric, (_, _, _, name) in METRICS.items():
+        numerator = summaries["jax"][metric]["median"]
+        denominator = summaries["pytorch"][torch_of.get(metric, metric)]["median"]
+        out[name] = numerator / denominator if numerator is not None and denominator else None
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    def cell(stats: dict[str, Any] | None, divisor: float, fmt: str) -> str:
+        if not stats or stats["median"] is None:
+            return "-"
+        low, high = (format(stats[k] / divisor, fmt) for k in ("min", "max"))
+        return f"{format(stats['median'] / divisor, fmt)} [{low}, {high}]"
+
+    summaries = report["summaries"]
+    lines = [f"{report['machine']} | {report['settings']['repeats']} repeats | batch "
+             f"{report['settings']['batch_size']} | epoch of {report['settings']['epoch_images']} images",
+             f"{'metric':<34}" + "".join(f"{f:>26}" for f in summaries) + f"{'jax/pytorch':>13}"]
+    for metric, (label, divisor, fmt, ratio_name) in METRICS.items():
+        cells = "".join(f"{cell(summaries[f].get(metric), divisor, fmt):>26}" for f in summaries)
+        ratio = report["ratios"].get(ratio_name)
+        lines.append(f"{label:<34}{cells}{'-' if ratio is None else f'{ratio:.3f}':>13}")
+    return "\n".join(lines)
+
+
+def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from fer_jax.compare import device_slug
+    from fer_jax.environment import device_description, environment_info
+    from fer_jax.files import write_json
+    from fer_jax.torch_baseline import torch_device, torch_device_description
+
+    frameworks = [f for f in args.frameworks.split(",") if f]
+    if unknown := set(frameworks) - set(FRAMEWORKS):
+        raise SystemExit(f"unknown framework(s) {sorted(unknown)}: choose from {', '.join(FRAMEWORKS)}")
+    config = worker_config(args)
+    runs: dict[str, list[dict[str, Any]]] = {f: [] for f in frameworks}
+    for repeat in range(args.repeats):
+        order = frameworks if repeat % 2 == 0 else frameworks[::-1]
+        for framework in order:
+            print(f"[bench] repeat {repeat + 1}/{args.repeats}: {framework}", flush=True)
+            runs[framework].append(run_worker(framework, argv))
+    summaries = {f: summarize(runs[f]) for f in frameworks}
+    env = environment_info()
+    report = {
+        "machine": device_description(),
+        "torch_device": torch_device_description(torch_device()),
+        "versions": env["versions"],
+        "python": env["python"],
+        "platform": env["platform"],
+        "git_commit": env["git_commit"],
+        "command": "python -m experiments.bench " + shlex.join(argv),
+        "settings": {
+            "repeats": args.repeats,
+            "timed_steps": args.steps,
+            "batch_size": config.train.batch_size,
+            "steps_per_dispatch": config.train.steps_per_dispatch,
+            "epoch_images": args.epoch_images or "all",
+            "eval_images": args.eval_images or "all",
+            "overrides": args.set,
+        },
+        "config": config.to_dict(),
+        "summaries": summaries,
+        "ratios": ratios(summaries),
+        "ratio_notes": RATIO_NOTES,
+        "runs": runs,
+    }
+    out = args.out or Path(f"results/bench_{device_slug()}.json")
+    write_json(out, report)
+    print(format_table(report))
+    print(f"Wrote {out}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from fer_jax.cli import run_command
+
+    if args.worker:
+        from fer_jax.files import write_json
+
+        measure = jax_worker if args.worker == "jax" else torch_worker
+        return run_command("experiments.bench", lambda: write_json(args.worker_out, measure(args)))
+    return run_command("experiments.bench", lambda: bench(args, argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The on-device augmentation (fer_jax.augment) against torchvision's transform of the reference pipeline."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+import torch
+import torchvision.transforms.v2.functional as F
+
+from fer_jax.augment import affine, augment, sample_params
+from fer_jax.config import DataConfig
+
+
+def random_faces(count: int) -> torch.Tensor:
+    return torch.randint(0, 256, (count, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("angle, scale, shift, flip", [
+    (7.3, 1.0, (0, 0), False),
+    (0.0, 1.08, (0, 0), False),
+    (-9.1, 0.93, (3, -2), False),
+    (5.0, 1.05, (1, 2), True),
+    (0.0, 1.0, (0, 0), True),
+])
+def test_affine_gives_torchvisions_pixels_for_the_same_parameters(angle, scale, shift, flip):
+    faces = random_faces(2)
+    expected = F.affine(faces, angle=angle, translate=list(shift), scale=scale, shear=[0.0, 0.0])
+    if flip:
+        expected = F.horizontal_flip(expected)
+    ours = affine(jnp.asarray(faces), jnp.full((2,), angle), jnp.full((2,), scale),
+                  jnp.tile(jnp.asarray(shift, jnp.float32), (2, 1)), jnp.full((2,), flip))
+    same = jnp.mean(ours == jnp.asarray(expected))
+    assert same >= 0.995, f"{float(same):.4f} of pixels equal"  # rounding ties of float32 coordinates may differ
+
+
+def test_parameters_are_drawn_from_the_configured_ranges():
+    config = DataConfig(rotation_degrees=10.0, zoom=0.1, translate=0.1)
+    params = sample_params(jax.random.key(0), 20_000, 48, config)
+    assert -10 <= float(params["angle"].min()) < -9.9 and 9.9 < float(params["angle"].max()) <= 10
+    assert 0.9 <= float(params["scale"].min()) < 0.901 and 1.099 < float(params["scale"].max()) <= 1.1
+    assert float(jnp.abs(params["shift"]).max()) == round(0.1 * 48)
+    assert abs(float(params["flip"].mean()) - 0.5) < 0.02
+    assert float(jnp.abs(params["angle"].mean())) < 0.2  # uniform, centred
+
+
+def test_random_augmentation_matches_torchvision_in_distribution():
+    """Per-pixel means of many augmented copies of one face agree with torchvision's RandomAffine + flip."""
+    config = DataConfig()
+    face = random_faces(1)
+    count = 2000
+    ours = augment(jax.random.key(1), jnp.broadcast_to(jnp.asarray(face), (count, 48, 48)), config)
+    from fer_jax.data import train_transform
+
+    torch.manual_seed(1)
+    transform = train_transform(config)
+    theirs = torch.stack([transform(face) for _ in range(count)])[:, 0]
+    ours_mean = ours.astype(jnp.float32).mean(0)
+    theirs_mean = jnp.asarray(theirs.float().mean(0))
+    # Pixel values have std ~74; the mean of 2000 draws of a pixel varies by ~74 * sqrt(2 / 2000) ~ 2.3.
+    assert float(jnp.abs(ours_mean - theirs_mean).mean()) < 2.5
+    assert float(jnp.mean(ours == 0)) == pytest.approx(float((theirs == 0).float().mean()), abs=0.01)
+
+
+def test_augment_off_is_identity_and_flip_only_mirrors():
+    faces = jnp.asarray(random_faces(4))
+    assert (augment(jax.random.key(0), faces, DataConfig(augment=False)) == faces).all()
+    flips = augment(jax.random.key(0), faces, DataConfig(rotation_degrees=0.0, zoom=0.0))
+    for original, out in zip(faces, flips):
+        assert (out == original).all() or (out == original[:, ::-1]).all()
