@@ -261,10 +261,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from fer_jax.compare import device_slug
-    from fer_jax.environment import device_description, environment_info
+    from fer_jax.compare import device_slug, machine_fields
     from fer_jax.files import write_json
-    from fer_jax.torch_baseline import torch_device, torch_device_description
 
     frameworks = [f for f in args.frameworks.split(",") if f]
     if unknown := set(frameworks) - set(FRAMEWORKS):
@@ -277,14 +275,8 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             print(f"[bench] repeat {repeat + 1}/{args.repeats}: {framework}", flush=True)
             runs[framework].append(run_worker(framework, argv))
     summaries = {f: summarize(runs[f]) for f in frameworks}
-    env = environment_info()
     report = {
-        "machine": device_description(),
-        "torch_device": torch_device_description(torch_device()),
-        "versions": env["versions"],
-        "python": env["python"],
-        "platform": env["platform"],
-        "git_commit": env["git_commit"],
+        **machine_fields(),
         "command": "python -m experiments.bench " + shlex.join(argv),
         "settings": {
             "repeats": args.repeats,

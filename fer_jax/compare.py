@@ -146,14 +146,8 @@ def compare(config: Config, seeds: int, out: Path, quick_run: bool, argv: list[s
             runs[framework].append(run_once(framework, run_config, splits["PublicTest"]))
 
     summaries = {framework: summarize(runs[framework]) for framework in FRAMEWORKS}
-    env = environment_info()
     report = {
-        "machine": device_description(),
-        "torch_device": torch_device_description(torch_device()),
-        "versions": env["versions"],
-        "python": env["python"],
-        "platform": env["platform"],
-        "git_commit": env["git_commit"],
+        **machine_fields(),
         "command": shlex.join(sys.argv),
         "argv": argv,
         "settings": {
@@ -187,6 +181,16 @@ def compare(config: Config, seeds: int, out: Path, quick_run: bool, argv: list[s
     print(format_table(report))
     print(f"Wrote {out} and {out.with_suffix('.png')}")
     return report
+
+
+def machine_fields() -> dict[str, Any]:
+    """Where a JAX-vs-PyTorch measurement ran: both frameworks' devices, versions, Python, platform, commit."""
+    env = environment_info()
+    return {
+        "machine": device_description(),
+        "torch_device": torch_device_description(torch_device()),
+        **{key: env[key] for key in ("versions", "python", "platform", "git_commit")},
+    }
 
 
 def run_once(framework: str, config: Config, val_split: Split) -> dict[str, Any]:

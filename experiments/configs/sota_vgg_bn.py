@@ -21,39 +21,16 @@ Expected result: NOT MEASURED YET: no GPU was available to this work. Khaireddin
 0.7328 PrivateTest with ten-crop TTA after 300 epochs.
 """
 
+from experiments.configs import sota_resnet18
 from fer_jax.config import Config
 
-QUICK_OVERRIDES = [
-    "model.width=0.25",
-    "model.compute_dtype=float32",
-    "train.batch_size=64",
-    "optim.warmup_epochs=0.5",
-]
-"""On top of `fer_jax.config.quick` (2,048 training images, 2 epochs): a narrow float32 network, so a CPU runs it in minutes."""
+QUICK_OVERRIDES = sota_resnet18.QUICK_OVERRIDES
 
 
 def get_config() -> Config:
-    config = Config()
+    config = sota_resnet18.get_config()
     config.run_dir = "runs/sota_vgg_bn"
     config.model.name = "vgg_bn"
-    config.model.compute_dtype = "bfloat16"
-    config.data.pipeline = "device"
-    config.data.rotation_degrees = 10.0
-    config.data.zoom = 0.2
-    config.data.translate = 0.1
-    config.data.horizontal_flip = True
-    config.data.erasing = 0.5
-    config.optim.name = "sgd"
     config.optim.learning_rate = 0.05
-    config.optim.momentum = 0.9
-    config.optim.nesterov = True
-    config.optim.schedule = "cosine"
-    config.optim.warmup_epochs = 5.0
-    config.optim.weight_decay = 5e-4
-    config.optim.label_smoothing = 0.1
-    config.train.ema_decay = 0.999
-    config.train.batch_size = 128
-    config.train.eval_batch_size = 512
     config.train.epochs = 150
-    config.train.patience = 0  # the cosine schedule runs to its end; PublicTest still selects the best epoch
     return config
