@@ -53,9 +53,14 @@ def mirror(images: jax.Array) -> jax.Array:
     return images[..., ::-1]
 
 
+def averaged_probabilities(logits_per_view: Sequence[jax.Array]) -> jax.Array:
+    """Softmax probabilities averaged over views (each (N, 7) logits of the same faces): test-time augmentation."""
+    return jnp.mean(jnp.stack([jax.nn.softmax(logits) for logits in logits_per_view]), axis=0)
+
+
 def averaged_accuracy(logits_per_view: Sequence[jax.Array], labels: jax.Array) -> float:
-    """Accuracy of the softmax probabilities averaged over views (each (N, 7) logits of the same faces)."""
-    probabilities = jnp.mean(jnp.stack([jax.nn.softmax(logits) for logits in logits_per_view]), axis=0)
+    """Accuracy of `averaged_probabilities`."""
+    probabilities = averaged_probabilities(logits_per_view)
     return int(jnp.sum(jnp.argmax(probabilities, -1) == jnp.asarray(labels))) / len(labels)
 
 
@@ -90,10 +95,7 @@ def evaluate_checkpoint(config: Config, state: TrainState, steps: Steps, checkpo
 def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[str, Any]:
     """Re-evaluate a finished (or interrupted) run from its config.json and best checkpoint."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.json here; is this a run folder made by `fer-jax train`?")
-    config = Config.load(run_dir / "config.json")
-    config.run_dir = str(run_dir)
+    config = run_config(run_dir)
     if data_source:
         config.data.source = data_source
     splits = load_splits(config)
@@ -138,19 +140,26 @@ def load_splits(config: Config) -> dict[str, fer_data.Split]:
     return {**selection_splits(config, dataset), REPORTED_SPLIT: reported_split(config, dataset)}
 
 
-def restore_best(run_dir: str | Path) -> tuple[Config, TrainState, Steps, dict[str, Any]]:
-    """A run's config, its best checkpoint as a `TrainState`, the jitted steps, and the checkpoint's record."""
+def run_config(run_dir: str | Path) -> Config:
+    """A run folder's config.json, with `run_dir` pointing at the folder (wherever it now is)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir}: no config.json here; is this a run folder made by `fer-jax train`?")
     config = Config.load(run_dir / "config.json")
     config.run_dir = str(run_dir)
+    return config
+
+
+def restore_run(run_dir: str | Path, which: str = "best") -> tuple[Config, TrainState, Steps, dict[str, Any]]:
+    """A run's config, its `which` checkpoint ('best' or 'latest') as a `TrainState`, the jitted steps,
+    and the checkpoint's record."""
+    config = run_config(run_dir)
     checkpoints = RunCheckpoints(run_dir)
     try:
-        if not checkpoints.has("best"):
-            raise FileNotFoundError(f"{run_dir}: no best checkpoint yet (has an epoch finished?)")
+        if not checkpoints.has(which):
+            raise FileNotFoundError(f"{run_dir}: no {which} checkpoint yet (has an epoch finished?)")
         state, steps = init_state(config, 1)  # steps per epoch only shapes the schedule, not the weights
-        state, record = checkpoints.restore("best", state)
+        state, record = checkpoints.restore(which, state)
     finally:
         checkpoints.close()
     return config, state, steps, record

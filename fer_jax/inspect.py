@@ -16,28 +16,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.config import Config
 from fer_jax.data import EMOTIONS, as_nhwc
+from fer_jax.evaluation import restore_run
 from fer_jax.models import SeedCNN, create_model, max_pool_2x2
-from fer_jax.steps import Steps, TrainState, init_state
+from fer_jax.steps import Steps, TrainState
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4")
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> tuple[Config, TrainState, Steps]:
     """A run's config (run_dir set to `run_dir`), its `which` checkpoint ('best' or 'latest') and the jitted steps."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.json here; is this a run folder made by `fer-jax train`?")
-    config = Config.load(run_dir / "config.json")
-    config.run_dir = str(run_dir)
-    state, steps = init_state(config, 1)  # steps per epoch shape only the schedule, not the weights
-    checkpoints = RunCheckpoints(run_dir)
-    try:
-        state, _ = checkpoints.restore(which, state)
-    finally:
-        checkpoints.close()
+    config, state, steps, _ = restore_run(run_dir, which)
     return config, state, steps
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from fer_jax.config import ModelConfig
 from fer_jax.data import EMOTIONS, IMAGE_SIZE, DataError
-from fer_jax.evaluation import restore_best
+from fer_jax.evaluation import restore_run
 from fer_jax.files import write_atomic, write_json
 from fer_jax.models import count_params, create_model
 
@@ -103,7 +103,7 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     Returns the description: model, source run, its accuracies, sha256.
     """
     run_dir, out = Path(run_dir), Path(out)
-    config, state, _, record = restore_best(run_dir)
+    config, state, _, record = restore_run(run_dir)
     weights = {"params": jax.tree.map(lambda x: x.astype(jnp.float16), nnx.to_pure_dict(state.params)),
                "model_state": nnx.to_pure_dict(state.model_state)}
     data = flax.serialization.msgpack_serialize(weights)
@@ -155,7 +155,7 @@ def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
     path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
     if not path.is_dir():
         return load_weights(path)
-    config, state, _, record = restore_best(path)
+    config, state, _, record = restore_run(path)
     model = create_model(config.model, seed=0)
     nnx.update(model, state.params, state.model_state)
     return Classifier(model, {"model": config.model.name, "source_run": str(path), "best_epoch": record["best_epoch"],

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from fer_jax import plotting
 from fer_jax.data import EMOTIONS, IMAGE_SIZE, Split
 from fer_jax.environment import device_description
-from fer_jax.evaluation import confusion_matrix, load_splits, mirror, restore_best, split_logits
+from fer_jax.evaluation import (averaged_probabilities, confusion_matrix, load_splits, mirror, restore_run,
+                                split_logits)
 from fer_jax.files import write_json
 from fer_jax.steps import Steps, TrainState
 
@@ -98,7 +99,7 @@ def split_report(state: TrainState, steps: Steps, split: Split, batch_size: int,
         for view in variant:
             if view not in logits:
                 logits[view] = split_logits(state, steps, split, batch_size, view)
-        averaged = jnp.mean(jnp.stack([jax.nn.softmax(logits[view]) for view in variant]), axis=0)
+        averaged = averaged_probabilities([logits[view] for view in variant])
         metrics = classification_metrics(labels, jnp.argmax(averaged, -1))
         report["tta"][name] = {"views": len(variant), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
     return report, probabilities
@@ -119,7 +120,7 @@ def confident_mistakes(labels: Sequence[int], probabilities: jax.Array, count: i
 def evaluate_report(run_dir: str | Path, data_source: str | None = None, crops: bool = False) -> dict[str, Any]:
     """Evaluate RUN_DIR's best checkpoint on PrivateTest and PublicTest; write RUN_DIR/eval/ and return the report."""
     run_dir = Path(run_dir)
-    config, state, steps, record = restore_best(run_dir)
+    config, state, steps, record = restore_run(run_dir)
     if data_source:
         config.data.source = data_source
     splits = load_splits(config)

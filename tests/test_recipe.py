@@ -21,7 +21,7 @@ from fer_jax.augment import ERASING_RATIO, ERASING_SCALE, affine, augment, erase
 from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.config import Config, ConfigError, DataConfig
 from fer_jax.data import FER2013, train_transform
-from fer_jax.evaluation import averaged_accuracy, evaluate_split, load_splits, restore_best
+from fer_jax.evaluation import averaged_accuracy, evaluate_split, load_splits, restore_run
 from fer_jax.models import count_params, create_model
 from fer_jax.steps import (EmaTrainState, TrainState, decays, ema_decay_at, init_state, make_optimizer,
                            make_schedule, selected_weights, training_loss, update_ema)
@@ -274,5 +274,5 @@ def test_ablation_variants_are_valid_configs():
 
 @pytest.mark.skipif(not (OLD_FORMAT_RUN / "checkpoints" / "best").is_dir(), reason="the old seed CNN run is not here")
 def test_a_checkpoint_from_before_ema_still_restores():
-    config, state, _, record = restore_best(OLD_FORMAT_RUN)
+    config, state, _, record = restore_run(OLD_FORMAT_RUN)
     assert type(state) is TrainState and record["best_epoch"] >= 1 and config.train.ema_decay == 0

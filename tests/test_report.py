@@ -10,7 +10,7 @@ from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.data import EMOTIONS
-from fer_jax.evaluation import evaluate_split, load_splits, restore_best
+from fer_jax.evaluation import evaluate_split, load_splits, restore_run
 from fer_jax.files import write_json
 from fer_jax.loop import new_record
 from fer_jax.report import classification_metrics, confident_mistakes, corner_crop, mirror, tta_views
@@ -87,7 +87,7 @@ def test_evaluate_writes_the_report(untrained_run, capsys):
                  "mistakes_PrivateTest.png", "mistakes_PublicTest.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
-    config, state, steps, _ = restore_best(untrained_run)
+    config, state, steps, _ = restore_run(untrained_run)
     splits = load_splits(config)
     for name in ("PrivateTest", "PublicTest"):
         split = report["splits"][name]
