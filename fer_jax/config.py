@@ -63,7 +63,8 @@ class ModelConfig:
     name: str = "seed_cnn"
     """'seed_cnn', 'vgg_bn' or 'resnet18' (`fer_jax.models.MODELS`)."""
     conv_impl: str = "auto"
-    """'auto' (im2col on CPU, XLA's convolution elsewhere), 'im2col' or 'xla'."""
+    """'auto' (winograd on CPU, XLA's convolution elsewhere), 'winograd' (3x3 stride-1 layers; im2col
+    for the rest), 'im2col' or 'xla'."""
     compute_dtype: str = "float32"
     """'float32' or 'bfloat16' (layers compute in bfloat16 over float32 weights; logits stay float32)."""
     width: float = 1.0

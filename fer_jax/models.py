@@ -37,6 +37,26 @@ HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 """Kaiming-normal (fan_out, ReLU gain), torchvision's initialisation of convolutions followed by BatchNorm."""
 
 
+def _check_plain_nhwc_conv(
+    name: str,
+    lhs: jax.Array,
+    rhs: jax.Array,
+    lhs_dilation: Sequence[int] | None,
+    rhs_dilation: Sequence[int] | None,
+    dimension_numbers: jax.lax.ConvDimensionNumbers | None,
+    feature_group_count: int,
+) -> None:
+    """Refuses what `im2col_conv` and `winograd_conv` do not implement: groups, dilation, other layouts."""
+    if feature_group_count != 1:
+        raise ValueError(f"{name} does not support feature groups")
+    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+        raise ValueError(f"{name} does not support dilation")
+    if dimension_numbers is not None and dimension_numbers != jax.lax.conv_dimension_numbers(
+        lhs.shape, rhs.shape, NHWC_HWIO
+    ):
+        raise ValueError(f"{name} supports NHWC/HWIO layouts only, got {dimension_numbers}")
+
+
 def im2col_conv(
     lhs: jax.Array,
     rhs: jax.Array,
@@ -63,14 +83,8 @@ def im2col_conv(
     images/s here, as conv2's 143 MB of patches per batch no longer stream
     through memory.
     """
-    if feature_group_count != 1:
-        raise ValueError("im2col_conv does not support feature groups")
-    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
-        raise ValueError("im2col_conv does not support dilation")
-    if dimension_numbers is not None and dimension_numbers != jax.lax.conv_dimension_numbers(
-        lhs.shape, rhs.shape, NHWC_HWIO
-    ):
-        raise ValueError(f"im2col_conv supports NHWC/HWIO layouts only, got {dimension_numbers}")
+    _check_plain_nhwc_conv("im2col_conv", lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                           feature_group_count)
     kh, kw, cin, cout = rhs.shape
     stride_h, stride_w = window_strides
     if isinstance(padding, str):
@@ -93,26 +107,106 @@ def im2col_conv(
         return jnp.matmul(patches, rhs.reshape(kh * kw * cin, cout), precision=precision,
                           preferred_element_type=preferred_element_type)
 
-    batch = lhs.shape[0]
-    image_patch_bytes = out_h * out_w * kh * kw * cin * lhs.dtype.itemsize
-    if batch * image_patch_bytes <= IM2COL_CHUNK_BYTES:
-        return patches_times_kernel(lhs)
-    # Large patch matrices run memory-bound (their gradient most of all): build them a few images at a time.
+    return _in_batch_chunks(patches_times_kernel, lhs, out_h * out_w * kh * kw * cin * lhs.dtype.itemsize)
+
+
+WINOGRAD_MIN_CHANNELS = 16
+"""`winograd_conv` leaves convolutions with fewer input channels (the first layer) to `im2col_conv`."""
+WINOGRAD_KERNEL = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+"""G of Winograd's F(2x2, 3x3): a 3x3 kernel g becomes the 4x4 tile G g G^T."""
+
+
+def _winograd_tile_transform(slices: list[jax.Array]) -> list[jax.Array]:
+    """B^T of F(2x2, 3x3) along one axis, given the 4 stride-2 slices of that axis."""
+    d0, d1, d2, d3 = slices
+    return [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+
+
+def _winograd_output_transform(m: list[jax.Array]) -> list[jax.Array]:
+    """A^T of F(2x2, 3x3) along one axis: 4 transformed rows give the 2 output rows."""
+    return [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+
+
+def winograd_conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: jax.lax.ConvDimensionNumbers | None = None,
+    feature_group_count: int = 1,
+    precision: jax.lax.PrecisionLike = None,
+    preferred_element_type: jnp.dtype | None = None,
+    **unused: object,
+) -> jax.Array:
+    """An NHWC/HWIO 3x3 stride-1 convolution by Winograd's F(2x2, 3x3); others go to `im2col_conv`.
+
+    Each 2x2 output tile takes 16 multiplies per channel pair instead of 36:
+    the 4x4 input tiles and the kernel are transformed (additions only), 16
+    matmuls of (tiles, in) x (in, out) combine them, and the output transform
+    adds the products back into 2x2 tiles (Lavin & Gray, "Fast Algorithms for
+    Convolutional Neural Networks", CVPR 2016). Gradients are the autodiff of
+    these same linear steps. Float32 results differ from a direct convolution
+    by rounding only (about 1e-6 relative). On the 2-core EPYC the seed CNN's
+    conv2 and conv3 run forward plus backward about 20-25% faster than im2col.
+    Tiles are processed a few images at a time (`IM2COL_CHUNK_BYTES`), as in
+    `im2col_conv`, so the transformed tiles stay in cache.
+    """
+    _check_plain_nhwc_conv("winograd_conv", lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                           feature_group_count)
+    kh, kw, cin, cout = rhs.shape
+    if (kh, kw) != (3, 3) or tuple(window_strides) != (1, 1) or cin < WINOGRAD_MIN_CHANNELS:
+        return im2col_conv(lhs, rhs, window_strides, padding, precision=precision,
+                           preferred_element_type=preferred_element_type)
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
+    (top, bottom), (left, right) = padding
+    out_h, out_w = lhs.shape[1] + top + bottom - 2, lhs.shape[2] + left + right - 2
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    # Pad to whole tiles: odd output sides get one extra row or column, cut off at the end.
+    lhs = jnp.pad(lhs, ((0, 0), (top, bottom + 2 * tiles_h - out_h), (left, right + 2 * tiles_w - out_w), (0, 0)))
+    g = jnp.asarray(WINOGRAD_KERNEL, rhs.dtype)
+    kernel_tiles = jnp.einsum("ai,ijco,bj->abco", g, rhs, g, precision=precision).reshape(16, cin, cout)
+
+    def tiles_times_kernel(images: jax.Array) -> jax.Array:
+        rows = _winograd_tile_transform([images[:, i : i + 2 * tiles_h : 2] for i in range(4)])
+        tiles = [t for row in rows for t in _winograd_tile_transform([row[:, :, j : j + 2 * tiles_w : 2]
+                                                                      for j in range(4)])]
+        products = jnp.matmul(jnp.stack(tiles).reshape(16, -1, cin), kernel_tiles, precision=precision,
+                              preferred_element_type=preferred_element_type)
+        products = products.reshape(4, 4, images.shape[0], tiles_h, tiles_w, cout)
+        out_rows = _winograd_output_transform(list(products))
+        out = jnp.stack([jnp.stack(_winograd_output_transform(list(row)), axis=3) for row in out_rows], axis=2)
+        return out.reshape(images.shape[0], 2 * tiles_h, 2 * tiles_w, cout)
+
+    out = _in_batch_chunks(tiles_times_kernel, lhs, 16 * tiles_h * tiles_w * cin * lhs.dtype.itemsize)
+    return out[:, :out_h, :out_w]
+
+
+def _in_batch_chunks(fn: Callable[[jax.Array], jax.Array], images: jax.Array, bytes_per_image: int) -> jax.Array:
+    """`fn(images)`, or over a few images at a time (rematerialised) when the batch's
+    intermediates exceed `IM2COL_CHUNK_BYTES`: large ones run memory-bound, their gradients most of all."""
+    batch = images.shape[0]
+    if batch * bytes_per_image <= IM2COL_CHUNK_BYTES:
+        return fn(images)
     per_chunk = max(d for d in range(1, batch + 1)
-                    if batch % d == 0 and (d == 1 or d * image_patch_bytes <= IM2COL_CHUNK_BYTES))
-    out = jax.lax.map(jax.checkpoint(patches_times_kernel), lhs.reshape(batch // per_chunk, per_chunk, *lhs.shape[1:]))
+                    if batch % d == 0 and (d == 1 or d * bytes_per_image <= IM2COL_CHUNK_BYTES))
+    out = jax.lax.map(jax.checkpoint(fn), images.reshape(batch // per_chunk, per_chunk, *images.shape[1:]))
     return out.reshape(batch, *out.shape[2:])
 
 
 def conv_function(impl: str) -> Callable[..., jax.Array]:
     """The convolution primitive for `ModelConfig.conv_impl` ('auto' picks by backend)."""
     if impl == "auto":
-        impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+        impl = "winograd" if jax.default_backend() == "cpu" else "xla"
+    if impl == "winograd":
+        return winograd_conv
     if impl == "im2col":
         return im2col_conv
     if impl == "xla":
         return jax.lax.conv_general_dilated
-    raise ConfigError(f"unknown conv_impl {impl!r}: expected 'auto', 'im2col' or 'xla'")
+    raise ConfigError(f"unknown conv_impl {impl!r}: expected 'auto', 'winograd', 'im2col' or 'xla'")
 
 
 def compute_dtype_of(name: str) -> jnp.dtype:
@@ -193,6 +287,28 @@ class Layers:
         return nnx.Linear(in_features, out_features, dtype=compute_dtype_of(self.compute_dtype), rngs=self.rngs)
 
 
+class Dropout(nnx.Dropout):
+    """`nnx.Dropout` that draws 8 random bits per element instead of a float32 uniform.
+
+    For rates that are whole multiples of 1/256 (the zoo's 0.25 and 0.5) the
+    mask is exact: an element is kept where its random byte is >= rate * 256.
+    A quarter of the random bits and no float conversion: the seed CNN's first
+    dropout (2M elements per batch of 64) takes 2 ms instead of 10-30 ms on the
+    2-core EPYC. Other rates, broadcast masks and odd sizes use `nnx.Dropout`.
+    """
+
+    def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        threshold = self.rate * 256
+        off = self.deterministic if deterministic is None else deterministic
+        if (off or not isinstance(rngs, nnx.Rngs) or threshold != int(threshold) or not 0 < self.rate < 1
+                or self.broadcast_dims or inputs.size % 4):
+            return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
+        bits = jax.random.bits(rngs[self.rng_collection](), (inputs.size // 4,), jnp.uint32)
+        keep = jax.lax.bitcast_convert_type(bits, jnp.uint8).reshape(inputs.shape) >= int(threshold)
+        return jax.lax.select(keep, inputs / (1.0 - self.rate), jnp.zeros_like(inputs))
+
+
 class SeedCNN(nnx.Module):
     """Conv32-Conv64-Pool-Drop.25-Conv128-Pool-Conv128-Pool-Drop.25-Dense1024-Drop.5-Dense7.
 
@@ -206,12 +322,12 @@ class SeedCNN(nnx.Module):
         layers = Layers(rngs, conv_impl, compute_dtype)
         self.conv1 = layers.conv(1, 32, padding="VALID")
         self.conv2 = layers.conv(32, 64, padding="VALID")
-        self.dropout1 = nnx.Dropout(0.25)
+        self.dropout1 = Dropout(0.25)
         self.conv3 = layers.conv(64, 128, padding="VALID")
         self.conv4 = layers.conv(128, 128, padding="VALID")
-        self.dropout2 = nnx.Dropout(0.25)
+        self.dropout2 = Dropout(0.25)
         self.dense1 = layers.linear(4 * 4 * 128, 1024)
-        self.dropout3 = nnx.Dropout(0.5)
+        self.dropout3 = Dropout(0.5)
         self.dense2 = layers.linear(1024, NUM_CLASSES)
 
     def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -281,7 +397,7 @@ class VGGBN(nnx.Module):
         self.dense1 = layers.linear(side * side * in_features, hidden_features)
         self.dense2 = layers.linear(hidden_features, hidden_features)
         self.classifier = layers.linear(hidden_features, NUM_CLASSES)
-        self.dropout = nnx.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
         for stage in self.stages:
@@ -360,7 +476,7 @@ class ResNet18(nnx.Module):
                 blocks.append(BasicBlock(layers, in_features, features, stride if index == 0 else 1))
                 in_features = features
         self.blocks = nnx.List(blocks)
-        self.dropout = nnx.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.classifier = layers.linear(in_features, NUM_CLASSES)
 
     def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:

@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 
 from fer_jax.config import Config, ConfigError, ModelConfig
-from fer_jax.models import (MODELS, VGGBN, BasicBlock, Layers, ResNet18, SeedCNN, count_params, create_model,
-                            im2col_conv, max_pool_2x2)
+from fer_jax.models import (MODELS, VGGBN, BasicBlock, Dropout, Layers, ResNet18, SeedCNN, count_params, create_model,
+                            im2col_conv, max_pool_2x2, winograd_conv)
 from fer_jax.steps import init_state
 
 # conv1 320 + conv2 18,496 + conv3 73,856 + conv4 147,584 + dense1 2,098,176 + dense2 7,175
@@ -120,6 +120,62 @@ def test_im2col_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkey
         assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("padding", ["VALID", "SAME", [(1, 1), (1, 1)], [(0, 1), (2, 0)]])
+@pytest.mark.parametrize("shape", [(2, 11, 12, 16), (3, 8, 7, 20)])  # odd and even output sides
+def test_winograd_matches_xla_convolution_and_its_gradients(shape, padding):
+    lhs = jax.random.normal(jax.random.key(0), shape)
+    rhs = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], 6))
+
+    def xla(lhs, rhs):
+        return jax.lax.conv_general_dilated(lhs, rhs, (1, 1), padding, dimension_numbers=NHWC_HWIO)
+
+    def winograd(lhs, rhs):
+        return winograd_conv(lhs, rhs, (1, 1), padding)
+
+    assert "dot_general" in str(jax.make_jaxpr(winograd)(lhs, rhs))  # the transformed tiles' matmuls, no conv
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(winograd)(lhs, rhs))
+    expected = xla(lhs, rhs)
+    assert winograd(lhs, rhs).shape == expected.shape
+    assert jnp.allclose(winograd(lhs, rhs), expected, rtol=1e-4, atol=1e-4)
+    cotangent = jax.random.normal(jax.random.key(2), expected.shape)
+    for got, want in zip(jax.vjp(winograd, lhs, rhs)[1](cotangent), jax.vjp(xla, lhs, rhs)[1](cotangent)):
+        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_images", [1, 2, 3])
+def test_winograd_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkeypatch, chunk_images):
+    import fer_jax.models
+
+    lhs = jax.random.normal(jax.random.key(0), (6, 10, 10, 16))
+    rhs = jax.random.normal(jax.random.key(1), (3, 3, 16, 4))
+    monkeypatch.setattr(fer_jax.models, "IM2COL_CHUNK_BYTES", chunk_images * 16 * 4 * 4 * 16 * 4)  # 4x4 tiles
+
+    def xla(lhs, rhs):
+        return jax.lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=NHWC_HWIO)
+
+    def winograd(lhs, rhs):
+        return winograd_conv(lhs, rhs, (1, 1), "VALID")
+
+    jaxpr = str(jax.make_jaxpr(winograd)(lhs, rhs))
+    assert "scan" in jaxpr and f"f32[{chunk_images},10,10,16]" in jaxpr
+    assert jnp.allclose(winograd(lhs, rhs), xla(lhs, rhs), rtol=1e-4, atol=1e-4)
+    cotangent = jax.random.normal(jax.random.key(2), (6, 8, 8, 4))
+    for got, want in zip(jax.vjp(winograd, lhs, rhs)[1](cotangent), jax.vjp(xla, lhs, rhs)[1](cotangent)):
+        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("in_features", "kernel", "stride"),
+    [(1, 3, 1), (15, 3, 1), (16, 3, 2), (16, 1, 1)],  # seed_cnn's conv1, few channels, strided, 1x1
+)
+def test_winograd_leaves_other_convolutions_to_im2col(in_features, kernel, stride):
+    lhs = jax.random.normal(jax.random.key(0), (2, 9, 9, in_features))
+    rhs = jax.random.normal(jax.random.key(1), (kernel, kernel, in_features, 4))
+    assert jnp.array_equal(winograd_conv(lhs, rhs, (stride, stride), "SAME"),
+                           im2col_conv(lhs, rhs, (stride, stride), "SAME"))
+
+
+@pytest.mark.parametrize("conv", [im2col_conv, winograd_conv])
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -129,15 +185,16 @@ def test_im2col_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkey
          "NHWC/HWIO"),
     ],
 )
-def test_im2col_refuses_what_it_does_not_implement(kwargs, message):
+def test_cpu_convolutions_refuse_what_they_do_not_implement(conv, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        im2col_conv(jnp.zeros((2, 8, 8, 5)), jnp.zeros((3, 3, 5, 4)), (1, 1), "SAME", **kwargs)
+        conv(jnp.zeros((2, 8, 8, 5)), jnp.zeros((3, 3, 5, 4)), (1, 1), "SAME", **kwargs)
 
 
-def test_conv_implementations_give_the_same_network():
+@pytest.mark.parametrize("conv_impl", ["im2col", "winograd"])
+def test_conv_implementations_give_the_same_network(conv_impl):
     x = faces(2, seed=2)
-    im2col, xla = (eval_logits(create_model(ModelConfig(conv_impl=impl), seed=0), x) for impl in ("im2col", "xla"))
-    assert jnp.allclose(im2col, xla, atol=1e-4)
+    ours, xla = (eval_logits(create_model(ModelConfig(conv_impl=impl), seed=0), x) for impl in (conv_impl, "xla"))
+    assert jnp.allclose(ours, xla, atol=1e-4)
 
 
 def test_conv_implementations_give_the_same_downsampling_block():
@@ -149,9 +206,11 @@ def test_conv_implementations_give_the_same_downsampling_block():
         block.norm2.scale[...] = jnp.ones(16)  # it starts at zero, which would hide conv2
         return block
 
-    im2col, xla = (eval_logits(block(impl), x) for impl in ("im2col", "xla"))
-    assert im2col.shape == (2, 6, 6, 16)
-    assert jnp.allclose(im2col, xla, atol=1e-4)
+    xla = eval_logits(block("xla"), x)
+    for conv_impl in ("im2col", "winograd"):
+        ours = eval_logits(block(conv_impl), x)
+        assert ours.shape == (2, 6, 6, 16)
+        assert jnp.allclose(ours, xla, atol=1e-4)
 
 
 def test_max_pool_matches_flax():
@@ -169,6 +228,25 @@ def test_dropout_only_in_training_and_seeded(name: str):
     c = forward_with_dropout(model, x, nnx.Rngs(dropout=2))
     assert jnp.array_equal(a, b) and not jnp.array_equal(a, c)
     assert jnp.array_equal(eval_logits(model, x), eval_logits(model, x))
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5])
+def test_byte_dropout_keeps_each_element_with_probability_one_minus_rate(rate: float):
+    dropout = Dropout(rate)
+    x = jnp.ones((64, 22, 22, 16))
+    out = dropout(x, rngs=nnx.Rngs(dropout=0))
+    kept = out != 0
+    assert jnp.allclose(out[kept], 1.0 / (1.0 - rate))
+    assert abs(float(kept.mean()) - (1.0 - rate)) < 0.005  # 495,616 draws: 6 standard deviations
+    per_channel = kept.mean(axis=(0, 1, 2))  # no byte lane of the 32-bit draws is biased
+    assert float(jnp.abs(per_channel - (1.0 - rate)).max()) < 0.02
+    assert not jnp.array_equal(out, dropout(x, rngs=nnx.Rngs(dropout=1)))
+    assert jnp.array_equal(dropout(x, deterministic=True, rngs=nnx.Rngs(dropout=0)), x)
+
+
+def test_byte_dropout_leaves_other_rates_to_flax():
+    x = jax.random.normal(jax.random.key(0), (8, 10))
+    assert jnp.array_equal(Dropout(0.2)(x, rngs=nnx.Rngs(dropout=3)), nnx.Dropout(0.2)(x, rngs=nnx.Rngs(dropout=3)))
 
 
 @pytest.mark.slow
@@ -217,7 +295,7 @@ def test_unknown_model_is_a_config_error():
         create_model(ModelConfig(name="resnet9000"), seed=0)
 
 
-@pytest.mark.parametrize(("field", "value"), [("compute_dtype", "float16"), ("conv_impl", "winograd")])
+@pytest.mark.parametrize(("field", "value"), [("compute_dtype", "float16"), ("conv_impl", "fft")])
 def test_unknown_compute_dtype_or_conv_impl_is_a_config_error(field: str, value: str):
     with pytest.raises(ConfigError, match=f"unknown {field}"):
         create_model(ModelConfig(name="resnet18", **{field: value}), seed=0)

@@ -16,7 +16,7 @@ from fer_jax.porting import flax_to_torch, load_torch_weights, params_from_torch
 from fer_jax.steps import init_state
 from fer_jax.torch_baseline import TorchSeedCNN, evaluate_torch, train_torch
 
-CONV_IMPLS = ["xla", "im2col"]
+CONV_IMPLS = ["xla", "im2col", "winograd"]
 
 
 def random_faces(seed: int = 0) -> torch.Tensor:
