@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 # The dataset: $FER2013_ZIP if set, else data/fer2013.zip, else the shared copy beside the checkout.
 FER2013_ZIP ?= $(firstword $(wildcard data/fer2013.zip ../shared/datasets/fer2013.zip) data/fer2013.zip)
 export FER2013_ZIP
+# glibc's malloc backs large buffers with transparent huge pages: a JAX train step on the CPU
+# otherwise faults its temporaries in 4 KB at a time (about 15% of the step). Older glibcs ignore it.
+GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+export GLIBC_TUNABLES
 
 .PHONY: env train test download clean
 
