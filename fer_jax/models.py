@@ -41,12 +41,14 @@ def _check_plain_nhwc_conv(
     name: str,
     lhs: jax.Array,
     rhs: jax.Array,
-    lhs_dilation: Sequence[int] | None,
-    rhs_dilation: Sequence[int] | None,
-    dimension_numbers: jax.lax.ConvDimensionNumbers | None,
-    feature_group_count: int,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: jax.lax.ConvDimensionNumbers | None = None,
+    feature_group_count: int = 1,
+    **unused: object,
 ) -> None:
-    """Refuses what `im2col_conv` and `winograd_conv` do not implement: groups, dilation, other layouts."""
+    """Refuses the `jax.lax.conv_general_dilated` options that `im2col_conv` and `winograd_conv`
+    do not implement: groups, dilation, other layouts."""
     if feature_group_count != 1:
         raise ValueError(f"{name} does not support feature groups")
     if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
@@ -62,13 +64,10 @@ def im2col_conv(
     rhs: jax.Array,
     window_strides: Sequence[int],
     padding: str | Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: jax.lax.ConvDimensionNumbers | None = None,
-    feature_group_count: int = 1,
+    *,
     precision: jax.lax.PrecisionLike = None,
     preferred_element_type: jnp.dtype | None = None,
-    **unused: object,
+    **lax_options: object,
 ) -> jax.Array:
     """An NHWC/HWIO 2D convolution as shifted (strided) slices and one matmul.
 
@@ -83,8 +82,7 @@ def im2col_conv(
     images/s here, as conv2's 143 MB of patches per batch no longer stream
     through memory.
     """
-    _check_plain_nhwc_conv("im2col_conv", lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                           feature_group_count)
+    _check_plain_nhwc_conv("im2col_conv", lhs, rhs, **lax_options)
     kh, kw, cin, cout = rhs.shape
     stride_h, stride_w = window_strides
     if isinstance(padding, str):
@@ -132,13 +130,10 @@ def winograd_conv(
     rhs: jax.Array,
     window_strides: Sequence[int],
     padding: str | Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: jax.lax.ConvDimensionNumbers | None = None,
-    feature_group_count: int = 1,
+    *,
     precision: jax.lax.PrecisionLike = None,
     preferred_element_type: jnp.dtype | None = None,
-    **unused: object,
+    **lax_options: object,
 ) -> jax.Array:
     """An NHWC/HWIO 3x3 stride-1 convolution by Winograd's F(2x2, 3x3); others go to `im2col_conv`.
 
@@ -153,8 +148,7 @@ def winograd_conv(
     Tiles are processed a few images at a time (`IM2COL_CHUNK_BYTES`), as in
     `im2col_conv`, so the transformed tiles stay in cache.
     """
-    _check_plain_nhwc_conv("winograd_conv", lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                           feature_group_count)
+    _check_plain_nhwc_conv("winograd_conv", lhs, rhs, **lax_options)
     kh, kw, cin, cout = rhs.shape
     if (kh, kw) != (3, 3) or tuple(window_strides) != (1, 1) or cin < WINOGRAD_MIN_CHANNELS:
         return im2col_conv(lhs, rhs, window_strides, padding, precision=precision,
