@@ -144,7 +144,7 @@ def winograd_conv(
     Convolutional Neural Networks", CVPR 2016). Gradients are the autodiff of
     these same linear steps. Float32 results differ from a direct convolution
     by rounding only (about 1e-6 relative). On the 2-core EPYC the seed CNN's
-    conv2 and conv3 run forward plus backward about 20-25% faster than im2col.
+    conv2 and conv3 run forward plus backward about 15-25% faster than im2col.
     Tiles are processed a few images at a time (`IM2COL_CHUNK_BYTES`), as in
     `im2col_conv`, so the transformed tiles stay in cache.
     """
