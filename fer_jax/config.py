@@ -26,8 +26,9 @@ class DataConfig:
 
     source: str = ""
     """Kaggle zip, extracted folder, or fer2013.csv; empty: $FER2013_ZIP, else data/fer2013.zip."""
-    cache_dir: str = "data"
-    """Extracted archives and decoded-tensor caches go here."""
+    cache_dir: str = ""
+    """Cache root for decoded archives, data checks and TFDS copies, each in a folder named by the archive's
+    sha256 (empty: $FER_JAX_CACHE, else the user cache folder; see fer_jax.cache)."""
     train_limit: int = 0
     """Use only the first N shuffled training images (0: all). For quick runs."""
     eval_limit: int = 0
@@ -51,7 +52,8 @@ class DataConfig:
     loader: str = "torchvision"
     """'torchvision' (decode the archive/CSV with fer_jax.data) or 'tfds' (read the TFDS array_record copy built by fer_jax.tfds_builder)."""
     tfds_dir: str = ""
-    """TFDS data folder for loader='tfds', built there from `source` if missing (empty: <cache_dir>/tfds)."""
+    """TFDS data folder for loader='tfds', built there from `source` if missing (empty: `tfds/` in the source's
+    content folder under the cache root)."""
 
     def resolved_source(self) -> str:
         """The dataset path this config points at."""

@@ -16,11 +16,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import shutil
-import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -32,7 +30,9 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from fer_jax.augment import ERASING_RATIO, ERASING_SCALE
+from fer_jax.cache import content_folder
 from fer_jax.config import DataConfig
+from fer_jax.files import write_atomic
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """Label order of the 2013 challenge CSV: index = label."""
@@ -47,10 +47,12 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Split:
-    """One split held in memory: uint8 images (N, 48, 48) and int64 labels (N,)."""
+    """One split held in memory: uint8 images (N, 48, 48), int64 labels (N,) and, where known, each face's
+    name in its source (the archive member or `fer2013.csv:<line>`)."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -63,7 +65,8 @@ class Split:
         if not n or n >= len(self):
             return self
         index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return Split(self.images[index], self.labels[index])
+        names = tuple(self.names[i] for i in index.tolist()) if self.names else ()
+        return Split(self.images[index], self.labels[index], names)
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,13 @@ class FER2013:
         return self.splits[name]
 
 
-def load_fer2013(source: str | os.PathLike, cache_dir: str | os.PathLike = "data") -> FER2013:
+def load_fer2013(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> FER2013:
     """Load FER-2013 from a Kaggle zip, an extracted folder or the challenge CSV.
 
-    A zip is extracted once into `cache_dir` (safely, see `extract_zip`).
+    A zip is read in place (nothing is extracted). The decoded splits of a zip or
+    CSV are cached in its content folder under `cache_dir` (None: `$FER_JAX_CACHE`
+    or the user cache, see `fer_jax.cache`), keyed by the file's sha256: a file
+    replaced under the same name is decoded afresh.
     """
     path = Path(source).expanduser()
     if not path.exists():
@@ -92,9 +98,9 @@ def load_fer2013(source: str | os.PathLike, cache_dir: str | os.PathLike = "data
         csv_path = path / "fer2013.csv"
         splits = read_challenge_csv(csv_path) if csv_path.is_file() else read_image_folder(path)
     elif path.suffix.lower() == ".csv":
-        splits = read_challenge_csv(path)
+        splits = _cached_splits(path, cache_dir, read_challenge_csv)
     elif zipfile.is_zipfile(path):
-        return load_fer2013(extract_zip(path, Path(cache_dir)), cache_dir)
+        splits = _cached_splits(path, cache_dir, read_zip)
     else:
         raise DataError(f"{path}: not a zip archive, a folder or a .csv file")
     for name in SPLITS:
@@ -103,70 +109,81 @@ def load_fer2013(source: str | os.PathLike, cache_dir: str | os.PathLike = "data
     return FER2013(splits, str(path))
 
 
-def extract_zip(archive: Path, dest_root: Path) -> Path:
-    """Extract `archive` into `dest_root/<stem>` and return that folder.
+DECODED_FILE = "splits-v1.pt"
+"""The decoded splits in a content folder (the version changes when `Split`'s layout does)."""
 
-    Members with absolute paths or `..` are refused. Extraction goes to a
-    temporary folder renamed into place at the end, so an interrupted one is
-    never mistaken for a finished one; an existing folder is reused.
-    """
-    target = dest_root / archive.stem
-    if target.is_dir():
-        return target
+
+def _cached_splits(path: Path, cache_dir: str | os.PathLike | None,
+                   read: Callable[[Path], dict[str, Split]]) -> dict[str, Split]:
+    """`read(path)`, or the splits decoded from the same content before (see `fer_jax.cache`)."""
+    cached = content_folder(path, cache_dir) / DECODED_FILE
+    if cached.is_file():
+        stored = torch.load(cached, weights_only=True)
+        return {name: Split(s["images"], s["labels"], tuple(s["names"])) for name, s in stored.items()}
+    splits = read(path)
+    stored = {name: {"images": s.images, "labels": s.labels, "names": list(s.names)} for name, s in splits.items()}
+    write_atomic(cached, lambda handle: torch.save(stored, handle), mode="wb")
+    return splits
+
+
+def read_zip(archive: Path) -> dict[str, Split]:
+    """Read the Kaggle layout (`<split dir>/<emotion>/<Split>_*.{jpg,png}`) straight from a zip archive."""
     try:
         with zipfile.ZipFile(archive) as zf:
-            for member in zf.namelist():
-                parts = PurePosixPath(member.replace("\\", "/")).parts
-                if member.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                    raise DataError(f"{archive}: unsafe member path {member!r} (absolute or '..'); refusing to extract")
-            dest_root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{archive.stem}-", dir=dest_root))
-            try:
-                zf.extractall(tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            members = sorted(m for m in zf.namelist() if PurePosixPath(m).suffix.lower() in IMAGE_SUFFIXES)
+            if not members:
+                raise DataError(f"{archive}: no .jpg/.png images inside (expected train/<emotion>/*.jpg and "
+                                "test/<emotion>/*.jpg)")
+            return _decode_files(str(archive), ((f"{archive}:{m}", PurePosixPath(m), lambda m=m: zf.read(m))
+                                                for m in members))
     except zipfile.BadZipFile as err:
         raise DataError(f"{archive}: corrupt zip archive ({err})") from None
-    return target
 
 
-def _split_of(path: Path, root: Path) -> str:
-    prefix = path.name.split("_", 1)[0]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _split_of(name: str, where: str) -> str:
+    prefix = name.split("_", 1)[0]
     if prefix in SPLITS:
         return prefix
-    raise DataError(
-        f"{path.relative_to(root)}: file name does not start with Training_, PublicTest_ or PrivateTest_, "
-        "so its split is unknown"
-    )
+    raise DataError(f"{where}: file name does not start with Training_, PublicTest_ or PrivateTest_, "
+                    "so its split is unknown")
 
 
-def _label_of_folder(name: str, path: Path) -> int:
+def _label_of_folder(name: str, where: str) -> int:
     try:
         return EMOTIONS.index(name.lower())
     except ValueError:
-        raise DataError(f"{path}: unknown emotion folder {name!r}; expected one of {', '.join(EMOTIONS)}") from None
+        raise DataError(f"{where}: unknown emotion folder {name!r}; expected one of {', '.join(EMOTIONS)}") from None
 
 
 def read_image_folder(root: Path) -> dict[str, Split]:
     """Read `<split dir>/<emotion>/<Split>_*.{jpg,png}` below `root` (the Kaggle layout)."""
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{root}: no .jpg/.png images found (expected train/<emotion>/*.jpg and test/<emotion>/*.jpg)")
+    return _decode_files(str(root), ((str(path), PurePosixPath(path.relative_to(root).as_posix()), path.read_bytes)
+                                     for path in files))
+
+
+def _decode_files(source: str, files: Iterable[tuple[str, PurePosixPath, Callable[[], bytes]]]) -> dict[str, Split]:
+    """Decode `source`'s (where, path in the layout, read bytes) triples of the Kaggle layout into the splits."""
     images: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
     labels: dict[str, list[int]] = {s: [] for s in SPLITS}
+    names: dict[str, list[str]] = {s: [] for s in SPLITS}
     converted = 0
-    for path in files:
-        split = _split_of(path, root)
-        label = _label_of_folder(path.parent.name, path)
-        face, was_colour = decode_face(path.read_bytes(), str(path))
+    for where, path, read in files:
+        split = _split_of(path.name, where)
+        label = _label_of_folder(path.parent.name, where)
+        face, was_colour = decode_face(read(), where)
         converted += was_colour
         images[split].append(face)
         labels[split].append(label)
+        names[split].append(path.as_posix())
     if converted:
-        warnings.warn(f"{root}: converted {converted} colour image(s) to grayscale", stacklevel=2)
-    return {s: _stack(images[s], labels[s]) for s in SPLITS}
+        warnings.warn(f"{source}: converted {converted} colour image(s) to grayscale", stacklevel=3)
+    return {s: _stack(images[s], labels[s], names[s]) for s in SPLITS}
 
 
 def decode_face(data: bytes, name: str) -> tuple[torch.Tensor, bool]:
@@ -195,6 +212,7 @@ def read_challenge_csv(path: Path) -> dict[str, Split]:
     """Read the challenge's `fer2013.csv` (`emotion,pixels,Usage`; 2304 pixels per row)."""
     images: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
     labels: dict[str, list[int]] = {s: [] for s in SPLITS}
+    names: dict[str, list[str]] = {s: [] for s in SPLITS}
     expected = IMAGE_SIZE * IMAGE_SIZE
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
@@ -216,13 +234,14 @@ def read_challenge_csv(path: Path) -> dict[str, Split]:
                 raise DataError(f"{where}: {len(pixels)} pixel values, expected {expected}")
             images[usage].append(torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(IMAGE_SIZE, IMAGE_SIZE))
             labels[usage].append(int(emotion))
-    return {s: _stack(images[s], labels[s]) for s in SPLITS}
+            names[usage].append(f"{path.name}:{reader.line_num}")
+    return {s: _stack(images[s], labels[s], names[s]) for s in SPLITS}
 
 
-def _stack(images: list[torch.Tensor], labels: list[int]) -> Split:
+def _stack(images: list[torch.Tensor], labels: list[int], names: list[str]) -> Split:
     if not images:
         return Split(torch.empty(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8), torch.empty(0, dtype=torch.int64))
-    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64), tuple(names))
 
 
 def train_transform(config: DataConfig) -> v2.Transform:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax import data as fer_data
+from fer_jax.cache import cache_root, content_folder
 from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.config import Config, ConfigError
 from fer_jax.environment import device_description
@@ -114,8 +115,10 @@ def load_dataset(config: Config) -> fer_data.FER2013:
     if config.data.loader == "tfds":
         from fer_jax.tfds_builder import load_tfds_splits  # optional dependency: tensorflow-datasets
 
-        tfds_dir = config.data.tfds_dir or str(Path(config.data.cache_dir) / "tfds")
-        return load_tfds_splits(tfds_dir, config.data.resolved_source(), config.data.cache_dir)
+        source = Path(config.data.resolved_source())
+        tfds_dir = config.data.tfds_dir or (content_folder(source, config.data.cache_dir) / "tfds" if source.is_file()
+                                            else cache_root(config.data.cache_dir) / "tfds" / source.name)
+        return fer_data.FER2013(load_tfds_splits(tfds_dir, source, config.data.cache_dir), str(tfds_dir))
     if config.data.loader == "torchvision":
         return fer_data.load_fer2013(config.data.resolved_source(), config.data.cache_dir)
     raise ConfigError(f"data.loader must be 'torchvision' or 'tfds', got {config.data.loader!r}")

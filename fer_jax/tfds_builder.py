@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,8 +77,8 @@ class Fer2013(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__
 
     `source`: the dataset path; when None, the manual folder is used (a Kaggle
     zip inside it, the extracted archive, or a folder holding fer2013.csv).
-    `cache_dir`: where a zip is extracted; None: a temporary folder removed
-    after the build. Neither is needed to read a built dataset.
+    `cache_dir`: the cache root of `load_fer2013` (None: its default). Neither
+    is needed to read a built dataset.
     """
 
     name = NAME
@@ -117,14 +115,7 @@ class Fer2013(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         source = self._source if self._source is not None else _source_in(Path(dl_manager.manual_dir))
-        if self._cache_dir is not None:
-            dataset = load_fer2013(source, self._cache_dir)
-        else:
-            scratch = tempfile.mkdtemp(prefix="fer2013-tfds-")
-            try:
-                dataset = load_fer2013(source, scratch)  # in memory once loaded: the extraction can go
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+        dataset = load_fer2013(source, self._cache_dir)
         return {TFDS_SPLITS[name]: self._generate_examples(dataset[name]) for name in SPLITS}
 
     def _generate_examples(self, split: Split) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -154,8 +145,8 @@ def build_fer2013_tfds(source: str | os.PathLike | None, data_dir: str | os.Path
     """Build the TFDS copy of FER-2013 in `data_dir` (a no-op if it is already there) and return its builder.
 
     `source`: a Kaggle zip, an extracted folder or fer2013.csv; None: read the
-    manual folder `<data_dir>/downloads/manual`. `cache_dir`: where a zip is
-    extracted (None: a temporary folder).
+    manual folder `<data_dir>/downloads/manual`. `cache_dir`: the cache root
+    of `load_fer2013` (None: its default).
     """
     builder = Fer2013(data_dir=os.fspath(data_dir), source=source, cache_dir=cache_dir)
     if not _is_built(builder):
@@ -217,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                         "DIR/downloads/manual)")
     parser.add_argument("--data-dir", metavar="DIR", required=True, help="TFDS data folder to write (and read)")
     parser.add_argument("--cache-dir", metavar="DIR",
-                        help="where a zip is extracted and kept (default: a temporary folder, removed after)")
+                        help="cache root for the decoded archive (default: $FER_JAX_CACHE, else the user cache folder)")
     args = parser.parse_args(argv)
     try:
         builder = build_fer2013_tfds(args.data, args.data_dir, args.cache_dir)

@@ -12,6 +12,15 @@ DEFAULT_FER2013_ZIP = ROOT.parent / "shared" / "datasets" / "fer2013.zip"
 SMALL = {"Training": 4, "PublicTest": 2, "PrivateTest": 2}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_cache_root(tmp_path_factory: pytest.TempPathFactory):
+    """Decoded archives and data checks go to a folder of this test session, not the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        root = tmp_path_factory.mktemp("fer-jax-cache")
+        patch.setenv("FER_JAX_CACHE", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
 def tiny_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Kaggle-layout zip with 4/2/2 JPEG faces per class in Training/PublicTest/PrivateTest."""

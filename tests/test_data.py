@@ -1,20 +1,24 @@
-"""Loaders, label order, safe extraction, clear errors and the torch -> JAX hand-off."""
+"""Loaders, label order, the content-keyed cache, clear errors and the torch -> JAX hand-off."""
 
-import zipfile
+import json
+import sys
 
 import jax
 import pytest
 import torch
 from torchvision.io import encode_png
 
-from fer_jax.config import DataConfig
+from fer_jax import data as data_module
+from fer_jax.cache import cache_root, default_cache_root, file_sha256
+from fer_jax.config import Config, DataConfig
 from fer_jax.data import (
+    DECODED_FILE,
     EMOTIONS,
     SPLITS,
     DataError,
     Split,
+    decode_face,
     eval_batches,
-    extract_zip,
     load_fer2013,
     read_challenge_csv,
     read_image_folder,
@@ -22,7 +26,8 @@ from fer_jax.data import (
     torch_train_batches,
 )
 from tests.conftest import SMALL
-from tests.fixtures import Face, make_faces, write_csv, write_folder, write_zip
+from fer_jax.evaluation import load_splits
+from tests.fixtures import Face, encode, make_faces, member_path, write_csv, write_folder, write_zip
 
 
 def test_challenge_label_order():
@@ -54,30 +59,79 @@ def test_zip_loads_all_splits_and_counts(tiny_zip, tmp_path):
     for split in SPLITS:
         assert data[split].class_counts() == [SMALL[split]] * 7
         assert data[split].images.dtype == torch.uint8 and data[split].images.shape[1:] == (48, 48)
-    assert (tmp_path / "cache" / "fer2013" / "train").is_dir()
+        assert len(data[split].names) == len(data[split]) and data[split].names[0].endswith(".jpg")
+    (folder,) = (tmp_path / "cache").iterdir()  # nothing extracted: one content folder with the decoded splits
+    assert folder.name == f"fer2013-{file_sha256(tiny_zip)[:16]}"
+    assert json.loads((folder / "source.json").read_text())["sha256"] == file_sha256(tiny_zip)
+    assert sorted(p.name for p in folder.iterdir()) == ["source.json", DECODED_FILE]
 
 
-def test_unsafe_zip_members_are_refused(tmp_path):
-    for bad in ("../evil.jpg", "/etc/evil.jpg", "train/../../evil.jpg"):
-        archive = tmp_path / "bad.zip"
-        with zipfile.ZipFile(archive, "w") as zf:
-            zf.writestr(bad, b"x")
-        with pytest.raises(DataError, match="unsafe member"):
-            extract_zip(archive, tmp_path / "out")
-        assert not (tmp_path / "out" / "bad").exists()
-        assert not (tmp_path / "evil.jpg").exists()
+def test_a_replaced_archive_of_the_same_name_is_loaded_afresh(tmp_path):
+    """The trap of the blurred copy: a new zip under the old name must never be served from the old cache."""
+    archive = tmp_path / "fer2013.zip"
+    first = make_faces(SMALL, seed=1)
+    write_zip(first, archive)
+    assert torch.equal(load_fer2013(archive, tmp_path / "cache")["Training"].images[0], training_pixels(first)[0])
+    second = make_faces(SMALL, seed=2)
+    write_zip(second, archive)
+    reloaded = load_fer2013(archive, tmp_path / "cache")["Training"].images
+    assert torch.equal(reloaded[0], training_pixels(second)[0])
+    assert not torch.equal(reloaded[0], training_pixels(first)[0])
+    assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
-def test_interrupted_extraction_never_counts_as_done(tiny_zip, tmp_path, monkeypatch):
-    def crash(self, path):
+def training_pixels(faces: list[Face]) -> list[torch.Tensor]:
+    """The Training faces in the loader's order (sorted by member path)."""
+    training = sorted((f for f in faces if f.split == "Training"), key=lambda f: member_path(f, "jpg"))
+    return [decode_face(encode(f, "jpg"), f.name)[0] for f in training]
+
+
+def test_the_default_cache_is_one_absolute_folder_shared_by_every_working_directory(tiny_zip, tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_JAX_CACHE", str(tmp_path / "shared-cache"))
+    config = Config()
+    config.data.source = str(tiny_zip)
+    first_cwd, second_cwd = tmp_path / "a", tmp_path / "b"
+    first_cwd.mkdir(), second_cwd.mkdir()
+    monkeypatch.chdir(first_cwd)
+    assert cache_root(config.data.cache_dir) == tmp_path / "shared-cache"
+    load_splits(config)
+
+    def must_not_decode(path):
+        raise AssertionError(f"decoded {path} again instead of reusing the cache")
+
+    monkeypatch.chdir(second_cwd)
+    monkeypatch.setattr(data_module, "read_zip", must_not_decode)
+    assert len(load_splits(config)["PrivateTest"]) == 7 * SMALL["PrivateTest"]
+    assert list(first_cwd.iterdir()) == list(second_cwd.iterdir()) == []
+
+
+def test_user_cache_folder_without_the_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("FER_JAX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert default_cache_root() == tmp_path / "xdg" / "fer-jax"
+
+
+def test_an_interrupted_cache_write_never_counts_as_done(tiny_zip, tmp_path, monkeypatch):
+    def crash(obj, handle):
         raise OSError("disk full")
 
-    monkeypatch.setattr(zipfile.ZipFile, "extractall", crash)
+    monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError):
-        extract_zip(tiny_zip, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+        load_fer2013(tiny_zip, tmp_path)
+    (folder,) = tmp_path.iterdir()
+    assert [p.name for p in folder.iterdir()] == ["source.json"]
     monkeypatch.undo()
-    assert extract_zip(tiny_zip, tmp_path) == tmp_path / "fer2013"
+    assert len(load_fer2013(tiny_zip, tmp_path)["Training"]) == 7 * SMALL["Training"]
+    assert (folder / DECODED_FILE).is_file()
+
+
+def test_csv_is_cached_by_content_too(tmp_path):
+    path = write_csv(make_faces(SMALL), tmp_path / "fer2013.csv")
+    first = load_fer2013(path, tmp_path / "cache")
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert (folder / DECODED_FILE).is_file() and first["PublicTest"].names[0].startswith("fer2013.csv:")
+    assert torch.equal(load_fer2013(path, tmp_path / "cache")["Training"].images, first["Training"].images)
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:

@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds  # the test environment (make test) installs the 'tfds' extra
 import torch
 
+from fer_jax.cache import file_sha256
 from fer_jax.config import Config
 from fer_jax.data import EMOTIONS, SPLITS, load_fer2013
 from fer_jax.evaluation import load_splits
@@ -109,8 +110,9 @@ def test_config_loader_tfds_matches_torchvision(tiny_zip, tmp_path):
                                 f"data.loader={loader}", "data.train_limit=20"])
         return load_splits(config)
 
-    tfds_splits = splits("tfds")  # built on first use, in <cache_dir>/tfds
-    assert (tmp_path / "cache" / "tfds" / "fer2013" / "1.0.0" / "dataset_info.json").is_file()
+    tfds_splits = splits("tfds")  # built on first use, in tfds/ of the archive's content folder
+    content = tmp_path / "cache" / f"fer2013-{file_sha256(tiny_zip)[:16]}"
+    assert (content / "tfds" / "fer2013" / "1.0.0" / "dataset_info.json").is_file()
     torchvision_splits = splits("torchvision")
     for name in SPLITS:
         assert len(tfds_splits[name]) == len(torchvision_splits[name])

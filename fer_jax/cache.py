@@ -1,0 +1,78 @@
+"""Where decoded datasets and their checks are cached: one absolute folder, keyed by the archive's content.
+
+A dataset file (the Kaggle zip or fer2013.csv) is identified by the sha256 of its
+bytes, never by its name: `<cache root>/<stem>-<sha256[:16]>/` holds what was
+derived from exactly that content (the decoded splits, the data check, the TFDS
+copy), with `source.json` recording the full hash. A replaced archive of the same
+name therefore gets a new folder, and the old derivations are never read for it.
+
+The cache root is `$FER_JAX_CACHE`, else the user's cache folder
+(`$XDG_CACHE_HOME/fer-jax`, `~/.cache/fer-jax`; `~/Library/Caches/fer-jax` on
+macOS, `%LOCALAPPDATA%\\fer-jax` on Windows), so every working directory shares it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from fer_jax.files import write_json
+
+CACHE_ENV = "FER_JAX_CACHE"
+SOURCE_RECORD = "source.json"
+
+
+def default_cache_root() -> Path:
+    """`$FER_JAX_CACHE`, else the platform's user cache folder + `fer-jax`."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser().absolute()
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif sys.platform.startswith("win"):
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (base / "fer-jax").absolute()
+
+
+def cache_root(configured: str | os.PathLike | None) -> Path:
+    """The configured cache folder made absolute, or `default_cache_root()` when none is configured."""
+    return Path(configured).expanduser().absolute() if configured else default_cache_root()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (remembered per path, size and modification time within a process)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).absolute()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_folder(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """The cache folder of `source`'s content, created with its `source.json` if new.
+
+    A folder whose `source.json` names another hash (a 16-digit prefix collision)
+    is an error rather than a silent reuse.
+    """
+    source = Path(source)
+    sha256 = file_sha256(source)
+    folder = cache_root(root) / f"{source.stem}-{sha256[:16]}"
+    record = folder / SOURCE_RECORD
+    if record.is_file():
+        recorded = json.loads(record.read_text()).get("sha256")
+        if recorded != sha256:
+            raise RuntimeError(f"{folder}: cache folder of sha256 {recorded}, not {sha256}; delete it")
+    else:
+        write_json(record, {"sha256": sha256, "bytes": source.stat().st_size, "first_seen_as": str(source.absolute())})
+    return folder
