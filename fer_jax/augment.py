@@ -1,7 +1,7 @@
 """The seed's augmentation in JAX, for the on-device input pipeline (`data.pipeline='device'`).
 
-Same transform as `fer_jax.data.train_transform` (torchvision's RandomAffine with
-nearest-neighbour sampling and zero fill, then RandomHorizontalFlip), computed as
+Same transform as `fer_jax.data.train_transform` (torchvision's RandomAffine, by
+default with nearest-neighbour sampling and zero fill, then RandomHorizontalFlip), computed as
 one gather per batch inside the jitted train step, so a GPU is not fed by a
 Python loop. With the same angle, scale, shift and flip it gives torchvision's
 pixels (tests/test_augment.py); the random draws come from `jax.random`.
@@ -16,8 +16,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fer_jax.config import DataConfig
+from fer_jax.config import ConfigError, DataConfig
 
+INTERPOLATIONS = ("nearest", "bilinear")
+FILLS = ("zero", "edge")
 ERASING_SCALE = (0.02, 0.33)
 """Erased area as a fraction of the image (torchvision's RandomErasing default)."""
 ERASING_RATIO = (0.3, 3.3)
@@ -39,13 +41,18 @@ def sample_params(key: jax.Array, batch: int, size: int, config: DataConfig) -> 
     }
 
 
-def affine(images: jax.Array, angle: jax.Array, scale: jax.Array, shift: jax.Array, flip: jax.Array) -> jax.Array:
+def affine(images: jax.Array, angle: jax.Array, scale: jax.Array, shift: jax.Array, flip: jax.Array,
+           interpolation: str = "nearest", fill: str = "zero") -> jax.Array:
     """Rotate by `angle` degrees about the centre, zoom by `scale`, shift by (dx, dy), then mirror where `flip`.
 
-    images: (batch, H, W) of any dtype; pixels that come from outside the image are 0.
-    Each output pixel takes its nearest source pixel (torchvision's default, and
-    one gather: no interpolation arithmetic on the critical path).
+    images: (batch, H, W) of any dtype. `interpolation`: each output pixel takes its
+    nearest source pixel ('nearest': torchvision's default, one gather) or the
+    bilinear mix of four ('bilinear', rounded back to the input dtype as torchvision
+    rounds). `fill`: pixels from outside the image are 0 ('zero') or the nearest
+    border pixel ('edge').
     """
+    check_choice("data.interpolation", interpolation, INTERPOLATIONS)
+    check_choice("data.fill", fill, FILLS)
     batch, height, width = images.shape
     ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32) - (height - 1) / 2,
                           jnp.arange(width, dtype=jnp.float32) - (width - 1) / 2, indexing="ij")
@@ -54,12 +61,39 @@ def affine(images: jax.Array, angle: jax.Array, scale: jax.Array, shift: jax.Arr
     radians = angle * (math.pi / 180.0)
     cos, sin = (jnp.cos(radians) / scale)[:, None, None], (jnp.sin(radians) / scale)[:, None, None]
     dx, dy = xs - shift[:, 0, None, None], ys - shift[:, 1, None, None]
-    source_x = jnp.round(cos * dx + sin * dy + (width - 1) / 2).astype(jnp.int32)
-    source_y = jnp.round(-sin * dx + cos * dy + (height - 1) / 2).astype(jnp.int32)
-    inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
-    index = jnp.clip(source_y, 0, height - 1) * width + jnp.clip(source_x, 0, width - 1)
-    pixels = jnp.take_along_axis(images.reshape(batch, -1), index.reshape(batch, -1), axis=1)
-    return jnp.where(inside, pixels.reshape(batch, height, width), jnp.zeros((), images.dtype))
+    source_x = cos * dx + sin * dy + (width - 1) / 2
+    source_y = -sin * dx + cos * dy + (height - 1) / 2
+    flat = images.reshape(batch, -1)
+
+    def sample(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Pixels at integer (x, y), clamped to the border, and whether (x, y) lies inside the image."""
+        inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        index = jnp.clip(y, 0, height - 1) * width + jnp.clip(x, 0, width - 1)
+        pixels = jnp.take_along_axis(flat, index.reshape(batch, -1), axis=1).reshape(batch, height, width)
+        return pixels, inside if fill == "zero" else jnp.ones_like(inside)
+
+    if interpolation == "nearest":
+        pixels, inside = sample(jnp.round(source_x).astype(jnp.int32), jnp.round(source_y).astype(jnp.int32))
+        return jnp.where(inside, pixels, jnp.zeros((), images.dtype))
+    left, top = jnp.floor(source_x), jnp.floor(source_y)
+    weight_x, weight_y = source_x - left, source_y - top
+    left, top = left.astype(jnp.int32), top.astype(jnp.int32)
+    value = jnp.zeros(source_x.shape, jnp.float32)
+    coverage = jnp.zeros(source_x.shape, jnp.float32)
+    for x, y, weight in ((left, top, (1 - weight_x) * (1 - weight_y)), (left + 1, top, weight_x * (1 - weight_y)),
+                         (left, top + 1, (1 - weight_x) * weight_y), (left + 1, top + 1, weight_x * weight_y)):
+        pixels, inside = sample(x, y)
+        weight = jnp.where(inside, weight, 0.0)
+        value = value + weight * pixels.astype(jnp.float32)
+        coverage = coverage + weight
+    # torchvision's bilinear fill: the zero-padded mix times the zero-padded mix of a mask of ones.
+    mixed = value * coverage if fill == "zero" else value
+    return jnp.round(mixed).astype(images.dtype) if jnp.issubdtype(images.dtype, jnp.integer) else mixed
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
 
 
 def sample_erasing(key: jax.Array, batch: int, height: int, width: int, probability: float) -> dict[str, jax.Array]:
@@ -106,7 +140,8 @@ def augment(key: jax.Array, images: jax.Array, config: DataConfig) -> jax.Array:
     if not config.augment:
         return images
     batch, height, width = images.shape
-    images = affine(images, **sample_params(key, batch, width, config))
+    images = affine(images, **sample_params(key, batch, width, config), interpolation=config.interpolation,
+                    fill=config.fill)
     if config.erasing:  # its own key, so turning erasing on leaves the affine draws as they were
         images = erase(images, **sample_erasing(jax.random.fold_in(key, 1), batch, height, width, config.erasing))
     return images

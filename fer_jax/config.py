@@ -44,6 +44,11 @@ class DataConfig:
     """Probability of erasing a random rectangle to 0 (torchvision's RandomErasing: area 2-33%,
     aspect ratio 0.3-3.3), after the affine transform and flip; 0: off."""
     horizontal_flip: bool = True
+    interpolation: str = "nearest"
+    """Sampling of the rotation and zoom: 'nearest' (torchvision's RandomAffine default) or 'bilinear' (Keras')."""
+    fill: str = "zero"
+    """Pixels the rotation, zoom or shift brings in from outside the face: 'zero' (torchvision's default) or
+    'edge' (the nearest border pixel, Keras' fill_mode='nearest')."""
     pipeline: str = "torchvision"
     """'torchvision' (the reference: DataLoader batches handed to JAX by DLPack) or 'device'
     (the whole uint8 split on the accelerator, augmented by fer_jax.augment inside the jitted step)."""

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from fer_jax.augment import ERASING_RATIO, ERASING_SCALE
+from fer_jax.augment import ERASING_RATIO, ERASING_SCALE, FILLS, INTERPOLATIONS, check_choice
 from fer_jax.cache import content_folder
 from fer_jax.config import DataConfig
 from fer_jax.files import write_atomic
@@ -244,13 +244,29 @@ def _stack(images: list[torch.Tensor], labels: list[int], names: list[str]) -> S
     return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64), tuple(names))
 
 
+EDGE_PAD = IMAGE_SIZE // 2
+"""With data.fill='edge', faces are edge-padded by this much before the affine transform and cropped back after."""
+
+
 def train_transform(config: DataConfig) -> v2.Transform:
     """The seed's augmentation: random rotation, zoom (and shift) and horizontal flip, then random erasing
-    if `config.erasing` (uint8 in, uint8 out). `fer_jax.augment` is the same on the device."""
+    if `config.erasing` (uint8 in, uint8 out). `fer_jax.augment` is the same on the device.
+
+    torchvision fills with a constant only, so `fill='edge'` pads each face with its border pixels
+    (`EDGE_PAD`), transforms the padded face about the same centre and crops the middle back out;
+    the shift fraction is halved to stay the same number of pixels.
+    """
+    check_choice("data.interpolation", config.interpolation, INTERPOLATIONS)
+    check_choice("data.fill", config.fill, FILLS)
     steps: list[v2.Transform] = []
     if config.rotation_degrees or config.zoom or config.translate:
-        steps.append(v2.RandomAffine(degrees=config.rotation_degrees, scale=(1 - config.zoom, 1 + config.zoom),
-                                     translate=(config.translate, config.translate) if config.translate else None))
+        edge = config.fill == "edge"
+        size_ratio = IMAGE_SIZE / (IMAGE_SIZE + 2 * EDGE_PAD) if edge else 1.0
+        translate = config.translate * size_ratio
+        affine = v2.RandomAffine(degrees=config.rotation_degrees, scale=(1 - config.zoom, 1 + config.zoom),
+                                 translate=(translate, translate) if translate else None,
+                                 interpolation=v2.InterpolationMode(config.interpolation))
+        steps.extend([v2.Pad(EDGE_PAD, padding_mode="edge"), affine, v2.CenterCrop(IMAGE_SIZE)] if edge else [affine])
     if config.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
     if config.erasing:

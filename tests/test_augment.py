@@ -66,3 +66,51 @@ def test_augment_off_is_identity_and_flip_only_mirrors():
     flips = augment(jax.random.key(0), faces, DataConfig(rotation_degrees=0.0, zoom=0.0))
     for original, out in zip(faces, flips):
         assert (out == original).all() or (out == original[:, ::-1]).all()
+
+
+@pytest.mark.parametrize("interpolation, fill", [("bilinear", "zero"), ("bilinear", "edge"), ("nearest", "edge")])
+@pytest.mark.parametrize("angle, scale, shift, flip", [(7.3, 0.93, (2, -1), False), (-9.5, 1.1, (0, 3), True)])
+def test_interpolation_and_fill_give_torchvisions_pixels(interpolation, fill, angle, scale, shift, flip):
+    """The same draw through the reference pipeline's transform (fer_jax.data.train_transform) and on the device."""
+    from fer_jax.data import EDGE_PAD
+
+    faces = random_faces(2)
+    # fill=0 as RandomAffine passes it (F.affine's own default, None, mixes the border differently).
+    options = dict(angle=angle, translate=list(shift), scale=scale, shear=[0.0, 0.0],
+                   interpolation=F.InterpolationMode(interpolation), fill=0)
+    if fill == "edge":  # what train_transform does for edge fill: pad, transform about the same centre, crop
+        expected = F.center_crop(F.affine(F.pad(faces, [EDGE_PAD], padding_mode="edge"), **options), [48, 48])
+    else:
+        expected = F.affine(faces, **options)
+    if flip:
+        expected = F.horizontal_flip(expected)
+    ours = affine(jnp.asarray(faces), jnp.full((2,), angle), jnp.full((2,), scale),
+                  jnp.tile(jnp.asarray(shift, jnp.float32), (2, 1)), jnp.full((2,), flip), interpolation, fill)
+    difference = jnp.abs(ours.astype(jnp.int32) - jnp.asarray(expected).astype(jnp.int32))
+    assert float(jnp.mean(difference == 0)) >= 0.99 and int(difference.max()) <= 1  # float32 rounding ties
+    if fill == "edge":
+        assert float(jnp.mean(ours == 0)) < 0.01  # nothing zero-filled (random faces are rarely 0)
+
+
+def test_bilinear_edge_fill_agrees_with_train_transform_in_distribution():
+    from fer_jax.data import train_transform
+
+    config = DataConfig(interpolation="bilinear", fill="edge", translate=0.1)
+    face = random_faces(1)
+    count = 1000
+    ours = augment(jax.random.key(2), jnp.broadcast_to(jnp.asarray(face), (count, 48, 48)), config)
+    torch.manual_seed(2)
+    transform = train_transform(config)
+    theirs = torch.stack([transform(face) for _ in range(count)])[:, 0]
+    assert float(jnp.abs(ours.astype(jnp.float32).mean(0) - jnp.asarray(theirs.float().mean(0))).mean()) < 3.5
+    assert float(jnp.mean(ours == 0)) == pytest.approx(float((theirs == 0).float().mean()), abs=0.01)
+
+
+def test_unknown_interpolation_or_fill_is_one_line():
+    from fer_jax.config import ConfigError
+    from fer_jax.data import train_transform
+
+    with pytest.raises(ConfigError, match="data.fill must be one of 'zero', 'edge', got 'reflect'"):
+        train_transform(DataConfig(fill="reflect"))
+    with pytest.raises(ConfigError, match="data.interpolation"):
+        augment(jax.random.key(0), jnp.zeros((1, 48, 48), jnp.uint8), DataConfig(interpolation="cubic"))
