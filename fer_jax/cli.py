@@ -1,4 +1,5 @@
-"""Command line: `fer-jax download | train | evaluate | predict | export-weights | compare` (also `python -m fer_jax`)."""
+"""Command line: `fer-jax download | data check | train | evaluate | predict | export-weights | compare`
+(also `python -m fer_jax`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fer_jax.config import Config, ConfigError, known_keys, quick
 
 EPILOG = """examples:
   fer-jax download --dest data                 # Kaggle msambare/fer2013 -> data/fer2013.zip
+  fer-jax data check data/fer2013.zip          # counts, sharpness, blanks, duplicates, sample grids
   fer-jax train --quick                        # a one-minute smoke run on a subset
   fer-jax train --results results/seed_cnn.json   # the full recipe
   fer-jax train --resume runs/seed_cnn/20261127-120000
@@ -37,6 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("--dest", default="data", help="folder for fer2013.zip (default: %(default)s)")
     download.add_argument("--force", action="store_true", help="download again even if the zip is there")
+
+    data = commands.add_parser("data", help="inspect a copy of FER-2013 (`fer-jax data check PATH`)",
+                               description="Tools for a copy of FER-2013.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    check = data_commands.add_parser(
+        "check", help="per-split statistics, duplicates and warnings, with sample grids",
+        description="Load PATH and report, per split: counts and class histogram, intensity mean and std, "
+        "sharpness (median mean-absolute Laplacian), blank images, and exact duplicates; across splits, exact "
+        "and near copies (Training -> test leakage). Warns when one split's sharpness or intensity is far from "
+        "the others' (a blurred or re-scaled split). Writes OUT/data_check.json and OUT/samples_<split>.png. "
+        "Training runs the same check on the data it loads and keeps the report in the run folder.",
+    )
+    check.add_argument("path", metavar="PATH", help="Kaggle zip, extracted folder or fer2013.csv")
+    check.add_argument("--out", default="data_check", help="folder for the report and sample grids "
+                       "(default: %(default)s)")
+    check.add_argument("--json", metavar="FILE", help="also write the report here (e.g. results/data_check.json)")
+    check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
 
     train = commands.add_parser(
         "train", help="train a model and evaluate its best checkpoint on PrivateTest",
@@ -181,6 +200,16 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "download":
         path = download_fer2013(args.dest, force=args.force)
         print(f"FER-2013 is at {path}")
+    elif args.command == "data":
+        from fer_jax.datacheck import run_data_check
+        from fer_jax.files import write_json
+
+        report = run_data_check(args.path, args.out)
+        if args.json:
+            write_json(args.json, report)
+        print(f"Wrote {Path(args.out) / 'data_check.json'}" + (f" and {args.json}" if args.json else ""))
+        if args.strict and report["warnings"]:
+            raise SystemExit(1)
     elif args.command == "train":
         config = config_from_args(args)
         results = train(config, resume=bool(args.resume), results_copy=args.results)

@@ -26,6 +26,7 @@ from fer_jax import data as fer_data
 from fer_jax import loop, parallel
 from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.config import Config, ConfigError
+from fer_jax.datacheck import check_for_run
 from fer_jax.evaluation import (REPORTED_SPLIT, evaluate_checkpoint, evaluate_split, load_dataset, reported_split,
                                 selection_splits)
 from fer_jax.loop import TrainingError
@@ -40,6 +41,7 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     run_dir = Path(config.run_dir)
     loop.check_new_run(run_dir, run_dir.joinpath("checkpoints", "latest").is_dir(), resume)
     dataset = load_dataset(config)
+    check_for_run(dataset, run_dir, config.data.cache_dir)
     splits = selection_splits(config, dataset)
     state, steps = init_state(config, loop.steps_per_epoch(config, splits["Training"]))
     checkpoints = RunCheckpoints(run_dir)

@@ -35,7 +35,8 @@ def test_run_folder_holds_everything(tiny_zip, tmp_path):
     config = tiny_config(tiny_zip, tmp_path)
     results = training.train(config, results_copy=str(tmp_path / "results" / "copy.json"))
     run = Path(config.run_dir)
-    for name in ("config.json", "environment.json", "metrics.jsonl", "curves.png", "confusion_matrix.png", "results.json"):
+    for name in ("config.json", "environment.json", "data_check.json", "metrics.jsonl", "curves.png", "confusion_matrix.png",
+                 "results.json"):
         assert (run / name).is_file(), name
     assert Config.load(run / "config.json") == config
     rows = read_jsonl(run / "metrics.jsonl")
