@@ -1,11 +1,15 @@
-"""Ablation of the recipe: the full recipe, then one ingredient off at a time, compared on PublicTest only.
+"""Ablation of a recipe: variants of one base config, each a full training run, compared on PublicTest only.
 
     python -m experiments.ablation --data ../shared/datasets/fer2013.zip            # small CPU scale
     python -m experiments.ablation sota_vgg_bn --scale none --out results/ablation_gpu.json   # a config as it is
+    python -m experiments.ablation seed_cnn_search --scale none --out results/seed_cnn_search.json --continue
 
 Each variant is one `fer_jax.training.train` run (runs/ablation/<timestamp>/<variant>/) of the
 base config (default: experiments/configs/sota_resnet18.py), shrunk by `--scale small` (default:
-SMALL_SCALE) and changed by the variant's overrides. The variants are compared on their
+SMALL_SCALE) and changed by the variant's overrides. The variants are the config module's
+`VARIANTS` (name -> overrides) if it has one, else this module's: the full recipe, then one
+ingredient off at a time. `--only` picks some of them; `--continue` keeps the variants already
+in `--out` and runs the rest, so a search can span sessions. The variants are compared on their
 PublicTest accuracy (the selection split), with and without flip TTA: PrivateTest is the
 reported split, and choosing a recipe on it would bend the protocol, so its numbers are left
 out of the ablation JSON (each run's results.json still has them). The JSON records the
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +31,7 @@ from typing import Any
 from experiments import configs
 from experiments.run import new_run_root
 from fer_jax.cli import run_command
-from fer_jax.config import Config
+from fer_jax.config import Config, ConfigError
 
 SMALL_SCALE = [
     "model.width=0.125",
@@ -61,8 +67,7 @@ def variant_configs(base: Config, variants: dict[str, list[str]]) -> dict[str, C
 
 def slug(name: str) -> str:
     """A folder name for a variant ('- label smoothing' -> 'no-label-smoothing')."""
-    words = name.replace("- ", "no ").replace("(", "").replace(")", "").replace("+", "").split()
-    return "-".join(words).lower()
+    return re.sub(r"[^a-z0-9.]+", "-", name.replace("- ", "no ").lower()).strip("-")
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -77,43 +82,58 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_ablation(base_name: str, base: Config, out: Path, runs: Path, argv: list[str]) -> dict[str, Any]:
-    """Train every variant of `base`; write `out` after each one (an interrupted ablation keeps what finished)."""
+def run_ablation(base_name: str, base: Config, variants: dict[str, list[str]], out: Path, runs: Path,
+                 argv: list[str], keep: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Train every variant of `base`; write `out` after each one (an interrupted ablation keeps what finished).
+
+    `keep`: rows of an earlier report of the same base to carry over; their variants are not run again.
+    """
+    from fer_jax.cache import file_sha256
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import read_jsonl, write_json
     from fer_jax.training import train
 
     run_root = new_run_root(runs, "ablation")
     env = environment_info()
+    source = Path(base.data.resolved_source())
+    command = " ".join(["python", "-m", "experiments.ablation", *argv])
     report: dict[str, Any] = {
         "base_config": base_name,
         "machine": device_description(),
-        "command": " ".join(["python", "-m", "experiments.ablation", *argv]),
+        "command": command,
         "git_commit": env["git_commit"],
         "versions": env["versions"],
+        "dataset_sha256": file_sha256(source) if source.is_file() else None,
         "compared_on": "PublicTest (the selection split); PrivateTest is not used to compare variants",
         "settings": base.to_dict(),
         "run_root": str(run_root),
-        "variants": [],
+        "variants": list(keep),
         "complete": False,
     }
     started = time.perf_counter()
-    for name, config in variant_configs(base, VARIANTS).items():
+    done = {row["variant"] for row in keep}
+    for name, config in variant_configs(base, variants).items():
+        if name in done:
+            continue
         config.run_dir = str(run_root / slug(name))
-        print(f"=== {name}: {' '.join(VARIANTS[name]) or 'the recipe as it is'}")
+        print(f"=== {name}: {' '.join(variants[name]) or 'the recipe as it is'}")
         variant_start = time.perf_counter()
         results = train(config)
         history = read_jsonl(Path(config.run_dir) / "metrics.jsonl")
         report["variants"].append({
             "variant": name,
-            "overrides": VARIANTS[name],
+            "overrides": variants[name],
             "val_accuracy": results["val_accuracy"],
             "val_accuracy_tta": results["val_accuracy_tta"],
             "best_epoch": results["best_epoch"],
             "last_train_accuracy": history[-1]["train_accuracy"],
             "val_accuracy_per_epoch": [row["val_accuracy"] for row in history],
+            "train_accuracy_per_epoch": [row["train_accuracy"] for row in history],
+            "seconds_per_epoch": results["seconds_per_epoch"],
             "seconds": time.perf_counter() - variant_start,
             "run_dir": config.run_dir,
+            "git_commit": results["git_commit"],
+            "command": command,
         })
         report["wall_seconds"] = time.perf_counter() - started
         write_json(out, report)
@@ -121,7 +141,7 @@ def run_ablation(base_name: str, base: Config, out: Path, runs: Path, argv: list
     write_json(out, report)
     table = format_table(report["variants"])
     print(table)
-    print(f"Wrote {out} ({report['wall_seconds'] / 60:.1f} minutes)")
+    print(f"Wrote {out} ({report.get('wall_seconds', 0.0) / 60:.1f} minutes)")
     return report
 
 
@@ -134,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="small: SMALL_SCALE's overrides (a CPU ablation); none: the config as it is")
     parser.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    parser.add_argument("--only", metavar="NAME[,NAME...]",
+                        help="run only these variants (comma-separated names, as the table shows them)")
+    parser.add_argument("--continue", dest="continue_", action="store_true",
+                        help="keep the variants already in --out (same base config) and run only the others")
     parser.add_argument("--out", type=Path, default=Path("results/ablation_cpu.json"), help="(default: %(default)s)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of the run folders (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -146,7 +170,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data:
             base.set("data.source", args.data)
         base.apply_overrides(args.set)
-        run_ablation(name, base, args.out, args.runs, argv)
+        variants = getattr(module, "VARIANTS", VARIANTS)
+        if args.only:
+            wanted = [v.strip() for v in args.only.split(",")]
+            unknown = [v for v in wanted if v not in variants]
+            if unknown:
+                raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(variants)}")
+            variants = {v: variants[v] for v in wanted}
+        keep = []
+        if args.continue_ and args.out.is_file():
+            earlier = json.loads(args.out.read_text())
+            if earlier.get("base_config") != name:
+                raise ConfigError(f"{args.out} holds an ablation of {earlier.get('base_config')!r}, not {name!r}")
+            keep = [row for row in earlier["variants"] if row["variant"] in variants]
+        run_ablation(name, base, variants, args.out, args.runs, argv, keep)
 
     return run_command("experiments.ablation", run)
 
