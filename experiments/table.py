@@ -2,6 +2,7 @@
 
     python -m experiments.table                       # runs/**/summary.json + results/*.json -> results/table.md, .png
     python -m experiments.table --runs runs --results results --out results/table.md
+    python -m experiments.table --readme README.md    # rewrite the README's block from results/*.json
 
 Sources: every summary.json under --runs (written by `python -m experiments.run`; a
 compare_frameworks summary gives a row per framework) and every JSON file directly in
@@ -134,6 +135,73 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: Path) -> None:
     save_figure(figure, path)
 
 
+README_BEGIN = "<!-- results: generated from results/*.json by `python -m experiments.table --readme README.md` -->"
+README_END = "<!-- /results -->"
+
+
+def accuracy_table(results: Path) -> str:
+    """The training results in `results` (one seed each) with flip TTA beside the plain PrivateTest accuracy."""
+    lines = ["| result | PrivateTest acc | + flip TTA | PublicTest acc | epochs | s/epoch | machine |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for path in sorted(results.glob("*.json")):
+        result = json.loads(path.read_text())
+        if not (isinstance(result, dict) and "test_accuracy" in result and "command" in result):
+            continue
+        tta = result.get("test_accuracy_tta")
+        tta_cell = "-" if tta is None else f"{tta:.4f} ({result.get('tta', '?')})"
+        lines.append(f"| `{path.name}` | {result['test_accuracy']:.4f} | {tta_cell} | "
+                     f"{result.get('val_accuracy', float('nan')):.4f} | {result.get('epochs', '-')} | "
+                     f"{result.get('seconds_per_epoch', float('nan')):.0f} | {_cell(result.get('device', ''))} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def readme_block(results: Path) -> str:
+    """The README's generated results: one section per committed results JSON that exists."""
+    from experiments import ablation, bench
+    from fer_jax import compare, datacheck
+
+    def load(name: str) -> dict[str, Any] | None:
+        path = results / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    sections = []
+    accuracy = accuracy_table(results)
+    sections.append("**Accuracy** (PrivateTest of the PublicTest-selected checkpoint, one seed each):\n\n"
+                    + (accuracy or "_None measured on the corrected archive yet (see the status above)._"))
+    search = load("seed_cnn_search.json")
+    if search:
+        sections.append(f"**Seed CNN recipe search** (`results/seed_cnn_search.json`; 5 epochs each on all "
+                        f"Training faces, PublicTest only, one seed; {search['machine']}):\n\n"
+                        f"```\n{search['command']}\n```\n\n" + ablation.format_table(search["variants"])
+                        + "\n\n(s: wall seconds per variant, with other work on the machine: not a speed measurement.)")
+    check = load("data_check.json")
+    if check:
+        sections.append("**The data** (`results/data_check.json`, `fer-jax data check`; sharpness = median "
+                        "mean-absolute Laplacian; near copies include exact ones):\n\n" + datacheck.format_report(check))
+    speed = load("bench_cpu.json")
+    if speed:
+        sections.append(f"**Speed, JAX vs PyTorch on this CPU** (`results/bench_cpu.json`, median [min, max] of "
+                        f"{speed['settings']['repeats']} repeats, commit {str(speed.get('git_commit'))[:7]}):\n\n"
+                        f"```\n{speed['command']}\n{bench.format_table(speed)}\n```")
+    frameworks = load("compare_cpu.json")
+    if frameworks:
+        sections.append(f"**JAX vs PyTorch, same data, recipe and seeds** (`results/compare_cpu.json`):\n\n"
+                        f"```\n{frameworks['command']}\n{compare.format_table(frameworks)}\n```")
+    return "\n\n".join([README_BEGIN, *sections, README_END])
+
+
+def rewrite_readme(readme: Path, results: Path) -> bool:
+    """Replace the block between README_BEGIN and README_END with `readme_block`; True if it changed."""
+    text = readme.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme}: no generated results block (a line {README_BEGIN!r} ... {README_END!r})")
+    updated = text[:start] + readme_block(results) + text[end + len(README_END):]
+    if updated != text:
+        readme.write_text(updated)
+    return updated != text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.table", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -144,12 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of training-result JSON files (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("results/table.md"),
                         help="the Markdown table (default: %(default)s); the PNG goes beside it")
+    parser.add_argument("--readme", type=Path, metavar="README",
+                        help="instead, rewrite README's generated results block from --results")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from fer_jax.files import write_atomic
+
+    if args.readme:
+        try:
+            changed = rewrite_readme(args.readme, args.results)
+        except (OSError, ValueError) as err:
+            print(f"experiments.table: error: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.readme}: results block {'rewritten' if changed else 'already current'}")
+        return 0
 
     try:
         rows = collect(args.runs, args.results)

@@ -4,10 +4,11 @@ Command:
     python -m experiments.run seed_cnn_adam --seeds 3
     python -m experiments.run seed_cnn_adam --quick          # smoke run on a subset, about a minute on CPU
 
-Expected runtime: CPU (2-core AMD EPYC): about 5-6 minutes an epoch, an hour a seed (one run of
-`make train FULL=1`, the same recipe, measured with other work on the machine). GPU: not measured yet.
-Expected result (PrivateTest accuracy of the PublicTest-selected checkpoint): 0.353 for seed 0
-(`results/seed_cnn.json`, one seed, CPU); mean ± std over seeds not measured yet.
+Expected runtime: CPU (2-core AMD EPYC, on-device pipeline, nothing else running): about 2 minutes
+an epoch. GPU: not measured yet.
+Expected result: not measured on the corrected archive yet. The 5-epoch run of this recipe in the
+recipe search reached PublicTest 0.486 (results/seed_cnn_search.json); the runs on the archive
+shared before 2026-12-01 (blurred Training faces) are void.
 """
 
 from fer_jax.config import Config

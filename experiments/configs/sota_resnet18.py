@@ -9,7 +9,7 @@ weights over the epochs), PrivateTest read once, after training, by the evaluati
 checkpoint (`fer_jax.training`); results.json records `selected_on`, `reported_on`,
 `test_accuracy` (no TTA) and `test_accuracy_tta` (flip TTA).
 
-Recipe (each ingredient's effect at small CPU scale: README "Stronger models", results/ablation_cpu.json):
+Recipe (from the literature; its ingredients are not yet measured on the corrected archive):
 SGD with Nesterov momentum 0.9, lr 0.1 at batch 128, 5 epochs of linear warmup then cosine decay
 to 0, weight decay 5e-4 on kernels only, label smoothing 0.1, EMA of the weights (decay 0.999),
 augmentation on the device (data.pipeline=device): rotation ±10°, zoom 0.8-1.2, shift ±10%

@@ -1,0 +1,23 @@
+"""The README stays a short user's guide whose numbers are generated from results/*.json."""
+
+import re
+from pathlib import Path
+
+from experiments.table import README_BEGIN, README_END, readme_block
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def test_the_results_block_is_generated_from_the_committed_results():
+    text = README.read_text()
+    block = text[text.index(README_BEGIN) : text.index(README_END) + len(README_END)]
+    assert block == readme_block(ROOT / "results"), (
+        "README.md's results block is stale: run `python -m experiments.table --readme README.md`")
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    text = README.read_text()
+    assert len(text) <= 12_000
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    assert links and all((ROOT / link).exists() for link in links if "://" not in link), links
