@@ -1,61 +1,277 @@
-"""Orbax checkpoints of a run: the latest (to resume) and the best on PublicTest (to report).
+"""Crash-safe Orbax checkpoints of a run: the two latest (to resume) and the best on PublicTest (to report).
 
-Each is an Orbax `CheckpointManager` keeping one step, committed atomically
-(Orbax writes to a temporary folder and renames it), so a crash at any moment
-leaves the previous checkpoint intact. A checkpoint holds the training state
-(weights, optimizer state, step) and a JSON record of the epoch, the
-early-stopping state and the metrics history.
+`RUN_DIR/checkpoints/{latest,best}/<epoch>/` is an Orbax checkpoint (`state/`: weights, optimizer
+state, step; `record/`: the epoch, early-stopping state and metrics history) with a checksum
+manifest, `checksums.json`: the size and sha256 of each of its files. A save commits in three
+steps, and a process killed in any of them leaves a run that resumes:
+
+1. Orbax writes the step into `<epoch>.orbax-checkpoint-tmp` and renames it to `<epoch>` (atomic);
+2. `checksums.json` is written (temporary file, fsync, rename): the commit point;
+3. steps beyond the kept ones (2 latest, 1 best) are removed, oldest first.
+
+A restore verifies the manifest, takes the newest step that passes and that Orbax reads, and falls
+back to the next one with a one-line warning naming the damaged file. A step folder without a
+manifest is a save cut short between 1 and 2, skipped like a damaged one; only in a run saved
+before manifests existed (no step has one) do steps restore unverified, with a warning. The best
+checkpoint falls back to the latest of its epoch, which holds the same weights. When nothing
+readable is left: `CheckpointError`, one line saying what is damaged and what to do.
+
+`RunCheckpoints.resume` picks the state a resumed run continues from and sets aside (moves under
+`RUN_DIR/set-aside/`, never deletes) what would be in its way: temporary folders, damaged or
+unfinished steps, and steps newer than the epoch it continues from, which the run saves again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from fer_jax.files import write_json
+from fer_jax.steps import EmaTrainState, selected_weights
+
+MANIFEST = "checksums.json"
+"""The checksum manifest in each checkpoint folder: {"epoch": n, "files": {relative path: {size, sha256}}}."""
+KEEP = {"latest": 2, "best": 1}
+"""Steps kept of each checkpoint: the previous latest is the fallback when the newest is damaged."""
+SET_ASIDE = "set-aside"
+"""Folder in the run where `--resume` moves what it would otherwise drop, under a timestamp."""
+
+
+class CheckpointError(Exception):
+    """No readable checkpoint is left where one is needed; the message says what is damaged and what to do."""
+
+
+class Unreadable(Exception):
+    """One checkpoint cannot be used; the message names it and the damaged file."""
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def first_line(err: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """The size and sha256 of a file."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return {"size": path.stat().st_size, "sha256": sha.hexdigest()}
+
+
+def write_manifest(folder: Path, epoch: int) -> None:
+    """Record the size and sha256 of every file under `folder` in `folder/checksums.json`, atomically."""
+    files = {p.relative_to(folder).as_posix(): file_digest(p)
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    write_json(folder / MANIFEST, {"epoch": epoch, "files": files})
+
+
+def verify_manifest(folder: Path, name: str) -> None:
+    """Raise `Unreadable` unless every file `folder/checksums.json` lists is there with its size and sha256."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise Unreadable(f"{name}/{MANIFEST} is unreadable ({first_line(err)})") from None
+    for relative, expected in files.items():
+        path = folder / relative
+        if not path.is_file():
+            raise Unreadable(f"{name}/{relative} is missing")
+        if file_digest(path) != expected:
+            raise Unreadable(f"{name}/{relative} fails its checksum")
+
+
+def move_aside(path: Path, run_dir: Path, reason: str, stamp: str) -> Path:
+    """Move `path` (inside `run_dir`) to `run_dir/set-aside/<stamp>/<its relative path>` and say so in one line."""
+    relative = path.absolute().relative_to(run_dir.absolute())
+    target = run_dir / SET_ASIDE / stamp / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    print(f"Set aside {run_dir / relative} -> {target} ({reason})", flush=True)
+    return target
+
+
+def set_aside_stamp() -> str:
+    """The folder name under `set-aside/` for what one resume moves: the time, made unique."""
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+
+
+def holds_checkpoints(run_dir: str | Path) -> bool:
+    """Whether `run_dir/checkpoints` holds anything (a checkpoint, even an unfinished one)."""
+    root = Path(run_dir) / "checkpoints"
+    return root.is_dir() and any(root.iterdir())
+
+
+Candidate = tuple[str, int, Callable[[Any], Any]]
+"""A checkpoint to try: ('latest' or 'best', epoch, what to apply to its state)."""
+
 
 class RunCheckpoints:
     """The `latest/` and `best/` checkpoints under `RUN_DIR/checkpoints/`."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        root = Path(run_dir).absolute() / "checkpoints"
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True)
-        self.latest = ocp.CheckpointManager(root / "latest", options=options)
-        self.best = ocp.CheckpointManager(root / "best", options=options)
+        self.run_dir = Path(run_dir)
+        self.root = self.run_dir.absolute() / "checkpoints"
+        self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
     def save(self, which: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
-        """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best')."""
-        manager = self._manager(which)
-        manager.save(
-            epoch,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
-            force=True,
-        )
-        manager.wait_until_finished()
+        """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), committed by its manifest."""
+        folder = self._folder(which)
+        path = folder / str(epoch)
+        self._checkpointer.save(
+            path, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)))
+        write_manifest(path, epoch)
+        for old in reversed(self.steps(which)[KEEP[which]:]):
+            shutil.rmtree(folder / str(old))
+
+    def steps(self, which: str) -> list[int]:
+        """Epochs with a step folder in `which`, finished or not, newest first."""
+        folder = self._folder(which)
+        if not folder.is_dir():
+            return []
+        return sorted((int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
 
     def has(self, which: str) -> bool:
-        return self._manager(which).latest_step() is not None
+        """Whether `which` has a step folder (readable or not)."""
+        return bool(self.steps(which))
 
     def restore(self, which: str, like: Any) -> tuple[Any, dict[str, Any]]:
-        """Restore the newest `which` checkpoint into the structure (and shardings) of `like`."""
-        manager = self._manager(which)
-        epoch = manager.latest_step()
-        if epoch is None:
-            raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        restored = manager.restore(
-            epoch,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()),
-        )
-        return restored.state, restored.record
+        """The newest readable `which` checkpoint, restored into the structure (and shardings) of `like`.
+
+        Falls back, with a warning, to the previous latest, or for 'best' to the latest checkpoint of
+        the same epoch; raises `CheckpointError` when none is readable.
+        """
+        verified_run = self._verified_run()
+        if which == "latest":
+            candidates: list[Candidate] = [("latest", epoch, _same) for epoch in self.steps("latest")]
+        else:
+            candidates = []
+            latest = self.steps("latest")
+            for epoch in self.steps("best"):
+                candidates.append(("best", epoch, _same))
+                if epoch in latest:
+                    candidates.append(("latest", epoch, selected_weights))
+                if self._committed("best", epoch, verified_run):
+                    break  # older best steps are not this run's selected checkpoint
+        loaded, failed = self._first_readable(candidates, like, verified_run)
+        if loaded is None:
+            raise CheckpointError(self._nothing_left(which, failed))
+        return loaded[1], loaded[2]
+
+    def resume(self, like: Any, finished_epochs: int) -> tuple[Any, dict[str, Any]] | None:
+        """The state and record a resumed run continues from, or None to start it from the beginning.
+
+        Tries the latest checkpoints, newest first, and for a run without EMA also the best ones (the
+        same full training state), so a run killed between its best and latest save continues from
+        the best. Sets aside temporary folders, damaged or unfinished steps and steps newer than the
+        one it continues from. None only when no epoch is saved and `finished_epochs` (the lines of
+        metrics.jsonl) is 0; raises `CheckpointError` when epochs finished but none can be restored.
+        """
+        verified_run = self._verified_run()
+        candidates: list[Candidate] = [("latest", epoch, _same) for epoch in self.steps("latest")]
+        if not isinstance(like, EmaTrainState):
+            candidates += [("best", epoch, _same) for epoch in self.steps("best")]
+        candidates.sort(key=lambda c: (-c[1], c[0] != "latest"))
+        loaded, failed = self._first_readable(candidates, like, verified_run)
+        committed_latest = any(self._committed("latest", e, verified_run) for e in self.steps("latest"))
+        if loaded is None and (committed_latest or finished_epochs):
+            raise CheckpointError(self._nothing_left("latest", failed, finished_epochs))
+        epoch = loaded[0][1] if loaded else 0
+        damaged = {(which, e) for which, e, _ in failed}
+        stamp = set_aside_stamp()
+        for which in KEEP:
+            folder = self._folder(which)
+            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if not path.name.isdigit():
+                    reason = "not a finished checkpoint: a save cut short"
+                elif int(path.name) > epoch:
+                    reason = f"newer than epoch {epoch}, which the run continues from and saves again"
+                elif (which, int(path.name)) in damaged:
+                    reason = "damaged or unfinished"
+                else:
+                    continue
+                move_aside(path, self.run_dir, reason, stamp)
+        if loaded is None:
+            print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
+            return None
+        return loaded[1], loaded[2]
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        """Release Orbax's resources."""
+        self._checkpointer.close()
 
-    def _manager(self, which: str) -> ocp.CheckpointManager:
-        if which not in ("latest", "best"):
+    def _folder(self, which: str) -> Path:
+        if which not in KEEP:
             raise ValueError(f"unknown checkpoint {which!r}: expected 'latest' or 'best'")
-        return self.latest if which == "latest" else self.best
+        return self.root / which
+
+    def _name(self, which: str, epoch: int) -> str:
+        return str(self.run_dir / "checkpoints" / which / str(epoch))
+
+    def _verified_run(self) -> bool:
+        """Whether this run writes manifests (some step has one); runs saved before them have none."""
+        return any((self._folder(w) / str(e) / MANIFEST).is_file() for w in KEEP for e in self.steps(w))
+
+    def _committed(self, which: str, epoch: int, verified_run: bool) -> bool:
+        return (self._folder(which) / str(epoch) / MANIFEST).is_file() or not verified_run
+
+    def _load(self, which: str, epoch: int, like: Any, verified_run: bool) -> tuple[Any, dict[str, Any]]:
+        """Verify and restore one step; `Unreadable` says why it cannot be used."""
+        path, name = self._folder(which) / str(epoch), self._name(which, epoch)
+        if (path / MANIFEST).is_file():
+            verify_manifest(path, name)
+        elif verified_run:
+            raise Unreadable(f"{name} has no {MANIFEST}: its save was cut short (or the manifest was deleted)")
+        else:
+            warn(f"{name} has no {MANIFEST} (saved before checkpoints had checksums); restoring it unverified")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        try:
+            restored = self._checkpointer.restore(
+                path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+        except Exception as err:  # Orbax and TensorStore raise many kinds; any of them means this step is unusable
+            raise Unreadable(f"{name} is unreadable ({first_line(err)})") from None
+        return restored.state, restored.record
+
+    def _first_readable(self, candidates: list[Candidate], like: Any, verified_run: bool
+                        ) -> tuple[tuple[Candidate, Any, dict[str, Any]] | None, list[tuple[str, int, str]]]:
+        """The first candidate that verifies and restores, with its state and record; and the ones that
+        failed before it, as (which, epoch, why), each warned about in one line once one is readable."""
+        failed: list[tuple[str, int, str]] = []
+        for candidate in candidates:
+            which, epoch, select = candidate
+            try:
+                state, record = self._load(which, epoch, like, verified_run)
+            except Unreadable as err:
+                failed.append((which, epoch, str(err)))
+                continue
+            for _, _, why in failed:
+                warn(f"{why}; using {self._name(which, epoch)}")
+            return (candidate, select(state), record), failed
+        return None, failed
+
+    def _nothing_left(self, which: str, failed: list[tuple[str, int, str]], finished_epochs: int = 0) -> str:
+        """The one-line error when no `which` checkpoint is readable."""
+        found = "; ".join(why for _, _, why in failed) or f"{self.run_dir / 'checkpoints' / which} is missing or empty"
+        finished = f"; metrics.jsonl records {finished_epochs} finished epochs" if finished_epochs else ""
+        todo = ("train it again in a new --run-dir, or put back its checkpoints from a copy" if which == "latest"
+                else "its selected weights are lost: train the run again, or put back its checkpoints from a copy")
+        return f"{self.run_dir}: no readable {which} checkpoint ({found}{finished}); {todo}"
+
+
+def _same(state: Any) -> Any:
+    return state

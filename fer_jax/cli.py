@@ -165,13 +165,14 @@ def run_command(program: str, action: Callable[[], object]) -> int:
 
     Shared by `fer-jax`, `fer-jax compare` and `python -m experiments.run`.
     """
-    from fer_jax.data import DataError  # heavy imports (JAX, torch) only after --help
+    from fer_jax.checkpoints import CheckpointError  # heavy imports (JAX, torch) only after --help
+    from fer_jax.data import DataError
     from fer_jax.download import DownloadError
     from fer_jax.loop import TrainingError
 
     try:
         action()
-    except (DataError, DownloadError, TrainingError, FileNotFoundError, ConfigError) as err:
+    except (CheckpointError, DataError, DownloadError, TrainingError, FileNotFoundError, ConfigError) as err:
         print(f"{program}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

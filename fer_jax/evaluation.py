@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from fer_jax import data as fer_data
 from fer_jax.cache import cache_root, content_folder
-from fer_jax.checkpoints import RunCheckpoints
+from fer_jax.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.config import Config, ConfigError
 from fer_jax.environment import device_description
 from fer_jax.loop import summarize
@@ -97,14 +97,14 @@ def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[st
     """Re-evaluate a finished (or interrupted) run from its config.json and best checkpoint."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
+    if not holds_checkpoints(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no checkpoint yet (has an epoch finished?)")
     if data_source:
         config.data.source = data_source
     splits = load_splits(config)
     state, steps = init_state(config, max(1, len(splits["Training"]) // config.train.batch_size))
     checkpoints = RunCheckpoints(run_dir)
     try:
-        if not checkpoints.has("best"):
-            raise FileNotFoundError(f"{run_dir}: no best checkpoint yet (has an epoch finished?)")
         return evaluate_checkpoint(config, state, steps, checkpoints, splits)
     finally:
         checkpoints.close()
@@ -155,12 +155,13 @@ def run_config(run_dir: str | Path) -> Config:
 
 def restore_run(run_dir: str | Path, which: str = "best") -> tuple[Config, TrainState, Steps, dict[str, Any]]:
     """A run's config, its `which` checkpoint ('best' or 'latest') as a `TrainState`, the jitted steps,
-    and the checkpoint's record."""
+    and the checkpoint's record. The checkpoint is verified against its checksums, with the fallbacks of
+    `RunCheckpoints.restore`; `CheckpointError` when none is readable."""
     config = run_config(run_dir)
+    if not holds_checkpoints(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no checkpoint yet (has an epoch finished?)")
     checkpoints = RunCheckpoints(run_dir)
     try:
-        if not checkpoints.has(which):
-            raise FileNotFoundError(f"{run_dir}: no {which} checkpoint yet (has an epoch finished?)")
         state, steps = init_state(config, 1)  # steps per epoch only shapes the schedule, not the weights
         state, record = checkpoints.restore(which, state)
     finally:

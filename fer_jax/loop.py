@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_jax import plotting
+from fer_jax.checkpoints import move_aside, set_aside_stamp
 from fer_jax.config import Config
 from fer_jax.data import Split
 from fer_jax.environment import environment_info
@@ -46,7 +47,8 @@ def new_record() -> dict[str, Any]:
 
 
 def check_new_run(run_dir: Path, has_checkpoint: bool, resume: bool) -> None:
-    if has_checkpoint and not resume:
+    """Refuse to start a new run in a folder that holds checkpoints or finished epochs, unless resuming."""
+    if (has_checkpoint or finished_epochs(run_dir)) and not resume:
         raise TrainingError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, or another --run-dir")
 
 
@@ -57,12 +59,32 @@ def steps_per_epoch(config: Config, train_split: Split) -> int:
     return steps
 
 
+def finished_epochs(run_dir: Path) -> int:
+    """How many epochs metrics.jsonl records as finished (0 without the file)."""
+    path = run_dir / "metrics.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+
+
 def start_run(config: Config, record: dict[str, Any]) -> None:
-    """Write config.json, environment.json and the metrics so far into the run folder."""
+    """Write config.json, environment.json and the metrics so far (the checkpoint's history) into the run folder.
+
+    A metrics.jsonl that is not the start of that history (epochs past the checkpoint the run
+    continues from, or other rows) is set aside under `set-aside/`, never truncated.
+    """
     run_dir = Path(config.run_dir)
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "environment.json", environment_info())
-    write_jsonl(run_dir / "metrics.jsonl", record["history"])
+    metrics, history = run_dir / "metrics.jsonl", record["history"]
+    if metrics.is_file():
+        try:
+            rows = read_jsonl(metrics)
+        except ValueError:
+            rows = None
+        if rows is None or rows != history[: len(rows)]:
+            reason = (f"it records {len(rows)} epochs; the run continues from the checkpoint of epoch {record['epoch']}"
+                      if rows is not None and len(rows) > len(history) else "it differs from the checkpoint's history")
+            move_aside(metrics, run_dir, reason, set_aside_stamp())
+    write_jsonl(metrics, history)
 
 
 def patience_exhausted(config: Config, record: dict[str, Any]) -> bool:
@@ -73,7 +95,11 @@ def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tup
     """Train from the epoch after `record['epoch']` until max epochs, early stopping or a non-finite loss.
 
     Returns the final record and why it stopped. A checkpoint is saved after
-    every finished epoch ('latest') and on every PublicTest improvement ('best').
+    every finished epoch ('latest') and on every PublicTest improvement ('best'),
+    in an order a crash cannot break: 'best' first, then 'latest', then
+    metrics.jsonl. Killed after 'best', the run resumes from the previous latest
+    (or from that best, which holds the same state without EMA); after 'latest',
+    from it, and metrics.jsonl is rewritten from its history.
     """
     run_dir = Path(config.run_dir)
     stop_reason = "early_stopping" if patience_exhausted(config, record) else "max_epochs"

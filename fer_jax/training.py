@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from fer_jax import data as fer_data
 from fer_jax import loop, parallel
-from fer_jax.checkpoints import RunCheckpoints
+from fer_jax.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.config import Config, ConfigError
 from fer_jax.datacheck import check_for_run
 from fer_jax.evaluation import (REPORTED_SPLIT, evaluate_checkpoint, evaluate_split, load_dataset, reported_split,
@@ -39,18 +39,17 @@ __all__ = ["TrainingError", "train"]
 def train(config: Config, resume: bool = False, results_copy: str | None = None) -> dict[str, Any]:
     """Train (or with `resume`, continue) the run in `config.run_dir`; return its results."""
     run_dir = Path(config.run_dir)
-    loop.check_new_run(run_dir, run_dir.joinpath("checkpoints", "latest").is_dir(), resume)
+    loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     dataset = load_dataset(config)
     check_for_run(dataset, run_dir, config.data.cache_dir)
     splits = selection_splits(config, dataset)
     state, steps = init_state(config, loop.steps_per_epoch(config, splits["Training"]))
     checkpoints = RunCheckpoints(run_dir)
     record = loop.new_record()
-    if resume and checkpoints.has("latest"):
-        state, record = checkpoints.restore("latest", state)
+    resumed = checkpoints.resume(state, loop.finished_epochs(run_dir)) if resume else None
+    if resumed:
+        state, record = resumed
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
-    elif resume:
-        print(f"{run_dir} has no checkpoint yet (stopped during epoch 1); starting it from the beginning")
     loop.start_run(config, record)
     print(f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
           f"train {len(splits['Training'])}, val {len(splits['PublicTest'])} images (PrivateTest unread until the "

@@ -1,0 +1,351 @@
+"""Fault injection: a crash at every save point and damaged checkpoints, on tiny runs.
+
+One uninterrupted 3-epoch run is the reference. While it runs, hooks at each save point copy the
+run folder as it is on disk at that instant (hard links: nothing in a run folder is rewritten in
+place): that copy is the folder a `kill -9` at that point leaves. Each case resumes such a copy
+(or a damaged copy of the finished run) with `fer-jax train --resume` and must end with the
+reference's metrics, results and no metrics line lost, or with one clear error line. One more
+case crashes a real run with an exception inside an Orbax commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+from orbax.checkpoint._src.path import atomicity
+
+from fer_jax import checkpoints, evaluation, loop, training
+from fer_jax.checkpoints import MANIFEST, SET_ASIDE, CheckpointError, RunCheckpoints
+from fer_jax.cli import main
+from fer_jax.config import Config
+from fer_jax.evaluation import evaluate_run, restore_run
+from fer_jax.files import read_jsonl
+
+EPOCHS = 3
+STEPS_PER_EPOCH = 3  # 28 training images (4 per class), batch 8
+VAL_ACCURACY = {1: 0.3, 2: 0.6, 3: 0.5}
+"""PublicTest accuracy the epochs report: epochs 1 and 2 improve, 3 does not, so the finished run
+has best/2 and latest/{2,3}, and every save point of epoch 2 is reached."""
+BUILT_STEPS: dict = {}
+"""(config, steps per epoch) -> (initial state, steps), for `shared_steps`."""
+RESULT_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "best_epoch", "epochs", "stop_reason")
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing on the way handles it."""
+
+
+@contextmanager
+def fixed_validation() -> Iterator[None]:
+    """Replace the PublicTest accuracy the trainer selects on by VAL_ACCURACY[epoch] (from the step)."""
+    real = training.evaluate_split
+
+    def validate(state, steps, split, batch_size):
+        return {**real(state, steps, split, batch_size), "accuracy": VAL_ACCURACY[int(state.step) // STEPS_PER_EPOCH]}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "evaluate_split", validate)
+        yield
+
+
+@contextmanager
+def no_plots() -> Iterator[None]:
+    """Skip the PNGs (curves, confusion matrix): not what these tests check, and a third of a tiny run's time."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("plot_curves", "plot_confusion_matrix"):
+            patch.setattr(loop.plotting, name, lambda *args, **kwargs: None)
+        yield
+
+
+@contextmanager
+def shared_steps() -> Iterator[None]:
+    """Every run of this module gets the jitted steps the first one built (same config: same functions), so
+    only the first traces and compiles them; the initial state is copied, as the train step donates it."""
+    real = training.init_state
+
+    def init_state(config, steps_per_epoch):
+        key = (json.dumps({**config.to_dict(), "run_dir": ""}, sort_keys=True), steps_per_epoch)
+        if key not in BUILT_STEPS:
+            BUILT_STEPS[key] = real(config, steps_per_epoch)
+        state, steps = BUILT_STEPS[key]
+        return jax.tree.map(jnp.copy, state), steps
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "init_state", init_state)
+        patch.setattr(evaluation, "init_state", init_state)
+        yield
+
+
+@contextmanager
+def scaffolding() -> Iterator[None]:
+    with fixed_validation(), no_plots(), shared_steps():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _scaffolding() -> Iterator[None]:
+    with scaffolding():
+        yield
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory) -> Iterator[None]:
+    """JAX's persistent compilation cache for this module: every run builds new jitted steps, and
+    from the second run on they load from the cache instead of compiling (about 7 s a run here)."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    saved = {name: getattr(jax.config, name) for name in names}
+    for name, value in zip(names, (str(tmp_path_factory.mktemp("jax_cache")), 0, 0)):
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+def tiny_config(data: Path, root: Path, name: str) -> Config:
+    config = Config()
+    config.data.source = str(data)
+    config.data.cache_dir = str(root / "cache")
+    config.run_dir = str(root / name)
+    config.apply_overrides(["train.batch_size=8", "train.eval_batch_size=16", f"train.epochs={EPOCHS}"])
+    return config
+
+
+def clone(source: Path, target: Path) -> Path:
+    """A copy of a run folder made of hard links (cheap; safe as long as nothing rewrites a file in place)."""
+    shutil.copytree(source, target, copy_function=os.link)
+    return target
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    """Replace a file's bytes in a new inode, so the hard-linked snapshots keep theirs."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_zip, tmp_path_factory, compile_cache) -> dict:
+    """The uninterrupted run, and a snapshot of its folder at each save point, named as `snapshot` names them."""
+    root = tmp_path_factory.mktemp("crash")
+    config = tiny_config(tiny_zip, root, "reference")
+    run_dir = Path(config.run_dir)
+    snapshots = root / "snapshots"
+
+    def snapshot(point: str) -> None:
+        if not (snapshots / point).exists():
+            clone(run_dir, snapshots / point)
+
+    real_save, real_commit = RunCheckpoints.save, atomicity.on_commit_callback
+    real_manifest, real_rmtree = checkpoints.write_manifest, shutil.rmtree
+
+    def save(self, which, epoch, state, record):
+        snapshot(f"before {which} {epoch}")
+        real_save(self, which, epoch, state, record)
+        snapshot(f"after {which} {epoch}")
+
+    async def commit(tmp_dir, **kwargs):
+        final = Path(tmp_dir.get_final())
+        snapshot(f"inside orbax commit {final.parent.name} {final.name}")
+        await real_commit(tmp_dir, **kwargs)
+
+    def write_manifest(folder, epoch):
+        snapshot(f"before manifest {folder.parent.name} {epoch}")
+        real_manifest(folder, epoch)
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).parent.name in checkpoints.KEEP:
+            snapshot(f"pruning {Path(path).parent.name} {Path(path).name}")
+        real_rmtree(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, scaffolding():
+        patch.setattr(RunCheckpoints, "save", save)
+        patch.setattr(atomicity, "on_commit_callback", commit)
+        patch.setattr(checkpoints, "write_manifest", write_manifest)
+        patch.setattr(checkpoints.shutil, "rmtree", rmtree)
+        results = training.train(config)
+    snapshot("finished")
+    return {"root": root, "snapshots": snapshots, "metrics": without_seconds(run_dir), "results": results,
+            "data": tiny_zip}
+
+
+def without_seconds(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+def metrics_rows(path: Path) -> list[dict]:
+    return read_jsonl(path) if path.is_file() else []
+
+
+def set_aside(run_dir: Path) -> list[str]:
+    """What resume moved aside, as paths relative to the run folder (without the timestamp folder)."""
+    root = run_dir / SET_ASIDE
+    if not root.is_dir():
+        return []
+    return sorted(str(p.relative_to(stamp)) for stamp in root.iterdir()
+                  for p in stamp.rglob("*") if p.name == "metrics.jsonl" or p.parent.name in checkpoints.KEEP)
+
+
+def resume(run_dir: Path, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run_dir)])
+    out, err = capsys.readouterr()
+    return code, out, "\n".join(line for line in err.splitlines() if not re.match(r"\s*Epoch \d+/", line))
+
+
+def assert_matches_reference(run_dir: Path, reference: dict, before: list[dict]) -> None:
+    """The resumed run ends like the uninterrupted one, and every metrics line it started with is kept somewhere."""
+    assert without_seconds(run_dir) == reference["metrics"]
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in RESULT_KEYS:
+        assert results[key] == reference["results"][key], key
+    kept = metrics_rows(run_dir / "metrics.jsonl") + [
+        row for path in (run_dir / SET_ASIDE).rglob("metrics.jsonl") for row in read_jsonl(path)]
+    assert all(row in kept for row in before)
+
+
+@pytest.mark.parametrize("point, resumed_after, moved", [
+    ("after best 1", 1, []),  # best/1, no latest at all: its best holds the full state
+    ("before best 2", 1, []),
+    ("inside orbax commit best 2", 1, ["checkpoints/best/2.orbax-checkpoint-tmp"]),
+    ("before manifest best 2", 1, ["checkpoints/best/2"]),
+    ("pruning best 1", 2, []),
+    ("after best 2", 2, []),  # between best and latest
+    ("inside orbax commit latest 2", 2, ["checkpoints/latest/2.orbax-checkpoint-tmp"]),
+    ("before manifest latest 2", 2, ["checkpoints/latest/2"]),
+    ("after latest 2", 2, []),  # metrics.jsonl one line short of the checkpoint
+    ("pruning latest 1", 3, []),  # three latest; nothing left to train
+])
+def test_a_crash_at_any_save_point_resumes_to_the_same_run(point, resumed_after, moved, reference, tmp_path, capsys):
+    run_dir = clone(reference["snapshots"] / point, tmp_path / "run")
+    before = metrics_rows(run_dir / "metrics.jsonl")
+    code, out, err = resume(run_dir, capsys)
+    assert code == 0, err
+    assert f"Resuming {run_dir} after epoch {resumed_after}" in out
+    assert "warning" not in err.lower() or "using" in err
+    assert [path for path in set_aside(run_dir) if not path.endswith("metrics.jsonl")] == moved
+    assert_matches_reference(run_dir, reference, before)
+
+
+def largest_file(folder: Path) -> Path:
+    return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def truncate(step: Path) -> str:
+    path = largest_file(step / "state")
+    rewrite(path, path.read_bytes()[: path.stat().st_size // 2])
+    return str(path.relative_to(step))
+
+
+def flip_bytes(step: Path) -> str:
+    path = largest_file(step / "state")
+    data = bytearray(path.read_bytes())
+    data[1000:5096] = bytes(b ^ 0xFF for b in data[1000:5096])  # 4 KB
+    rewrite(path, bytes(data))
+    return str(path.relative_to(step))
+
+
+def delete_orbax_manifest(step: Path) -> str:
+    (step / "state" / "manifest.ocdbt").unlink()
+    return "state/manifest.ocdbt"
+
+
+def delete_checksums(step: Path) -> str:
+    (step / MANIFEST).unlink()
+    return MANIFEST
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_bytes, delete_orbax_manifest, delete_checksums])
+def test_a_damaged_latest_falls_back_to_the_previous_one(damage, reference, tmp_path, capsys):
+    run_dir = clone(reference["snapshots"] / "finished", tmp_path / "run")
+    damaged = damage(run_dir / "checkpoints" / "latest" / "3")
+    before = metrics_rows(run_dir / "metrics.jsonl")
+    code, out, err = resume(run_dir, capsys)
+    assert code == 0, err
+    [warning] = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert str(run_dir / "checkpoints" / "latest" / "3") in warning
+    assert warning.endswith(f"; using {run_dir}/checkpoints/latest/2")
+    assert damaged in warning or MANIFEST in warning
+    assert f"Resuming {run_dir} after epoch 2" in out
+    assert set_aside(run_dir) == ["checkpoints/latest/3", "metrics.jsonl"]  # metrics.jsonl: one line past epoch 2
+    assert_matches_reference(run_dir, reference, before)
+
+
+def test_a_deleted_latest_resumes_from_best(reference, tmp_path, capsys):
+    run_dir = clone(reference["snapshots"] / "finished", tmp_path / "run")
+    shutil.rmtree(run_dir / "checkpoints" / "latest")
+    before = metrics_rows(run_dir / "metrics.jsonl")
+    code, out, err = resume(run_dir, capsys)
+    assert code == 0, err
+    assert f"Resuming {run_dir} after epoch 2" in out
+    assert set_aside(run_dir) == ["metrics.jsonl"]
+    assert_matches_reference(run_dir, reference, before)
+
+
+def test_nothing_readable_is_one_line_and_touches_nothing(reference, tmp_path, capsys):
+    run_dir = clone(reference["snapshots"] / "finished", tmp_path / "run")
+    for step in ("latest/3", "latest/2", "best/2"):
+        flip_bytes(run_dir / "checkpoints" / step)
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    code, _, err = resume(run_dir, capsys)
+    assert code == 2 and "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.strip()]
+    assert line.startswith(f"fer-jax train: error: {run_dir}: no readable latest checkpoint")
+    assert "latest/3/state/" in line and "fails its checksum" in line and "3 finished epochs" in line
+    assert "new --run-dir" in line
+    assert (run_dir / "metrics.jsonl").read_bytes() == before and not (run_dir / SET_ASIDE).exists()
+
+
+def test_evaluate_and_predict_verify_the_best_checkpoint(reference, tmp_path, capsys):
+    run_dir = clone(reference["snapshots"] / "finished", tmp_path / "run")
+    damaged = flip_bytes(run_dir / "checkpoints" / "best" / "2")
+    capsys.readouterr()
+    assert evaluate_run(run_dir)["test_accuracy"] == reference["results"]["test_accuracy"]
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert f"best/2/{damaged} fails its checksum; using {run_dir}/checkpoints/latest/2" in warning
+
+    flip_bytes(run_dir / "checkpoints" / "latest" / "2")
+    with pytest.raises(CheckpointError, match="no readable best checkpoint"):
+        restore_run(run_dir)
+    image = tmp_path / "face.png"
+    image.write_bytes(b"not read: the checkpoint fails first")
+    for command in (["evaluate", str(run_dir)], ["predict", "--checkpoint", str(run_dir), str(image)]):
+        assert main(command) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert re.fullmatch(rf"fer-jax {command[0]}: error: {re.escape(str(run_dir))}: no readable best checkpoint "
+                            r"\(.*best/2/.* fails its checksum; .*latest/2/.* fails its checksum\); "
+                            r"its selected weights are lost: .*", line), line
+
+
+def test_an_exception_inside_an_orbax_commit_then_resume(reference, tmp_path, capsys, monkeypatch):
+    config = tiny_config(reference["data"], reference["root"], "raised")
+    real_commit = atomicity.on_commit_callback
+
+    async def commit(tmp_dir, **kwargs):
+        if Path(tmp_dir.get_final()).parts[-2:] == ("latest", "2"):
+            raise Crash
+        await real_commit(tmp_dir, **kwargs)
+
+    monkeypatch.setattr(atomicity, "on_commit_callback", commit)
+    with pytest.raises(Crash):
+        training.train(config)
+    monkeypatch.setattr(atomicity, "on_commit_callback", real_commit)
+    run_dir = Path(config.run_dir)
+    assert (run_dir / "checkpoints" / "latest" / "2.orbax-checkpoint-tmp").is_dir()
+    code, out, err = resume(run_dir, capsys)
+    assert code == 0, err
+    assert f"Resuming {run_dir} after epoch 2" in out
+    assert set_aside(run_dir) == ["checkpoints/latest/2.orbax-checkpoint-tmp"]
+    assert_matches_reference(run_dir, reference, [])
+
