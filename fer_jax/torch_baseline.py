@@ -5,17 +5,20 @@
 batch size and early stopping on PublicTest, and the same run folder:
 config.json, environment.json, metrics.jsonl (same row keys), curves.png,
 confusion_matrix.png, results.json (same keys, plus "framework": "pytorch"),
-with checkpoints/best.pt (the model's state dict) and checkpoints/latest.pt
-(model, optimizer and record, to resume).
+with checkpoints/best.pt (the model's state dict), checkpoints/latest.pt and
+latest.previous.pt (model, optimizer and record, to resume) and their checksum
+manifest, crash-safe like the Orbax ones (`TorchCheckpoints`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +26,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fer_jax import loop
+from fer_jax.checkpoints import (MANIFEST, CheckpointError, file_digest, first_line, holds_checkpoints, move_aside,
+                                 set_aside_stamp, warn)
 from fer_jax.config import Config, ConfigError
 from fer_jax.data import Split, torch_eval_batches, torch_train_batches
 from fer_jax.environment import cpu_model
 from fer_jax.evaluation import confusion_matrix, load_splits
-from fer_jax.files import write_atomic
+from fer_jax.files import write_atomic, write_json
 from fer_jax.models import NUM_CLASSES
 from fer_jax.steps import warmup_steps
 from fer_jax.loop import TrainingError
@@ -163,8 +168,7 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     if config.optim.label_smoothing or config.train.ema_decay:
         raise ConfigError("the PyTorch baseline does not mirror optim.label_smoothing or train.ema_decay; set them to 0")
     run_dir = Path(config.run_dir)
-    best_path, latest_path = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "latest.pt"
-    loop.check_new_run(run_dir, latest_path.is_file(), resume)
+    loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     splits = load_splits(config)
     steps_per_epoch = loop.steps_per_epoch(config, splits["Training"])
 
@@ -172,9 +176,10 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(config.train.seed)
     model = TorchSeedCNN().to(device)
     optimizer, schedule = make_torch_optimizer(config, model.parameters(), steps_per_epoch)
+    checkpoints = TorchCheckpoints(run_dir)
     record = loop.new_record()
-    if resume and latest_path.is_file():
-        latest = torch.load(latest_path, map_location=device, weights_only=True)
+    latest = checkpoints.resume(device, loop.finished_epochs(run_dir)) if resume else None
+    if latest:
         model.load_state_dict(latest["model"])
         optimizer.load_state_dict(latest["optimizer"])
         record = latest["record"]
@@ -186,9 +191,10 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
 
     def save(which: str, epoch: int, record: dict[str, Any]) -> None:
         if which == "best":
-            save_torch(best_path, model.state_dict())
+            checkpoints.save("best", epoch, model.state_dict())
         else:
-            save_torch(latest_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "record": record})
+            checkpoints.save("latest", epoch, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "record": record})
 
     hooks = loop.EpochHooks(
         train_epoch=lambda epoch: torch_train_epoch(model, optimizer, schedule, (epoch - 1) * steps_per_epoch,
@@ -198,9 +204,9 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
         save=save,
     )
     record, stop_reason = loop.run_epochs(config, record, hooks)
-    if not best_path.is_file():
+    if not record["best_epoch"]:
         raise TrainingError(f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate")
-    model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    model.load_state_dict(checkpoints.restore_best(record["best_epoch"], device))
     val = evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device)
     test = evaluate_torch(model, splits["PrivateTest"], config.train.eval_batch_size, device)
     tta = {name: flip_tta_accuracy_torch(model, splits[split], config.train.eval_batch_size, device)
@@ -209,6 +215,148 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     results = loop.summarize(config, record["best_epoch"], val, test, splits, count_torch_params(model),
                              torch_device_description(device), matrix, tta)
     return loop.finish_run(config, results, stop_reason, "pytorch")
+
+
+@dataclass(frozen=True)
+class TorchFile:
+    """One checkpoint file of the baseline and what its manifest entry says about it."""
+
+    kind: str
+    """'latest' or 'best'."""
+    path: Path
+    epoch: int | None
+    """From the manifest entry its checksum matches; None without one."""
+    problem: str = ""
+    """Why it cannot be trusted (no entry matches it); '' when verified, or unverified in a run without a manifest."""
+
+
+class TorchCheckpoints:
+    """The baseline's checkpoints, crash-safe as `fer_jax.checkpoints.RunCheckpoints` (same order, same rules).
+
+    `checkpoints/best.pt` (the model's state dict), `latest.pt` and `latest.previous.pt` (model,
+    optimizer and record) and `checksums.json`: the kind, epoch, size and sha256 of each file saved.
+    A save writes `<kind>.next.pt` (temporary file, fsync, rename), adds its entry to the manifest
+    (the commit point), then renames latest.pt to latest.previous.pt and the new file into place.
+    Files are recognised by their checksum, whatever their name, so a kill between two renames
+    leaves each file with its epoch; a file no entry matches is damaged or a save cut short. A run
+    saved before manifests (none here) restores unverified, with a warning.
+    """
+
+    NAMES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "latest": ("latest.pt", "latest.previous.pt", "latest.next.pt"), "best": ("best.pt", "best.next.pt")}
+    """Where each kind of checkpoint may be, newest name first."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.root = run_dir / "checkpoints"
+
+    def save(self, which: str, epoch: int, obj: Any) -> None:
+        """Save `obj` as epoch `epoch` of `which` ('latest' or 'best'); keeps 2 latest and 1 best."""
+        new = self.root / f"{which}.next.pt"
+        save_torch(new, obj)
+        entries = [e for e in self._entries() or [] if (e["kind"], e["epoch"]) != (which, epoch)]
+        entries.append({"kind": which, "epoch": epoch, **file_digest(new)})
+        write_json(self.root / MANIFEST, {"files": entries})
+        if which == "latest" and (self.root / "latest.pt").is_file():
+            os.replace(self.root / "latest.pt", self.root / "latest.previous.pt")
+        os.replace(new, self.root / f"{which}.pt")
+        keep = 2 if which == "latest" else 1
+        kept = sorted((e["epoch"] for e in entries if e["kind"] == which), reverse=True)[:keep]
+        write_json(self.root / MANIFEST, {"files": [e for e in entries if e["kind"] != which or e["epoch"] in kept]})
+
+    def resume(self, device: torch.device, finished_epochs: int) -> dict[str, Any] | None:
+        """The newest readable latest checkpoint ({'model', 'optimizer', 'record'}), or None to start over.
+
+        Sets aside files a continued run would trip over (damaged, cut short, or newer than the epoch
+        it continues from). None only when no latest file is readable or trusted and metrics.jsonl
+        records no epoch; `CheckpointError` when epochs finished but no latest checkpoint is readable.
+        """
+        files = self._files()
+        failed = [f for f in files if f.problem]
+        trusted = sorted((f for f in files if f.kind == "latest" and not f.problem),
+                         key=lambda f: -1 if f.epoch is None else -f.epoch)
+        chosen, loaded = None, None
+        for file in trusted:
+            try:
+                loaded = torch.load(file.path, map_location=device, weights_only=True)
+            except Exception as err:  # any unpickling failure means this file is unusable
+                failed.append(TorchFile(file.kind, file.path, file.epoch, f"is unreadable ({first_line(err)})"))
+                continue
+            chosen = file
+            break
+        if chosen is None and (finished_epochs or trusted):
+            finished = f"; metrics.jsonl records {finished_epochs} finished epochs" if finished_epochs else ""
+            problems = "; ".join(self._why(f) for f in failed) or f"{self.root} holds none"
+            raise CheckpointError(f"{self.run_dir}: no readable latest checkpoint ({problems}{finished}); "
+                                  "train it again in a new --run-dir, or put back its checkpoints from a copy")
+        epoch = loaded["record"]["epoch"] if loaded else 0
+        for file in failed:
+            if chosen and file.kind == "latest":
+                warn(f"{self._why(file)}; using {self._name(chosen.path)}")
+        stamp = set_aside_stamp()
+        for file in files:
+            unusable = any(f.path == file.path for f in failed)
+            if file != chosen and (unusable or (file.epoch or 0) > epoch):
+                reason = "damaged or cut short" if unusable else f"newer than epoch {epoch}, which the run saves again"
+                move_aside(file.path, self.run_dir, reason, stamp)
+        if chosen is None:
+            print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
+        return loaded
+
+    def restore_best(self, best_epoch: int, device: torch.device) -> dict[str, Any]:
+        """The model state dict of epoch `best_epoch`: best.pt, or a latest checkpoint of that epoch when best.pt
+        is damaged; `CheckpointError` when neither is readable."""
+        files = self._files()
+        failed = [f for f in files if f.kind == "best" and f.problem]
+        candidates = [f for f in files
+                      if not f.problem and (f.epoch == best_epoch or (f.kind, f.epoch) == ("best", None))]
+        candidates.sort(key=lambda f: f.kind != "best")
+        for file in candidates:
+            try:
+                obj = torch.load(file.path, map_location=device, weights_only=True)
+            except Exception as err:  # any unpickling failure means this file is unusable
+                failed.append(TorchFile(file.kind, file.path, file.epoch, f"is unreadable ({first_line(err)})"))
+                continue
+            for bad in failed:
+                warn(f"{self._why(bad)}; using {self._name(file.path)}")
+            return obj["model"] if file.kind == "latest" else obj
+        problems = "; ".join(self._why(f) for f in failed) or "best.pt is missing"
+        raise CheckpointError(f"{self.run_dir}: no readable best checkpoint of epoch {best_epoch} ({problems}); its "
+                              "selected weights are lost: train the run again, or put back its checkpoints from a copy")
+
+    def _name(self, path: Path) -> str:
+        return str(self.run_dir / "checkpoints" / path.name)
+
+    def _why(self, file: TorchFile) -> str:
+        return f"{self._name(file.path)} {file.problem}"
+
+    def _entries(self) -> list[dict[str, Any]] | None:
+        """The manifest's entries; None when there is none (a run saved before manifests)."""
+        path = self.root / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            return list(json.loads(path.read_text())["files"])
+        except (ValueError, KeyError, TypeError):
+            return []
+
+    def _files(self) -> list[TorchFile]:
+        """The checkpoint files here, each with the epoch of the manifest entry its checksum matches."""
+        entries = self._entries()
+        files = []
+        for kind, names in self.NAMES.items():
+            for path in (self.root / name for name in names if (self.root / name).is_file()):
+                if entries is None:
+                    warn(f"{self._name(path)}: no {MANIFEST} (saved before checkpoints had checksums); "
+                         "using it unverified")
+                    files.append(TorchFile(kind, path, None))
+                    continue
+                digest = file_digest(path)
+                epochs = [e["epoch"] for e in entries if e["kind"] == kind and
+                          (e["size"], e["sha256"]) == (digest["size"], digest["sha256"])]
+                files.append(TorchFile(kind, path, epochs[0]) if epochs else TorchFile(
+                    kind, path, None, f"matches no checksum in {MANIFEST}: damaged, or its save was cut short"))
+        return files
 
 
 def save_torch(path: Path, obj: Any) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import pytest
+import torch
 from jax.experimental.compilation_cache import compilation_cache
 from orbax.checkpoint._src.path import atomicity
 
@@ -30,6 +31,7 @@ from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.evaluation import evaluate_run, restore_run
 from fer_jax.files import read_jsonl
+from fer_jax.torch_baseline import TorchCheckpoints
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 3  # 28 training images (4 per class), batch 8
@@ -349,3 +351,94 @@ def test_an_exception_inside_an_orbax_commit_then_resume(reference, tmp_path, ca
     assert set_aside(run_dir) == ["checkpoints/latest/2.orbax-checkpoint-tmp"]
     assert_matches_reference(run_dir, reference, [])
 
+
+# The PyTorch baseline's checkpoints: the same rules on single files, tried on tiny objects (no training).
+
+
+def torch_latest(epoch: int) -> dict:
+    return {"model": {"w": torch.full((3,), float(epoch))}, "optimizer": {"state": {}, "param_groups": []},
+            "record": {"epoch": epoch, "best_epoch": epoch}}
+
+
+def torch_run(root: Path, epochs: int) -> TorchCheckpoints:
+    """A baseline run folder after `epochs` epochs that each improved: best.pt and two latest."""
+    saved = TorchCheckpoints(root)
+    for epoch in range(1, epochs + 1):
+        saved.save("best", epoch, torch_latest(epoch)["model"])
+        saved.save("latest", epoch, torch_latest(epoch))
+    return saved
+
+
+def crash_at_rename(monkeypatch, number: int) -> None:
+    """Make the `number`-th rename from now on (os.replace: each file write, manifest write and move) the crash."""
+    real, calls = os.replace, []
+
+    def replace(*args):
+        calls.append(args)
+        if len(calls) == number:
+            raise Crash
+        real(*args)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("which", ["best", "latest"])
+@pytest.mark.parametrize("rename", [1, 2, 3, 4, 5])
+def test_torch_saves_survive_a_crash_at_every_rename(which, rename, tmp_path, monkeypatch, capsys):
+    """Killed at any rename of a save of epoch 3 (after 2 finished epochs), the run resumes from epoch 2 (the save
+    had not committed) or 3 (it had: its manifest entry was written, the 2nd rename)."""
+    run = torch_run(tmp_path, 2)
+    crash_at_rename(monkeypatch, rename)
+    with pytest.raises(Crash):
+        run.save(which, 3, torch_latest(3)["model"] if which == "best" else torch_latest(3))
+        raise Crash  # the save finished before that rename: the crash comes right after it
+    monkeypatch.undo()
+    committed = rename > 2 and which == "latest"
+    resumed = TorchCheckpoints(tmp_path).resume(torch.device("cpu"), finished_epochs=2)
+    assert resumed["record"]["epoch"] == (3 if committed else 2)
+    assert torch.equal(resumed["model"]["w"], torch_latest(resumed["record"]["epoch"])["model"]["w"])
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert all(f"{which}.next.pt matches no checksum" in line for line in warnings)  # the one save cut short
+    best = TorchCheckpoints(tmp_path).restore_best(2, torch.device("cpu"))
+    assert torch.equal(best["w"], torch_latest(2)["model"]["w"])  # best.pt, or after a crash in a best save, latest 2
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_torch_damaged_latest_falls_back_to_the_previous_one(damage, tmp_path, capsys):
+    torch_run(tmp_path, 3)
+    latest = tmp_path / "checkpoints" / "latest.pt"
+    data = latest.read_bytes()
+    if damage == "flip":
+        latest.write_bytes(data[:1000] + bytes(b ^ 0xFF for b in data[1000:5096]) + data[5096:])
+    elif damage == "truncate":
+        latest.write_bytes(data[: len(data) // 2])
+    else:
+        latest.unlink()
+    resumed = TorchCheckpoints(tmp_path).resume(torch.device("cpu"), finished_epochs=3)
+    assert resumed["record"]["epoch"] == 2
+    out, err = capsys.readouterr()
+    if damage != "delete":
+        [warning] = err.strip().splitlines()
+        assert warning == (f"warning: {tmp_path}/checkpoints/latest.pt matches no checksum in {MANIFEST}: damaged, "
+                           f"or its save was cut short; using {tmp_path}/checkpoints/latest.previous.pt")
+        assert f"Set aside {latest}" in out
+    assert f"Set aside {tmp_path}/checkpoints/best.pt" in out  # epoch 3: the run saves it again
+
+
+def test_torch_best_falls_back_to_latest_and_nothing_readable_is_one_line(tmp_path, capsys):
+    torch_run(tmp_path, 3)
+    checkpoints_dir = tmp_path / "checkpoints"
+    (checkpoints_dir / "best.pt").write_bytes(b"damaged")
+    best = TorchCheckpoints(tmp_path).restore_best(3, torch.device("cpu"))
+    assert torch.equal(best["w"], torch_latest(3)["model"]["w"])
+    assert "best.pt matches no checksum" in capsys.readouterr().err
+    for name in ("latest.pt", "latest.previous.pt"):
+        (checkpoints_dir / name).write_bytes(b"damaged")
+    with pytest.raises(CheckpointError, match=r"no readable latest checkpoint \(.*latest.pt matches no checksum.*"
+                                              r"latest.previous.pt matches no checksum.*3 finished epochs\); train"):
+        TorchCheckpoints(tmp_path).resume(torch.device("cpu"), finished_epochs=3)
+    with pytest.raises(CheckpointError, match="no readable best checkpoint of epoch 3"):
+        TorchCheckpoints(tmp_path).restore_best(3, torch.device("cpu"))
+    (checkpoints_dir / MANIFEST).unlink()  # a run saved before manifests: used unverified, with a warning each
+    with pytest.raises(CheckpointError, match="latest.pt is unreadable"):
+        TorchCheckpoints(tmp_path).resume(torch.device("cpu"), finished_epochs=3)
