@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
         epilog="weights: by default the seed CNN shipped in fer_jax/weights/ (README: 'Evaluation report and predict')",
     )
-    predict.add_argument("paths", nargs="*", metavar="PATH", help="image files (any format OpenCV reads)")
+    predict.add_argument("paths", nargs="*", metavar="PATH",
+                         help="image files (any format OpenCV reads), folders (their images, recursively) or glob "
+                         "patterns such as 'photos/**/*.jpg' (quoted, so that '**' recurses)")
     predict.add_argument("--checkpoint", help="exported weights (.msgpack, its .json beside) or a run folder "
                          "(its best checkpoint); default: the shipped seed CNN")
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
@@ -227,7 +229,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         if args.video:
             predict_video(args.video, args.out, args.checkpoint, detect=not args.no_detect, every=args.every)
         if failed:
-            raise DataError(f"{len(failed)} of {len(args.paths)} images could not be read: {', '.join(failed)}")
+            raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")
     elif args.command == "export-weights":
         info = export_weights(args.run_dir, args.out)
         print(f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "

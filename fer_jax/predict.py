@@ -8,14 +8,17 @@ sha256); `export_weights` writes such a file from any run folder.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
+import glob
 import hashlib
 import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,9 @@ ANNOTATE_MIN_SIDE = 256
 """Smaller images (e.g. 48x48 FER faces) are enlarged before drawing, so the label is legible."""
 BATCH_MULTIPLE = 8
 """Faces are classified in batches padded to a multiple of this: few shapes, few compilations."""
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
+                            ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic"})
+"""What `fer-jax predict` reads from a folder: the image formats OpenCV decodes."""
 
 Box = tuple[int, int, int, int]
 """x, y, width, height in pixels of the input image."""
@@ -166,14 +172,61 @@ def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
 
 
 def read_image(path: str | Path) -> Any:
-    """Any image file OpenCV reads (colour, gray, RGBA, 16-bit, EXIF-rotated) as 8-bit BGR."""
+    """Any image file OpenCV reads (colour, gray, RGBA, 16-bit, EXIF-rotated) as 8-bit BGR.
+
+    What the decoders print about the file (libjpeg's "Premature end of JPEG file", ...) comes out
+    as one warning line naming the file, not as an anonymous line of the library's.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder (give it to `fer-jax predict` to read its images)")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    with decoder_messages() as messages:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise DataError(f"{path}: not a readable image")
+        raise DataError(f"{path}: not a readable image" + (f" ({messages[0]})" if messages else ""))
+    if messages:
+        print(f"warning: {path}: {'; '.join(messages)}", file=sys.stderr)
     return image
+
+
+@contextlib.contextmanager
+def decoder_messages() -> Iterator[list[str]]:
+    """Collect what C libraries write to file descriptor 2 inside the block, as a list of lines."""
+    messages: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            messages += [line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip()]
+
+
+def image_files(paths: Sequence[str | Path], skip: Path | None = None) -> list[tuple[Path, str]]:
+    """The images `paths` name, in the order given: files; folders, recursively (image suffixes, sorted);
+    glob patterns ('**' recurses). Each with '' or why it yields nothing (a folder without images, a
+    pattern that matches no file); files under `skip` (the output folder) are left out."""
+    def wanted(path: Path) -> bool:
+        return path.is_file() and not (skip and path.resolve().is_relative_to(skip.resolve()))
+
+    found: list[tuple[Path, str]] = []
+    for given in map(str, paths):
+        path = Path(given)
+        if path.is_dir():
+            images = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and wanted(p)]
+            found += [(p, "") for p in images] or [(path, f"{path}: a folder without image files")]
+        elif not path.exists() and glob.has_magic(given):
+            matches = [Path(m) for m in sorted(glob.glob(given, recursive=True)) if wanted(Path(m))]
+            found += [(m, "") for m in matches] or [(path, f"{given}: no file matches this pattern")]
+        else:
+            found.append((path, ""))
+    return found
 
 
 def to_bgr(image: Any) -> Any:
@@ -303,16 +356,19 @@ def format_faces(name: str, faces: Sequence[Face]) -> str:
 
 def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: str | Path | None = None,
                   detect: bool = True) -> list[dict[str, Any]]:
-    """Classify the faces of each image file; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
+    """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
+    `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
     An unreadable file is reported in one line on stderr and recorded with its
     error; the others still run. Returns one record per file.
     """
     out_dir = Path(out_dir)
     classifier = load_classifier(checkpoint)
     records, rows, used = [], [], set()
-    for path in map(Path, paths):
+    for path, nothing in image_files(paths, skip=out_dir):
         try:
+            if nothing:
+                raise DataError(nothing)
             bgr = read_image(path)
         except DataError as err:
             print(f"{err}; skipped", file=sys.stderr)

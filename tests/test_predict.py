@@ -236,3 +236,48 @@ def test_shipped_weights_score_the_recorded_private_test_accuracy(fer2013_zip):
                                    for i in range(0, len(faces), 512)])
     accuracy = int((predictions == jnp.asarray(labels)).sum()) / len(labels)
     assert accuracy == pytest.approx(classifier.info["test_accuracy"], abs=2 / len(labels))
+
+
+def test_folders_and_glob_patterns(astronaut, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "trip" / "day2").mkdir(parents=True)
+    bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(photos / "a.png"), bgr)
+    cv2.imwrite(str(photos / "trip" / "day2" / "b.jpg"), bgr)
+    (photos / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    out = photos / "out"  # inside the folder read: its annotated images are not read back
+    pattern = str(photos / "**" / "*.jpg")
+    args = ["predict", str(photos), pattern, str(tmp_path / "empty"), str(tmp_path / "none*.png"), "--out", str(out)]
+    assert main(args) == 2
+    first = json.loads((out / "predictions.json").read_text())["images"]
+    capsys.readouterr()
+    assert main(args) == 2  # now the out folder holds annotated JPEGs, and they are still not read
+    captured = capsys.readouterr()
+    images = json.loads((out / "predictions.json").read_text())["images"]
+    assert [r["file"] for r in images] == [str(photos / "a.png"), str(photos / "trip" / "day2" / "b.jpg"),
+                                           str(photos / "trip" / "day2" / "b.jpg"), str(tmp_path / "empty"),
+                                           str(tmp_path / "none*.png")]
+    assert all(len(r["faces"]) == 1 for r in images[:3]) and images == first
+    errors = captured.err.strip().splitlines()[-3:]
+    assert errors[0] == f"{tmp_path / 'empty'}: a folder without image files; skipped"
+    assert errors[1] == f"{tmp_path / 'none*.png'}: no file matches this pattern; skipped"
+    assert errors[2].startswith("fer-jax predict: error: 2 of 5 images could not be read")
+
+
+def test_a_damaged_jpeg_is_named_in_its_message(astronaut, tmp_path, capfd):
+    whole = tmp_path / "whole.jpg"
+    cv2.imwrite(str(whole), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    header_only = tmp_path / "header.jpg"
+    header_only.write_bytes(data[:600])
+    out = tmp_path / "out"
+    assert main(["predict", str(cut), str(header_only), "--out", str(out)]) == 2
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and "Traceback" not in err and ".cpp" not in err and "/__w/" not in err
+    assert all(str(cut) in line or str(header_only) in line or "1 of 2 images" in line for line in lines), lines
+    assert any(line.startswith(f"warning: {cut}: ") for line in lines)
+    assert any(line.startswith(f"{header_only}: not a readable image") for line in lines)
