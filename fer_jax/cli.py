@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="where the run is written (default: runs/<model>/<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue the run in RUN_DIR from its latest checkpoint, with its saved config")
-    train.add_argument("--quick", action="store_true", help="2 epochs on 2,048 training images: a smoke test")
+    train.add_argument("--quick", action="store_true",
+                       help="2 epochs on 2,048 training images, PublicTest and PrivateTest cut to 512 each: a smoke "
+                       "test, not a result")
     train.add_argument("--epochs", type=int, help="maximum epochs (config train.epochs)")
     train.add_argument("--batch-size", type=int, help="config train.batch_size")
     train.add_argument("--lr", type=float, help="learning rate (config optim.learning_rate)")
