@@ -19,7 +19,8 @@ from flax import nnx
 from fer_jax.config import Config
 from fer_jax.data import EMOTIONS, as_nhwc
 from fer_jax.evaluation import restore_run
-from fer_jax.models import SeedCNN, create_model, max_pool_2x2
+from fer_jax.conv import max_pool_2x2
+from fer_jax.models import SeedCNN, create_model
 from fer_jax.steps import Steps, TrainState
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4")

@@ -1,4 +1,4 @@
-"""The model zoo: shapes, parameter counts, im2col convolution, BatchNorm state, dropout, bfloat16."""
+"""The model zoo: shapes, parameter counts, the CPU kernels inside whole networks, BatchNorm state, dropout, bfloat16."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import pytest
 from flax import nnx
 
 from fer_jax.config import Config, ConfigError, ModelConfig
-from fer_jax.models import (MODELS, VGGBN, BasicBlock, Dropout, Layers, ResNet18, SeedCNN, count_params, create_model,
-                            im2col_conv, max_pool_2x2, winograd_conv)
+from fer_jax.models import (MODELS, VGGBN, BasicBlock, Dropout, Layers, ResNet18, SeedCNN, count_params,
+                            create_model)
 from fer_jax.steps import init_state
 
 # conv1 320 + conv2 18,496 + conv3 73,856 + conv4 147,584 + dense1 2,098,176 + dense2 7,175
@@ -17,7 +17,6 @@ VGG_BN_PARAMS = 40_374_599
 # stem conv-BN 704 + 8 basic blocks (3 with a 1x1 conv-BN shortcut) 11,166,976 + classifier 3,591
 RESNET18_PARAMS = 11_171_271
 PARAMS = {"seed_cnn": SEED_CNN_PARAMS, "vgg_bn": VGG_BN_PARAMS, "resnet18": RESNET18_PARAMS}
-NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
 
 def faces(batch: int, seed: int = 0) -> jax.Array:
@@ -66,130 +65,6 @@ def test_every_model_is_selectable_by_name_with_its_shape_and_size(name: str, co
     assert {x.dtype for x in jax.tree.leaves(nnx.state(model))} == {jnp.dtype(jnp.float32)}
 
 
-@pytest.mark.parametrize(
-    ("kernel", "stride", "padding"),
-    [
-        (3, 1, "VALID"),  # seed_cnn
-        (3, 1, [(1, 1), (1, 1)]),  # vgg_bn, resnet18 (PyTorch's padding=1)
-        (3, 2, [(1, 1), (1, 1)]),  # resnet18's downsampling blocks
-        (1, 2, [(0, 0), (0, 0)]),  # resnet18's projection shortcuts
-        (3, 1, "SAME"),
-        (3, 2, "SAME"),
-        (3, 1, [(0, 1), (2, 0)]),
-    ],
-)
-def test_im2col_matches_xla_convolution_and_its_gradients(kernel, stride, padding):
-    lhs = jax.random.normal(jax.random.key(0), (2, 11, 12, 5))  # an odd and an even side
-    rhs = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 4))
-
-    def xla(lhs, rhs):
-        return jax.lax.conv_general_dilated(lhs, rhs, (stride, stride), padding, dimension_numbers=NHWC_HWIO)
-
-    def im2col(lhs, rhs):
-        return im2col_conv(lhs, rhs, (stride, stride), padding)
-
-    expected = xla(lhs, rhs)
-    assert im2col(lhs, rhs).shape == expected.shape
-    assert jnp.allclose(im2col(lhs, rhs), expected, atol=1e-4)
-    cotangent = jax.random.normal(jax.random.key(2), expected.shape)
-    expected_grads = jax.vjp(xla, lhs, rhs)[1](cotangent)
-    for got, want in zip(jax.vjp(im2col, lhs, rhs)[1](cotangent), expected_grads):
-        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("chunk_images", [1, 2, 3])
-def test_im2col_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkeypatch, chunk_images):
-    """Large patch matrices are built a few images at a time; values and gradients stay the same."""
-    import fer_jax.models
-
-    lhs = jax.random.normal(jax.random.key(0), (6, 10, 10, 3))
-    rhs = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-    monkeypatch.setattr(fer_jax.models, "IM2COL_CHUNK_BYTES", chunk_images * 8 * 8 * 27 * 4)
-
-    def xla(lhs, rhs):
-        return jax.lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=NHWC_HWIO)
-
-    def im2col(lhs, rhs):
-        return im2col_conv(lhs, rhs, (1, 1), "VALID")
-
-    jaxpr = str(jax.make_jaxpr(im2col)(lhs, rhs))
-    assert "scan" in jaxpr and f"f32[{chunk_images},10,10,3]" in jaxpr  # a lax.map over chunks of that many images
-    assert jnp.allclose(im2col(lhs, rhs), xla(lhs, rhs), atol=1e-4)
-    cotangent = jax.random.normal(jax.random.key(2), (6, 8, 8, 4))
-    for got, want in zip(jax.vjp(im2col, lhs, rhs)[1](cotangent), jax.vjp(xla, lhs, rhs)[1](cotangent)):
-        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("padding", ["VALID", "SAME", [(1, 1), (1, 1)], [(0, 1), (2, 0)]])
-@pytest.mark.parametrize("shape", [(2, 11, 12, 16), (3, 8, 7, 20)])  # odd and even output sides
-def test_winograd_matches_xla_convolution_and_its_gradients(shape, padding):
-    lhs = jax.random.normal(jax.random.key(0), shape)
-    rhs = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], 6))
-
-    def xla(lhs, rhs):
-        return jax.lax.conv_general_dilated(lhs, rhs, (1, 1), padding, dimension_numbers=NHWC_HWIO)
-
-    def winograd(lhs, rhs):
-        return winograd_conv(lhs, rhs, (1, 1), padding)
-
-    assert "dot_general" in str(jax.make_jaxpr(winograd)(lhs, rhs))  # the transformed tiles' matmuls, no conv
-    assert "conv_general_dilated" not in str(jax.make_jaxpr(winograd)(lhs, rhs))
-    expected = xla(lhs, rhs)
-    assert winograd(lhs, rhs).shape == expected.shape
-    assert jnp.allclose(winograd(lhs, rhs), expected, rtol=1e-4, atol=1e-4)
-    cotangent = jax.random.normal(jax.random.key(2), expected.shape)
-    for got, want in zip(jax.vjp(winograd, lhs, rhs)[1](cotangent), jax.vjp(xla, lhs, rhs)[1](cotangent)):
-        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("chunk_images", [1, 2, 3])
-def test_winograd_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkeypatch, chunk_images):
-    import fer_jax.models
-
-    lhs = jax.random.normal(jax.random.key(0), (6, 10, 10, 16))
-    rhs = jax.random.normal(jax.random.key(1), (3, 3, 16, 4))
-    monkeypatch.setattr(fer_jax.models, "IM2COL_CHUNK_BYTES", chunk_images * 16 * 4 * 4 * 16 * 4)  # 4x4 tiles
-
-    def xla(lhs, rhs):
-        return jax.lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=NHWC_HWIO)
-
-    def winograd(lhs, rhs):
-        return winograd_conv(lhs, rhs, (1, 1), "VALID")
-
-    jaxpr = str(jax.make_jaxpr(winograd)(lhs, rhs))
-    assert "scan" in jaxpr and f"f32[{chunk_images},10,10,16]" in jaxpr
-    assert jnp.allclose(winograd(lhs, rhs), xla(lhs, rhs), rtol=1e-4, atol=1e-4)
-    cotangent = jax.random.normal(jax.random.key(2), (6, 8, 8, 4))
-    for got, want in zip(jax.vjp(winograd, lhs, rhs)[1](cotangent), jax.vjp(xla, lhs, rhs)[1](cotangent)):
-        assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize(
-    ("in_features", "kernel", "stride"),
-    [(1, 3, 1), (15, 3, 1), (16, 3, 2), (16, 1, 1)],  # seed_cnn's conv1, few channels, strided, 1x1
-)
-def test_winograd_leaves_other_convolutions_to_im2col(in_features, kernel, stride):
-    lhs = jax.random.normal(jax.random.key(0), (2, 9, 9, in_features))
-    rhs = jax.random.normal(jax.random.key(1), (kernel, kernel, in_features, 4))
-    assert jnp.array_equal(winograd_conv(lhs, rhs, (stride, stride), "SAME"),
-                           im2col_conv(lhs, rhs, (stride, stride), "SAME"))
-
-
-@pytest.mark.parametrize("conv", [im2col_conv, winograd_conv])
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"rhs_dilation": (2, 2)}, "dilation"),
-        ({"feature_group_count": 5}, "groups"),
-        ({"dimension_numbers": jax.lax.conv_dimension_numbers((2, 8, 8, 5), (3, 3, 5, 4), ("NCHW", "HWIO", "NHWC"))},
-         "NHWC/HWIO"),
-    ],
-)
-def test_cpu_convolutions_refuse_what_they_do_not_implement(conv, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        conv(jnp.zeros((2, 8, 8, 5)), jnp.zeros((3, 3, 5, 4)), (1, 1), "SAME", **kwargs)
-
-
 @pytest.mark.parametrize("conv_impl", ["im2col", "winograd"])
 def test_conv_implementations_give_the_same_network(conv_impl):
     x = faces(2, seed=2)
@@ -211,11 +86,6 @@ def test_conv_implementations_give_the_same_downsampling_block():
         ours = eval_logits(block(conv_impl), x)
         assert ours.shape == (2, 6, 6, 16)
         assert jnp.allclose(ours, xla, atol=1e-4)
-
-
-def test_max_pool_matches_flax():
-    x = jax.random.normal(jax.random.key(3), (2, 8, 6, 3))
-    assert jnp.array_equal(max_pool_2x2(x), nnx.max_pool(x, (2, 2), (2, 2)))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
