@@ -1,7 +1,9 @@
-"""Facial expressions in photos and videos: OpenCV's Haar cascade finds the faces, the FER-2013 model classifies them.
+"""Facial expressions in photos and videos: a face detector (`fer_jax.detect`) finds the faces, the FER-2013 model
+classifies them, in fixed-size batches across images and frames (`fer_jax.batch`).
 
-Each face is cropped from the grayscale image (the detector's square box),
-resized to 48x48 and scaled to [0, 1], as the training faces are. The default
+Each face is cropped from the grayscale image (the detector's square box, turned
+upright when the detector found it rotated), resized to 48x48 and scaled to
+[0, 1], as the training faces are. The default
 model is the seed CNN shipped in `fer_jax/weights/` (float16, checked by
 sha256); `export_weights` writes such a file from any run folder.
 """
@@ -31,21 +33,16 @@ import torch
 from flax import nnx
 from tqdm import tqdm
 
+from fer_jax.batch import probabilities, stream
 from fer_jax.config import ModelConfig
 from fer_jax.data import EMOTIONS, IMAGE_SIZE, DataError
+from fer_jax.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
 from fer_jax.evaluation import restore_run
 from fer_jax.files import write_atomic, write_json
 from fer_jax.models import count_params, create_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "seed_cnn.msgpack"
-FACE_CASCADE = "haarcascade_frontalface_default.xml"
-DETECT_MAX_SIDE = 1024
-"""Larger images are scaled down for detection only (Haar detection time grows with the pixel count)."""
-MIN_FACE = 24
-"""Smallest face searched for, in pixels of the (scaled) detection image."""
-MIN_NEIGHBORS = 8
-"""Overlapping detections a face needs: OpenCV's usual 5 also found 1-2 false faces in the test photo at 640-1024 px."""
 ANNOTATE_MIN_SIDE = 256
 """Smaller images (e.g. 48x48 FER faces) are enlarged before drawing, so the label is legible."""
 BATCH_MULTIPLE = 8
@@ -54,16 +51,14 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".t
                             ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic"})
 """What `fer-jax predict` reads from a folder: the image formats OpenCV decodes."""
 
-Box = tuple[int, int, int, int]
-"""x, y, width, height in pixels of the input image."""
-
-
 @dataclass(frozen=True)
 class Face:
     """One face: where it is and the model's probability for each of the seven emotions."""
 
     box: Box
     probabilities: dict[str, float]
+    rotation: float = 0.0
+    """Degrees (counter-clockwise) the image was turned to classify this face upright."""
 
     @property
     def emotion(self) -> str:
@@ -75,8 +70,8 @@ class Face:
 
     def to_dict(self) -> dict[str, Any]:
         x, y, width, height = self.box
-        return {"box": {"x": x, "y": y, "width": width, "height": height}, "emotion": self.emotion,
-                "probability": self.probability, "probabilities": self.probabilities}
+        return {"box": {"x": x, "y": y, "width": width, "height": height}, "rotation": self.rotation,
+                "emotion": self.emotion, "probability": self.probability, "probabilities": self.probabilities}
 
 
 class Classifier:
@@ -84,6 +79,8 @@ class Classifier:
 
     def __init__(self, model: nnx.Module, info: dict[str, Any]) -> None:
         model.eval()
+        self.model = model
+        """The NNX model (what `fer-jax export-onnx` ports)."""
         graphdef, self._state = nnx.split(model)
         self._forward = jax.jit(lambda state, x: jax.nn.softmax(nnx.merge(graphdef, state)(x)))
         self.info = info
@@ -248,53 +245,52 @@ def to_bgr(image: Any) -> Any:
     return cv2.cvtColor(tensor.contiguous().numpy(), conversions[channels])
 
 
-@functools.cache
-def face_detector() -> cv2.CascadeClassifier:
-    """The frontal-face Haar cascade that ships inside the opencv-python(-headless) wheel."""
-    detector = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / FACE_CASCADE))
-    if detector.empty():
-        raise FileNotFoundError(f"{FACE_CASCADE} not found in {cv2.data.haarcascades} (reinstall opencv-python-headless)")
-    return detector
-
-
-def detect_faces(gray: Any) -> list[Box]:
-    """Boxes of the frontal faces in an 8-bit grayscale image, left to right."""
-    height, width = gray.shape
-    scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
-    if scale < 1:
-        gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    found = face_detector().detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=MIN_NEIGHBORS,
-                                             minSize=(MIN_FACE, MIN_FACE))
-    return sorted(tuple(round(int(v) / scale) for v in box) for box in found)
-
-
-def crop_face(gray: Any, box: Box) -> Any:
-    """The box of an 8-bit grayscale image as a 48x48 face, like the FER-2013 images."""
-    x, y, width, height = box
-    crop = gray[y : y + height, x : x + width]
-    shrink = crop.shape[0] >= IMAGE_SIZE and crop.shape[1] >= IMAGE_SIZE
-    return cv2.resize(crop, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def classify(bgr: Any, classifier: Classifier, detect: bool = True) -> list[Face]:
-    """The faces of an 8-bit BGR image with their probabilities; `detect=False`: the whole image is one face."""
+def detect_and_crop(bgr: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR) -> tuple[list[Detection], list[Any]]:
+    """The faces of an 8-bit BGR image and their 48x48 crops; `detect=False`: the whole image is one face."""
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    boxes = detect_faces(gray) if detect else [(0, 0, gray.shape[1], gray.shape[0])]
-    if not boxes:
-        return []
-    probabilities = classifier(jnp.stack([jnp.asarray(crop_face(gray, box)) for box in boxes])).tolist()
-    return [Face(box, dict(zip(EMOTIONS, p))) for box, p in zip(boxes, probabilities)]
+    found = get_detector(detector)(gray) if detect else [Detection((0, 0, gray.shape[1], gray.shape[0]))]
+    return found, [crop(gray, detection) for detection in found]
 
 
-def predict(image: str | os.PathLike | Any, checkpoint: str | Path | None = None, detect: bool = True) -> list[Face]:
+def to_faces(found: Sequence[Detection], face_probabilities: Sequence[Sequence[float]]) -> list[Face]:
+    return [Face(d.box, dict(zip(EMOTIONS, p)), d.rotation) for d, p in zip(found, face_probabilities)]
+
+
+def classify(bgr: Any, classifier: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR) -> list[Face]:
+    """The faces of an 8-bit BGR image with their probabilities; `detect=False`: the whole image is one face."""
+    found, crops = detect_and_crop(bgr, detect, detector)
+    return to_faces(found, probabilities(classifier, crops))
+
+
+def predict(image: str | os.PathLike | Any, checkpoint: str | Path | None = None, detect: bool = True,
+            detector: str = DEFAULT_DETECTOR, backend: str = "jax") -> list[Face]:
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
     `checkpoint`: None for the shipped weights, an exported .msgpack, or a run
-    folder. `detect=False` treats the whole image as one face (already-cropped
-    faces such as FER-2013's). No face found: an empty list.
+    folder (with `backend="onnx"` also an exported .onnx file). `detect=False`
+    treats the whole image as one face (already-cropped faces such as
+    FER-2013's). `detector`: a name of `fer_jax.detect.DETECTORS`. No face
+    found: an empty list.
     """
     bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
-    return classify(bgr, load_classifier(checkpoint), detect)
+    return classify(bgr, load_backend(checkpoint, backend), detect, detector)
+
+
+BACKENDS = ("jax", "onnx")
+
+
+def load_backend(checkpoint: str | Path | None = None, backend: str = "jax") -> Any:
+    """`load_classifier`'s classifier (jax), or the same weights run by ONNX Runtime (onnx: an .onnx file, or any
+    other checkpoint exported once to the cache folder)."""
+    if backend == "jax":
+        return load_classifier(checkpoint)
+    if backend != "onnx":
+        raise DataError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    from fer_jax.onnx_export import OnnxClassifier, cached_onnx
+
+    if checkpoint is not None and Path(checkpoint).suffix == ".onnx":
+        return OnnxClassifier(checkpoint)
+    return OnnxClassifier(cached_onnx(checkpoint))
 
 
 # Outputs -------------------------------------------------------------------------------------------------------
@@ -355,26 +351,37 @@ def format_faces(name: str, faces: Sequence[Face]) -> str:
 
 
 def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: str | Path | None = None,
-                  detect: bool = True) -> list[dict[str, Any]]:
+                  detect: bool = True, detector: str = DEFAULT_DETECTOR, backend: str = "jax") -> list[dict[str, Any]]:
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
     `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
+    The faces of consecutive images are classified together in fixed-size batches (`fer_jax.batch.stream`).
     An unreadable file is reported in one line on stderr and recorded with its
     error; the others still run. Returns one record per file.
     """
     out_dir = Path(out_dir)
-    classifier = load_classifier(checkpoint)
+    classifier = load_backend(checkpoint, backend)
+    get_detector(detector)
     records, rows, used = [], [], set()
-    for path, nothing in image_files(paths, skip=out_dir):
-        try:
-            if nothing:
-                raise DataError(nothing)
-            bgr = read_image(path)
-        except DataError as err:
-            print(f"{err}; skipped", file=sys.stderr)
-            records.append({"file": str(path), "error": str(err)})
+
+    def detected() -> Any:
+        for path, nothing in image_files(paths, skip=out_dir):
+            try:
+                if nothing:
+                    raise DataError(nothing)
+                bgr = read_image(path)
+            except DataError as err:
+                yield (path, None, [], str(err)), []
+                continue
+            found, crops = detect_and_crop(bgr, detect, detector)
+            yield (path, bgr, found, ""), crops
+
+    for (path, bgr, found, error), face_probabilities in stream(detected(), classifier):
+        if error:
+            print(f"{error}; skipped", file=sys.stderr)
+            records.append({"file": str(path), "error": error})
             continue
-        faces = classify(bgr, classifier, detect)
+        faces = to_faces(found, face_probabilities)
         name = f"{path.stem}_annotated.jpg"
         while name in used:
             name = f"{Path(name).stem}_{len(used)}.jpg"
@@ -383,15 +390,20 @@ def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: 
         print(format_faces(str(path), faces))
         records.append({"file": str(path), "annotated": str(out_dir / name), "faces": [f.to_dict() for f in faces]})
         rows += [[str(path), number, *face_row(face)] for number, face in enumerate(faces, 1)]
-    write_json(out_dir / "predictions.json", {"weights": classifier.info, "detect": detect, "images": records})
+    write_json(out_dir / "predictions.json", {"weights": classifier.info, "detect": detect,
+                                              "detector": detector if detect else None, "images": records})
     write_csv(out_dir / "predictions.csv", ("file", "face", *CSV_COLUMNS), rows)
     print(f"Annotated images, predictions.json and predictions.csv in {out_dir}/")
     return records
 
 
 def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None,
-                  detect: bool = True, every: int = 1) -> dict[str, Any]:
+                  detect: bool = True, every: int = 1, detector: str = DEFAULT_DETECTOR,
+                  backend: str = "jax") -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
+
+    The faces of up to `fer_jax.batch.MAX_PENDING_ITEMS` consecutive frames are
+    classified together in fixed-size batches.
 
     Writes OUT/<name>_annotated.mp4 (every frame, each showing the faces of the
     last classified frame) and OUT/<name>_frames.csv (one row per face of each
@@ -402,7 +414,8 @@ def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path 
         raise DataError(f"every must be 1 or more (every N-th frame), got {every}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    classifier = load_classifier(checkpoint)
+    classifier = load_backend(checkpoint, backend)
+    get_detector(detector)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages off: a bad file gets our one line
     capture = cv2.VideoCapture(str(path))
     ok, frame = capture.read()
@@ -414,21 +427,30 @@ def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path 
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path, partial = out_dir / f"{path.stem}_annotated.mp4", out_dir / f".{path.stem}_annotated.partial.mp4"
     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-    rows, faces, index, with_faces = [], [], 0, 0
+    rows: list[list[Any]] = []
+    faces: list[Face] = []
+    index, with_faces = 0, 0
+
+    def frames() -> Any:
+        nonlocal ok, frame, index
+        while ok:
+            found, crops = detect_and_crop(frame, detect, detector) if index % every == 0 else (None, [])
+            yield (index, frame, found), crops
+            ok, frame = capture.read()
+            index += 1
+
     try:
         with tqdm(total=total, unit="frame", desc=path.name) as progress:
-            while ok:
-                if index % every == 0:
-                    faces = classify(frame, classifier, detect)
+            for (number, image, found), face_probabilities in stream(frames(), classifier):
+                if found is not None:
+                    faces = to_faces(found, face_probabilities)
                     with_faces += bool(faces)
-                    time_s = round(index / fps, 3)
-                    rows += [[index, time_s, len(faces), number, *face_row(face)] for number, face in enumerate(faces, 1)]
+                    time_s = round(number / fps, 3)
+                    rows += [[number, time_s, len(faces), n, *face_row(face)] for n, face in enumerate(faces, 1)]
                     if not faces:
-                        rows.append([index, time_s, 0, *[""] * (1 + len(CSV_COLUMNS))])
-                writer.write(annotate(frame, faces))
+                        rows.append([number, time_s, 0, *[""] * (1 + len(CSV_COLUMNS))])
+                writer.write(annotate(image, faces))
                 progress.update()
-                ok, frame = capture.read()
-                index += 1
         writer.release()
         os.replace(partial, video_path)
     finally:

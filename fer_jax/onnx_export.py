@@ -1,0 +1,141 @@
+"""ONNX export of the seed CNN, and an ONNX Runtime classifier for `fer-jax predict --backend onnx`.
+
+The export goes through the PyTorch port (`fer_jax.porting.flax_to_torch` into
+`TorchSeedCNN`) and `torch.onnx.export` (its torch.export-based exporter):
+torch is already a dependency, and the port is tested weight for weight.
+jax2onnx was the alternative; its current release pins orbax-checkpoint
+< 0.11.37 (this project pins 0.12.8) and pulls equinox, huggingface-hub and
+netron. The zoo nets without a PyTorch port (vgg_bn, resnet18) are refused.
+
+The ONNX model takes what the classifier takes: `faces`, (N, 48, 48) uint8
+grayscale crops (scaled to [0, 1] inside the graph), and gives `logits`
+(N, 7), in `fer_jax.EMOTIONS` order. Both need the `[onnx]` extra
+(onnx, onnxscript, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import torch
+from flax import nnx
+
+from fer_jax.data import EMOTIONS, IMAGE_SIZE, DataError
+
+PORTED_MODELS = ("seed_cnn",)
+"""Zoo nets with a PyTorch port (fer_jax.porting), the ones that export to ONNX."""
+OPSET = 18
+EXTRA = "pip install 'fer-jax[onnx]'"
+
+
+def require(module: str) -> Any:
+    """Import one of the [onnx] extra's modules, or a one-line DataError saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"ONNX needs the {module} package: {EXTRA}") from None
+
+
+class _UInt8Faces(torch.nn.Module):
+    """The classifier's contract around `TorchSeedCNN`: (N, 48, 48) uint8 faces in, logits out."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.net(faces.to(torch.float32).div(255.0).unsqueeze(1))
+
+
+def torch_module(model: nnx.Module, name: str) -> torch.nn.Module:
+    """The NNX model as the PyTorch module that is exported; a one-line DataError for a net without a port."""
+    if name not in PORTED_MODELS:
+        raise DataError(f"{name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
+    from fer_jax.porting import flax_to_torch
+    from fer_jax.torch_baseline import TorchSeedCNN
+
+    net = TorchSeedCNN()
+    net.load_state_dict(flax_to_torch(model))
+    return _UInt8Faces(net).eval()
+
+
+def export_model(model: nnx.Module, name: str, out: str | Path, info: dict[str, Any] | None = None) -> Path:
+    """Write an NNX zoo model (`name`: its ModelConfig name) as an ONNX file with a dynamic batch size.
+
+    `info` (where the weights come from) is stored in the file's metadata as JSON.
+    """
+    module = torch_module(model, name)
+    for needed in ("onnx", "onnxscript"):
+        require(needed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
+    program = torch.onnx.export(module, (example,), input_names=["faces"], output_names=["logits"], opset_version=OPSET,
+                                dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
+    program.model.metadata_props.update({"fer_jax": json.dumps({**(info or {}), "model": name,
+                                                                 "emotions": list(EMOTIONS)})})
+    partial = out.with_name(f".{out.name}.partial")
+    program.save(str(partial))
+    partial.replace(out)
+    return out
+
+
+def export_onnx(out: str | Path, checkpoint: str | Path | None = None, model_name: str | None = None) -> dict[str, Any]:
+    """`fer-jax export-onnx`: the shipped weights, exported weights (.msgpack) or a run folder's best checkpoint
+    as ONNX. `model_name` names a zoo net for its shipped weights (only the seed CNN ships weights)."""
+    from fer_jax.predict import load_classifier
+
+    if model_name is not None and model_name not in PORTED_MODELS:
+        raise DataError(f"{model_name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
+    classifier = load_classifier(checkpoint)
+    info = {k: v for k, v in classifier.info.items() if isinstance(v, (str, int, float, type(None)))}
+    export_model(classifier.model, classifier.info["model"], out, info)
+    return {**info, "onnx": str(out)}
+
+
+def cached_onnx(checkpoint: str | Path | None = None) -> Path:
+    """Exported weights (None: the shipped ones) as ONNX, exported once into the cache folder under their sha256;
+    a run folder is exported afresh into a temporary folder each time."""
+    from fer_jax.cache import default_cache_root
+    from fer_jax.predict import load_classifier
+
+    classifier = load_classifier(checkpoint)
+    digest = classifier.info.get("sha256")
+    if digest is None:
+        return Path(export_onnx(Path(tempfile.mkdtemp(prefix="fer-jax-onnx-")) / "model.onnx", checkpoint)["onnx"])
+    path = default_cache_root() / "onnx" / f"{classifier.info['model']}-{digest[:16]}.onnx"
+    if not path.is_file():
+        export_onnx(path, checkpoint)
+    return path
+
+
+class OnnxClassifier:
+    """An exported .onnx file behind ONNX Runtime (CPU): 48x48 uint8 faces in, probabilities out."""
+
+    def __init__(self, path: str | Path) -> None:
+        ort = require("onnxruntime")
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (write one with `fer-jax export-onnx`)")
+        try:
+            self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own (Fail, InvalidProtobuf, ...) for a bad file
+            raise DataError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0][:200]})") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.info = {**json.loads(meta.get("fer_jax", "{}")), "onnx": str(path), "backend": "onnxruntime"}
+        """Where the weights come from, as stored at export."""
+
+    def logits(self, faces: Any) -> jax.Array:
+        """(N, 48, 48) uint8 faces -> (N, 7) logits."""
+        (logits,) = self._session.run(["logits"], {"faces": jax.device_get(jnp.asarray(faces, jnp.uint8))})
+        return jnp.asarray(logits)
+
+    def __call__(self, faces: Any) -> jax.Array:
+        """(N, 48, 48) uint8 faces -> (N, 7) probabilities in `EMOTIONS` order."""
+        return jax.nn.softmax(self.logits(faces))
