@@ -1,0 +1,125 @@
+"""fer_jax.detect (detectors, the rotation sweep, upright crops), fer_jax.batch, and experiments/pipeline.py's scenes."""
+
+import math
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from experiments import pipeline
+from fer_jax import detect
+from fer_jax.batch import BATCH_SIZE, BUCKETS, probabilities, stream
+from fer_jax.data import DataError
+from fer_jax.detect import Detection, crop, get_detector, haar_boxes, merge, sweep
+from tests.fixtures import make_faces
+
+ASTRONAUT_CENTRE = (222, 115)  # the middle of her face, marked by hand (experiments/pipeline.py's PHOTOS)
+
+
+@pytest.fixture(scope="module")
+def gray() -> np.ndarray:
+    return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY)
+
+
+def centre(box):
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
+def test_sweep_finds_a_face_turned_by_90_degrees_maps_it_back_and_crops_it_upright(gray):
+    turned = cv2.rotate(gray, cv2.ROTATE_90_CLOCKWISE)  # (x, y) -> (511 - y, x)
+    assert get_detector("haar")(turned) == []  # the upright cascade alone misses it
+    found = sweep(haar_boxes, turned, angles=(0.0, 90.0, -90.0), profiles=False)
+    assert len(found) == 1 and found[0].rotation == 90.0
+    x, y = ASTRONAUT_CENTRE
+    assert math.dist(centre(found[0].box), (511 - y, x)) < 12
+    (upright,) = get_detector("haar")(gray)
+    same = np.corrcoef(crop(turned, found[0]).ravel(), crop(gray, upright).ravel())[0, 1]
+    sideways = np.corrcoef(crop(turned, found[0], align=False).ravel(), crop(gray, upright).ravel())[0, 1]
+    assert same > 0.8 > sideways + 0.4, (same, sideways)
+
+
+def test_crop_turns_the_box_upright_and_leaves_upright_boxes_alone():
+    image = np.zeros((200, 200), np.uint8)
+    image[60:80, 70:130] = 255  # a bar across the top of a 100x100 "face" at (50, 50)
+    upright = crop(image, Detection((50, 50, 100, 100)))
+    assert upright.shape == (48, 48) and upright[6:13, 12:36].mean() > 200 and upright[20:].mean() < 5
+    turned = cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)  # the bar now runs down the left side
+    again = crop(turned, Detection((50, 50, 100, 100), rotation=-90.0))
+    assert np.abs(again.astype(int) - upright).mean() < 8
+    assert np.abs(crop(turned, Detection((50, 50, 100, 100), rotation=-90.0), align=False).astype(int) - upright).mean() > 30
+
+
+def test_merge_keeps_the_first_of_overlapping_boxes_left_to_right():
+    first, echo, other = Detection((100, 100, 50, 50), 0.0), Detection((110, 105, 60, 60), 30.0), Detection((10, 0, 40, 40))
+    assert merge([first, echo, other]) == [other, first]
+
+
+def test_unknown_detector_and_missing_dlib_are_one_line(monkeypatch):
+    with pytest.raises(DataError, match="unknown detector 'mtcnn': choose one of haar, haar-sweep, dlib, dlib-sweep"):
+        get_detector("mtcnn")
+    detect._dlib_detector.cache_clear()
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    try:
+        with pytest.raises(DataError, match=r"pip install 'fer-jax\[dlib\]'"):
+            get_detector("dlib-sweep")
+    finally:
+        detect._dlib_detector.cache_clear()
+
+
+def test_dlib_finds_the_astronaut_framed_like_a_fer_crop(gray):
+    pytest.importorskip("dlib")
+    (face,) = get_detector("dlib")(gray)
+    (haar,) = get_detector("haar")(gray)  # Haar's box frames faces as FER-2013's crops do
+    assert math.dist(centre(face.box), centre(haar.box)) < 0.1 * haar.box[2]
+    assert 0.9 < face.box[2] / haar.box[2] < 1.25
+
+
+class Recording:
+    """A stand-in classifier: records the batch shapes it sees; a face's 'probabilities' are its first pixel."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def __call__(self, faces):
+        self.shapes.append(tuple(faces.shape))
+        return faces[:, :1, 0].astype("float32")
+
+
+def test_batches_have_fixed_shapes_and_results_keep_their_order():
+    classifier = Recording()
+    items = [(n, [np.full((48, 48), (n + i) % 256, np.uint8) for i in range(count)])
+             for n, count in enumerate([0, 3, 200, 100, 1, 0, 300, 2])]
+    results = list(stream(items, classifier))
+    assert [item for item, _ in results] == list(range(8))
+    for (n, faces), (_, got) in zip(items, results):
+        assert got == [[float((n + i) % 256)] for i in range(len(faces))]
+    assert {shape[0] for shape in classifier.shapes} <= set(BUCKETS)
+    assert sum(shape[0] == BATCH_SIZE for shape in classifier.shapes) >= 2
+    assert probabilities(classifier, []) == []
+
+
+def test_scenes_keep_every_face_inside_and_matching_scores_them():
+    faces = make_faces({"Training": 0, "PublicTest": 0, "PrivateTest": 6})
+    images = torch.stack([f.pixels for f in faces])
+    labels = torch.tensor([f.label for f in faces])
+    counts = {"single": 2, "group": 1, "grid": 1, "rotated": 2, "small": 1}
+    scenes = pipeline.build_fer_scenes(images, labels, 1, [], counts)
+    again = pipeline.build_fer_scenes(images, labels, 1, [], counts)
+    assert [s.faces for s in scenes] == [s.faces for s in again]  # a fixed seed: the same scenes
+    assert [s.kind for s in scenes] == ["single"] * 2 + ["group", "grid"] + ["rotated"] * 2 + ["small"]
+    used = [t.index for s in scenes for t in s.faces]
+    assert len(used) == len(set(used)) >= 16 + 4
+    for scene in scenes:
+        height, width = scene.image.shape[:2]
+        for t in scene.faces:
+            assert t.side / 2 <= t.cx <= width - t.side / 2 and t.side / 2 <= t.cy <= height - t.side / 2
+            assert t.label == labels[t.index]
+    truths = scenes[2].faces
+    exact = [(round(t.cx - t.side / 2), round(t.cy - t.side / 2), round(t.side), round(t.side)) for t in truths]
+    assert pipeline.match(truths, exact[::-1]) == list(range(len(truths)))[::-1]
+    off = [(x + w, y, w, h) for x, y, w, h in exact]  # a face's width to the right: no match
+    tiny = [(x + w // 2 - 2, y + h // 2 - 2, 4, 4) for x, y, w, h in exact]  # right place, far too small
+    assert pipeline.match(truths, off) == pipeline.match(truths, tiny) == [None] * len(truths)
