@@ -23,7 +23,9 @@ unfinished steps, and steps newer than the epoch it continues from, which the ru
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -100,14 +102,19 @@ def move_aside(path: Path, run_dir: Path, reason: str, stamp: str) -> Path:
     """Move `path` (inside `run_dir`) to `run_dir/set-aside/<stamp>/<its relative path>` and say so in one line."""
     relative = path.absolute().relative_to(run_dir.absolute())
     target = run_dir / SET_ASIDE / stamp / relative
+    for number in itertools.count(1):
+        if not target.exists():
+            break
+        target = run_dir / SET_ASIDE / stamp / relative.with_name(f"{relative.name}.{number}")
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
     print(f"Set aside {run_dir / relative} -> {target} ({reason})", flush=True)
     return target
 
 
+@functools.cache
 def set_aside_stamp() -> str:
-    """The folder name under `set-aside/` for what one resume moves: the time, made unique."""
+    """The folder under `set-aside/` for what this process moves there: its start time and process id."""
     return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
 
 
