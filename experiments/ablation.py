@@ -30,7 +30,7 @@ from typing import Any
 
 from experiments import configs
 from experiments.run import new_run_root
-from fer_jax.cli import run_command
+from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError
 
 SMALL_SCALE = [

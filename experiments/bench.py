@@ -326,7 +326,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from fer_jax.cli import run_command
+    from fer_jax.commands import run_command
 
     if args.worker:
         from fer_jax.files import write_json

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import configs
-from fer_jax.cli import run_command
+from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
 
 STATISTICS = ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "seconds_per_epoch",

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
 
 EPILOG = """examples:
@@ -162,27 +163,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     elif not args.config:
         config.run_dir = f"runs/{config.model.name}/{time.strftime('%Y%m%d-%H%M%S')}"
     return config
-
-
-def run_command(program: str, action: Callable[[], object]) -> int:
-    """Run `action`; errors a user can fix become one line on stderr and exit code 2.
-
-    Shared by `fer-jax`, `fer-jax compare` and `python -m experiments.run`.
-    """
-    from fer_jax.checkpoints import CheckpointError  # heavy imports (JAX, torch) only after --help
-    from fer_jax.data import DataError
-    from fer_jax.download import DownloadError
-    from fer_jax.loop import TrainingError
-
-    try:
-        action()
-    except (CheckpointError, DataError, DownloadError, TrainingError, FileNotFoundError, ConfigError) as err:
-        print(f"{program}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{program}: interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import jax
 import torch
 
 from fer_jax.checkpoints import RunCheckpoints
-from fer_jax.cli import run_command
+from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
 from fer_jax.data import Split
 from fer_jax.environment import device_description, environment_info

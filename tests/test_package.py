@@ -30,3 +30,36 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "fer_jax", "--help"], capture_output=True, text=True, check=True)
     for command in ("download", "train", "evaluate"):
         assert command in out.stdout
+
+
+def package_imports() -> dict[str, set[str]]:
+    """fer_jax module -> the fer_jax modules it imports anywhere in its file (function-level imports too)."""
+    graph = {}
+    for path in sorted((ROOT / "fer_jax").glob("*.py")):
+        module = f"fer_jax.{path.stem}"
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+                if node.module == "fer_jax":  # from fer_jax import data
+                    imported |= {f"fer_jax.{alias.name}" for alias in node.names}
+        graph[module] = {name for name in imported if name.startswith("fer_jax.") and name != module}
+    return graph
+
+
+def test_no_import_circles_in_the_package():
+    graph = package_imports()
+    assert graph["fer_jax.compare"] and "fer_jax.cli" not in graph["fer_jax.compare"]
+
+    def cycle_from(start: str, node: str, path: list[str]) -> list[str] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return path + [nxt]
+            if nxt not in path and (found := cycle_from(start, nxt, path + [nxt])):
+                return found
+        return None
+
+    cycles = [cycle for module in graph if (cycle := cycle_from(module, module, [module]))]
+    assert cycles == []
