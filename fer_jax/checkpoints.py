@@ -11,8 +11,9 @@ steps, and a process killed in any of them leaves a run that resumes:
 
 A restore verifies the manifest, takes the newest step that passes and that Orbax reads, and falls
 back to the next one with a one-line warning naming the damaged file. A step folder without a
-manifest is a save cut short between 1 and 2, skipped like a damaged one; only in a run saved
-before manifests existed (no step has one) do steps restore unverified, with a warning. The best
+manifest, of an epoch no older than the newest step that has one, is a save cut short between 1
+and 2, skipped like a damaged one; older ones (a run saved before manifests existed, then
+resumed) and those of a run where no step has one restore unverified, with a warning. The best
 checkpoint falls back to the latest of its epoch, which holds the same weights. When nothing
 readable is left: `CheckpointError`, one line saying what is damaged and what to do.
 
@@ -163,7 +164,7 @@ class RunCheckpoints:
         Falls back, with a warning, to the previous latest, or for 'best' to the latest checkpoint of
         the same epoch; raises `CheckpointError` when none is readable.
         """
-        verified_run = self._verified_run()
+        newest_verified = self._newest_verified()
         if which == "latest":
             candidates: list[Candidate] = [("latest", epoch, _same) for epoch in self.steps("latest")]
         else:
@@ -173,9 +174,9 @@ class RunCheckpoints:
                 candidates.append(("best", epoch, _same))
                 if epoch in latest:
                     candidates.append(("latest", epoch, selected_weights))
-                if self._committed("best", epoch, verified_run):
+                if self._committed("best", epoch, newest_verified):
                     break  # older best steps are not this run's selected checkpoint
-        loaded, failed = self._first_readable(candidates, like, verified_run)
+        loaded, failed = self._first_readable(candidates, like, newest_verified)
         if loaded is None:
             raise CheckpointError(self._nothing_left(which, failed))
         return loaded[1], loaded[2]
@@ -189,13 +190,13 @@ class RunCheckpoints:
         one it continues from. None only when no epoch is saved and `finished_epochs` (the lines of
         metrics.jsonl) is 0; raises `CheckpointError` when epochs finished but none can be restored.
         """
-        verified_run = self._verified_run()
+        newest_verified = self._newest_verified()
         candidates: list[Candidate] = [("latest", epoch, _same) for epoch in self.steps("latest")]
         if not isinstance(like, EmaTrainState):
             candidates += [("best", epoch, _same) for epoch in self.steps("best")]
         candidates.sort(key=lambda c: (-c[1], c[0] != "latest"))
-        loaded, failed = self._first_readable(candidates, like, verified_run)
-        committed_latest = any(self._committed("latest", e, verified_run) for e in self.steps("latest"))
+        loaded, failed = self._first_readable(candidates, like, newest_verified)
+        committed_latest = any(self._committed("latest", e, newest_verified) for e in self.steps("latest"))
         if loaded is None and (committed_latest or finished_epochs):
             raise CheckpointError(self._nothing_left("latest", failed, finished_epochs))
         epoch = loaded[0][1] if loaded else 0
@@ -230,22 +231,26 @@ class RunCheckpoints:
     def _name(self, which: str, epoch: int) -> str:
         return str(self.run_dir / "checkpoints" / which / str(epoch))
 
-    def _verified_run(self) -> bool:
-        """Whether this run writes manifests (some step has one); runs saved before them have none."""
-        return any((self._folder(w) / str(e) / MANIFEST).is_file() for w in KEEP for e in self.steps(w))
+    def _newest_verified(self) -> int:
+        """The newest epoch of a step with a manifest; 0 when none has one (a run saved before manifests)."""
+        return max((e for w in KEEP for e in self.steps(w) if (self._folder(w) / str(e) / MANIFEST).is_file()),
+                   default=0)
 
-    def _committed(self, which: str, epoch: int, verified_run: bool) -> bool:
-        return (self._folder(which) / str(epoch) / MANIFEST).is_file() or not verified_run
+    def _committed(self, which: str, epoch: int, newest_verified: int) -> bool:
+        """Whether a step is a finished save: it has its manifest, or it has none but is older than the newest
+        step that has one (saved before manifests existed: a save cut short is always the newest)."""
+        return (self._folder(which) / str(epoch) / MANIFEST).is_file() or epoch < newest_verified or not newest_verified
 
-    def _load(self, which: str, epoch: int, like: Any, verified_run: bool) -> tuple[Any, dict[str, Any]]:
+    def _load(self, which: str, epoch: int, like: Any, newest_verified: int) -> tuple[Any, dict[str, Any]]:
         """Verify and restore one step; `Unreadable` says why it cannot be used."""
         path, name = self._folder(which) / str(epoch), self._name(which, epoch)
         if (path / MANIFEST).is_file():
             verify_manifest(path, name)
-        elif verified_run:
+        elif not self._committed(which, epoch, newest_verified):
             raise Unreadable(f"{name} has no {MANIFEST}: its save was cut short (or the manifest was deleted)")
         else:
-            warn(f"{name} has no {MANIFEST} (saved before checkpoints had checksums); restoring it unverified")
+            warn(f"{name} has no {MANIFEST} (saved before checkpoints had checksums, or cut short before its "
+                 "manifest); restoring it unverified")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             restored = self._checkpointer.restore(
@@ -254,7 +259,7 @@ class RunCheckpoints:
             raise Unreadable(f"{name} is unreadable ({first_line(err)})") from None
         return restored.state, restored.record
 
-    def _first_readable(self, candidates: list[Candidate], like: Any, verified_run: bool
+    def _first_readable(self, candidates: list[Candidate], like: Any, newest_verified: int
                         ) -> tuple[tuple[Candidate, Any, dict[str, Any]] | None, list[tuple[str, int, str]]]:
         """The first candidate that verifies and restores, with its state and record; and the ones that
         failed before it, as (which, epoch, why), each warned about in one line once one is readable."""
@@ -262,7 +267,7 @@ class RunCheckpoints:
         for candidate in candidates:
             which, epoch, select = candidate
             try:
-                state, record = self._load(which, epoch, like, verified_run)
+                state, record = self._load(which, epoch, like, newest_verified)
             except Unreadable as err:
                 failed.append((which, epoch, str(err)))
                 continue

@@ -217,25 +217,29 @@ def assert_matches_reference(run_dir: Path, reference: dict, before: list[dict])
     assert all(row in kept for row in before)
 
 
-@pytest.mark.parametrize("point, resumed_after, moved", [
-    ("after best 1", 1, []),  # best/1, no latest at all: its best holds the full state
-    ("before best 2", 1, []),
-    ("inside orbax commit best 2", 1, ["checkpoints/best/2.orbax-checkpoint-tmp"]),
-    ("before manifest best 2", 1, ["checkpoints/best/2"]),
-    ("pruning best 1", 2, []),
-    ("after best 2", 2, []),  # between best and latest
-    ("inside orbax commit latest 2", 2, ["checkpoints/latest/2.orbax-checkpoint-tmp"]),
-    ("before manifest latest 2", 2, ["checkpoints/latest/2"]),
-    ("after latest 2", 2, []),  # metrics.jsonl one line short of the checkpoint
-    ("pruning latest 1", 3, []),  # three latest; nothing left to train
+@pytest.mark.parametrize("point, resumed_after, moved, warned", [
+    ("after best 1", 1, [], None),  # best/1, no latest at all: its best holds the full state
+    ("before best 2", 1, [], None),
+    ("inside orbax commit best 2", 1, ["checkpoints/best/2.orbax-checkpoint-tmp"], None),
+    ("before manifest best 2", 1, ["checkpoints/best/2"], ("best/2", "latest/1")),
+    ("pruning best 1", 2, [], None),
+    ("after best 2", 2, [], None),  # between best and latest
+    ("inside orbax commit latest 2", 2, ["checkpoints/latest/2.orbax-checkpoint-tmp"], None),
+    ("before manifest latest 2", 2, ["checkpoints/latest/2"], ("latest/2", "best/2")),
+    ("after latest 2", 2, [], None),  # metrics.jsonl one line short of the checkpoint
+    ("pruning latest 1", 3, [], None),  # three latest; nothing left to train
 ])
-def test_a_crash_at_any_save_point_resumes_to_the_same_run(point, resumed_after, moved, reference, tmp_path, capsys):
+def test_a_crash_at_any_save_point_resumes_to_the_same_run(point, resumed_after, moved, warned, reference, tmp_path,
+                                                           capsys):
     run_dir = clone(reference["snapshots"] / point, tmp_path / "run")
     before = metrics_rows(run_dir / "metrics.jsonl")
     code, out, err = resume(run_dir, capsys)
     assert code == 0, err
     assert f"Resuming {run_dir} after epoch {resumed_after}" in out
-    assert "warning" not in err.lower() or "using" in err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == ([] if warned is None else [
+        f"warning: {run_dir}/checkpoints/{warned[0]} has no {MANIFEST}: its save was cut short (or the manifest was "
+        f"deleted); using {run_dir}/checkpoints/{warned[1]}"])
     assert [path for path in set_aside(run_dir) if not path.endswith("metrics.jsonl")] == moved
     assert_matches_reference(run_dir, reference, before)
 
@@ -292,6 +296,22 @@ def test_a_deleted_latest_resumes_from_best(reference, tmp_path, capsys):
     assert code == 0, err
     assert f"Resuming {run_dir} after epoch 2" in out
     assert set_aside(run_dir) == ["metrics.jsonl"]
+    assert_matches_reference(run_dir, reference, before)
+
+
+def test_a_run_saved_before_checksums_resumes_unverified(reference, tmp_path, capsys):
+    """Checkpoints without manifests (as saved before them) restore with a warning, also the best one after the
+    resumed run has saved newer, verified ones; only a step as new as the newest verified one counts as cut short."""
+    run_dir = clone(reference["snapshots"] / "after latest 2", tmp_path / "run")
+    for manifest in run_dir.rglob(MANIFEST):
+        manifest.unlink()
+    before = metrics_rows(run_dir / "metrics.jsonl")
+    code, out, err = resume(run_dir, capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert {re.search(r"checkpoints/(\w+/\d+) has no", w)[1] for w in warnings} == {"latest/2", "best/2"}
+    assert all(w.endswith("restoring it unverified") for w in warnings)
+    assert f"Resuming {run_dir} after epoch 2" in out and set_aside(run_dir) == []
     assert_matches_reference(run_dir, reference, before)
 
 
