@@ -1,4 +1,4 @@
-"""Command line: `fer-jax download | data check | train | evaluate | predict | export-weights | compare`
+"""Command line: `fer-jax download | data check | train | evaluate | predict | export-weights | export-onnx | compare`
 (also `python -m fer_jax`)."""
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict", help="find the faces in images (or a video) and classify their expressions",
-        description="Find faces with OpenCV's Haar cascade, crop each to 48x48 grayscale and classify it. Writes "
+        description="Find faces (--detector), crop each to 48x48 grayscale (turned upright when the detector found it "
+        "rotated) and classify them in batches of up to 256 across images and frames. Writes "
         "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
         epilog="weights: by default the seed CNN shipped in fer_jax/weights/ (README: 'Evaluation report and predict')",
@@ -112,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--video", help="a video file to process frame by frame")
     predict.add_argument("--every", type=int, default=1, metavar="N", help="with --video: classify every N-th frame "
                          "(default: %(default)s)")
+    predict.add_argument("--detector", default="haar", metavar="NAME",
+                         help="haar (default), haar-sweep (also rotated and profile faces), dlib or dlib-sweep "
+                         "(pip install 'fer-jax[dlib]'); docs/predict.md compares them")
+    predict.add_argument("--backend", default="jax", choices=("jax", "onnx"),
+                         help="run the classifier with JAX (default) or ONNX Runtime (pip install 'fer-jax[onnx]'; "
+                         "--checkpoint may then also be an .onnx file)")
 
     export = commands.add_parser(
         "export-weights", help="write a run's best weights as a small float16 file (what `predict` ships)",
@@ -121,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run_dir", help="a run folder written by `fer-jax train`")
     export.add_argument("--out", required=True, help="the .msgpack file to write")
+
+    onnx = commands.add_parser(
+        "export-onnx", help="write the seed CNN as an ONNX model (onnxruntime, `predict --backend onnx`)",
+        description="Export through the PyTorch port (fer_jax.porting) with torch.onnx.export. The model takes "
+        "'faces', (N, 48, 48) uint8 grayscale crops, and gives 'logits', (N, 7) in fer_jax.EMOTIONS order. Only "
+        "nets with a PyTorch port (seed_cnn) export. Needs pip install 'fer-jax[onnx]'.",
+    )
+    onnx.add_argument("source", nargs="?", metavar="RUN_DIR|WEIGHTS",
+                      help="a run folder (its best checkpoint) or exported weights (.msgpack); default: the shipped weights")
+    onnx.add_argument("--model", metavar="NAME", help="the zoo net to export (seed_cnn: its shipped weights)")
+    onnx.add_argument("--out", required=True, help="the .onnx file to write")
 
     commands.add_parser(
         "compare", add_help=False,
@@ -206,12 +224,19 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
         failed = []
         if args.paths:
-            records = predict_files(args.paths, args.out, args.checkpoint, detect=not args.no_detect)
+            records = predict_files(args.paths, args.out, args.checkpoint, detect=not args.no_detect,
+                                    detector=args.detector, backend=args.backend)
             failed = [record["file"] for record in records if "error" in record]
         if args.video:
-            predict_video(args.video, args.out, args.checkpoint, detect=not args.no_detect, every=args.every)
+            predict_video(args.video, args.out, args.checkpoint, detect=not args.no_detect, every=args.every,
+                          detector=args.detector, backend=args.backend)
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")
+    elif args.command == "export-onnx":
+        from fer_jax.onnx_export import export_onnx
+
+        info = export_onnx(args.out, args.source, args.model)
+        print(f"Wrote {args.out} ({info['model']}; input faces (N, 48, 48) uint8, output logits (N, 7))")
     elif args.command == "export-weights":
         info = export_weights(args.run_dir, args.out)
         print(f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "

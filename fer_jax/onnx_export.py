@@ -94,6 +94,8 @@ def export_onnx(out: str | Path, checkpoint: str | Path | None = None, model_nam
     if model_name is not None and model_name not in PORTED_MODELS:
         raise DataError(f"{model_name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
     classifier = load_classifier(checkpoint)
+    if model_name is not None and classifier.info["model"] != model_name:
+        raise DataError(f"{checkpoint}: holds a {classifier.info['model']}, not a {model_name}")
     info = {k: v for k, v in classifier.info.items() if isinstance(v, (str, int, float, type(None)))}
     export_model(classifier.model, classifier.info["model"], out, info)
     return {**info, "onnx": str(out)}

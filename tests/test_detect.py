@@ -1,5 +1,6 @@
 """fer_jax.detect (detectors, the rotation sweep, upright crops), fer_jax.batch, and experiments/pipeline.py's scenes."""
 
+import json
 import math
 import sys
 
@@ -12,6 +13,7 @@ import torch
 from experiments import pipeline
 from fer_jax import detect
 from fer_jax.batch import BATCH_SIZE, BUCKETS, probabilities, stream
+from fer_jax.cli import main
 from fer_jax.data import DataError
 from fer_jax.detect import Detection, crop, get_detector, haar_boxes, merge, sweep
 from tests.fixtures import make_faces
@@ -39,6 +41,21 @@ def test_sweep_finds_a_face_turned_by_90_degrees_maps_it_back_and_crops_it_uprig
     same = np.corrcoef(crop(turned, found[0]).ravel(), crop(gray, upright).ravel())[0, 1]
     sideways = np.corrcoef(crop(turned, found[0], align=False).ravel(), crop(gray, upright).ravel())[0, 1]
     assert same > 0.8 > sideways + 0.4, (same, sideways)
+
+
+def test_cli_detector_option_records_the_rotation(gray, tmp_path, capsys):
+    pytest.importorskip("dlib")
+    cv2.imwrite(str(tmp_path / "turned.png"), cv2.rotate(gray, cv2.ROTATE_90_COUNTERCLOCKWISE))  # (x, y) -> (y, 511 - x)
+    assert main(["predict", "--detector", "dlib-sweep", "--out", str(tmp_path / "out"), str(tmp_path / "turned.png")]) == 0
+    assert "turned.png: 1 face" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    (face,) = report["images"][0]["faces"]
+    box = face["box"]
+    x, y = ASTRONAUT_CENTRE
+    assert report["detector"] == "dlib-sweep" and face["rotation"] == -90.0
+    assert math.dist(centre([box[k] for k in ("x", "y", "width", "height")]), (y, 511 - x)) < 15
+    assert main(["predict", "--detector", "mtcnn", str(tmp_path / "turned.png")]) == 2
+    assert capsys.readouterr().err.startswith("fer-jax predict: error: unknown detector 'mtcnn': choose one of")
 
 
 def test_crop_turns_the_box_upright_and_leaves_upright_boxes_alone():

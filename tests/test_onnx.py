@@ -1,13 +1,17 @@
 """fer_jax.onnx_export: the seed CNN as ONNX (through its PyTorch port) agrees with JAX; refusals are one line."""
 
+import json
 import sys
+from pathlib import Path
 
+import cv2
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
 from fer_jax.batch import probabilities
+from fer_jax.cli import main
 from fer_jax.data import DataError
 from fer_jax.onnx_export import OnnxClassifier, export_onnx, require, torch_module
 from fer_jax.predict import load_classifier
@@ -17,9 +21,11 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> str:
-    """The shipped seed-CNN weights exported once for this module."""
-    return export_onnx(tmp_path_factory.mktemp("onnx") / "seed_cnn.onnx")["onnx"]
+def exported(tmp_path_factory) -> Path:
+    """The shipped seed-CNN weights exported once for this module, by `fer-jax export-onnx --model seed_cnn`."""
+    out = tmp_path_factory.mktemp("onnx") / "seed_cnn.onnx"
+    assert main(["export-onnx", "--model", "seed_cnn", "--out", str(out)]) == 0
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,22 @@ def test_onnx_logits_agree_with_jax_within_1e_4(exported, faces):
     assert onnx.info["model"] == "seed_cnn" and onnx.info["sha256"] == classifier.info["sha256"]
 
 
-def test_nets_without_a_pytorch_port_are_refused_in_one_line():
+def test_predict_with_the_onnx_backend_matches_jax(exported, faces, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "face.png"), faces[3])
+    for backend in ("jax", "onnx"):
+        assert main(["predict", "--no-detect", "--backend", backend, "--out", str(tmp_path / backend),
+                     *(["--checkpoint", str(exported)] if backend == "onnx" else []), str(tmp_path / "face.png")]) == 0
+    jax_run, onnx_run = (json.loads((tmp_path / b / "predictions.json").read_text()) for b in ("jax", "onnx"))
+    assert onnx_run["weights"]["backend"] == "onnxruntime" and onnx_run["weights"]["onnx"] == str(exported)
+    got, want = (run["images"][0]["faces"][0]["probabilities"] for run in (onnx_run, jax_run))
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_nets_without_a_pytorch_port_are_refused_in_one_line(capsys):
+    assert main(["export-onnx", "--model", "resnet18", "--out", "never.onnx"]) == 2
+    assert capsys.readouterr().err == ("fer-jax export-onnx: error: resnet18: no PyTorch port, so no ONNX export "
+                                       "(supported: seed_cnn)\n")
+    assert not Path("never.onnx").exists()
     with pytest.raises(DataError, match=r"^resnet18: no PyTorch port, so no ONNX export \(supported: seed_cnn\)$"):
         torch_module(None, "resnet18")
     with pytest.raises(DataError, match="^vgg_bn: no PyTorch port"):
