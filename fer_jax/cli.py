@@ -220,16 +220,18 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "evaluate":
         evaluate_report(args.run_dir, args.data, crops=args.crops)
     elif args.command == "predict":
+        from fer_jax.onnx_export import load_backend
+
         if not args.paths and not args.video:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
+        classifier = load_backend(args.checkpoint, args.backend)
         failed = []
         if args.paths:
-            records = predict_files(args.paths, args.out, args.checkpoint, detect=not args.no_detect,
-                                    detector=args.detector, backend=args.backend)
+            records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)
             failed = [record["file"] for record in records if "error" in record]
         if args.video:
-            predict_video(args.video, args.out, args.checkpoint, detect=not args.no_detect, every=args.every,
-                          detector=args.detector, backend=args.backend)
+            predict_video(args.video, args.out, classifier, detect=not args.no_detect, every=args.every,
+                          detector=args.detector)
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")
     elif args.command == "export-onnx":

@@ -101,6 +101,23 @@ def export_onnx(out: str | Path, checkpoint: str | Path | None = None, model_nam
     return {**info, "onnx": str(out)}
 
 
+BACKENDS = ("jax", "onnx")
+
+
+def load_backend(checkpoint: str | Path | None = None, backend: str = "jax") -> Any:
+    """`fer_jax.predict.load_classifier`'s classifier (jax), or the same weights run by ONNX Runtime (onnx: an
+    .onnx file, or any other checkpoint exported once to the cache folder, `cached_onnx`)."""
+    from fer_jax.predict import load_classifier
+
+    if backend == "jax":
+        return load_classifier(checkpoint)
+    if backend != "onnx":
+        raise DataError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if checkpoint is not None and Path(checkpoint).suffix == ".onnx":
+        return OnnxClassifier(checkpoint)
+    return OnnxClassifier(cached_onnx(checkpoint))
+
+
 def cached_onnx(checkpoint: str | Path | None = None) -> Path:
     """Exported weights (None: the shipped ones) as ONNX, exported once into the cache folder under their sha256;
     a run folder is exported afresh into a temporary folder each time."""

@@ -262,35 +262,23 @@ def classify(bgr: Any, classifier: Any, detect: bool = True, detector: str = DEF
     return to_faces(found, probabilities(classifier, crops))
 
 
-def predict(image: str | os.PathLike | Any, checkpoint: str | Path | None = None, detect: bool = True,
-            detector: str = DEFAULT_DETECTOR, backend: str = "jax") -> list[Face]:
+def predict(image: str | os.PathLike | Any, checkpoint: str | Path | Any | None = None, detect: bool = True,
+            detector: str = DEFAULT_DETECTOR) -> list[Face]:
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
-    `checkpoint`: None for the shipped weights, an exported .msgpack, or a run
-    folder (with `backend="onnx"` also an exported .onnx file). `detect=False`
-    treats the whole image as one face (already-cropped faces such as
-    FER-2013's). `detector`: a name of `fer_jax.detect.DETECTORS`. No face
-    found: an empty list.
+    `checkpoint`: None for the shipped weights, an exported .msgpack, a run
+    folder, or a loaded classifier (e.g. `fer_jax.onnx_export.OnnxClassifier`).
+    `detect=False` treats the whole image as one face (already-cropped faces
+    such as FER-2013's). `detector`: a name of `fer_jax.detect.DETECTORS`. No
+    face found: an empty list.
     """
     bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
-    return classify(bgr, load_backend(checkpoint, backend), detect, detector)
+    return classify(bgr, classifier_of(checkpoint), detect, detector)
 
 
-BACKENDS = ("jax", "onnx")
-
-
-def load_backend(checkpoint: str | Path | None = None, backend: str = "jax") -> Any:
-    """`load_classifier`'s classifier (jax), or the same weights run by ONNX Runtime (onnx: an .onnx file, or any
-    other checkpoint exported once to the cache folder)."""
-    if backend == "jax":
-        return load_classifier(checkpoint)
-    if backend != "onnx":
-        raise DataError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    from fer_jax.onnx_export import OnnxClassifier, cached_onnx
-
-    if checkpoint is not None and Path(checkpoint).suffix == ".onnx":
-        return OnnxClassifier(checkpoint)
-    return OnnxClassifier(cached_onnx(checkpoint))
+def classifier_of(checkpoint: str | Path | Any | None) -> Any:
+    """A loaded classifier as it is; anything else through `load_classifier`."""
+    return checkpoint if callable(checkpoint) else load_classifier(checkpoint)
 
 
 # Outputs -------------------------------------------------------------------------------------------------------
@@ -350,8 +338,8 @@ def format_faces(name: str, faces: Sequence[Face]) -> str:
     return "\n".join(lines)
 
 
-def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: str | Path | None = None,
-                  detect: bool = True, detector: str = DEFAULT_DETECTOR, backend: str = "jax") -> list[dict[str, Any]]:
+def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: str | Path | Any | None = None,
+                  detect: bool = True, detector: str = DEFAULT_DETECTOR) -> list[dict[str, Any]]:
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
     `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
@@ -360,7 +348,7 @@ def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: 
     error; the others still run. Returns one record per file.
     """
     out_dir = Path(out_dir)
-    classifier = load_backend(checkpoint, backend)
+    classifier = classifier_of(checkpoint)
     get_detector(detector)
     records, rows, used = [], [], set()
 
@@ -397,9 +385,8 @@ def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: 
     return records
 
 
-def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None,
-                  detect: bool = True, every: int = 1, detector: str = DEFAULT_DETECTOR,
-                  backend: str = "jax") -> dict[str, Any]:
+def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path | Any | None = None,
+                  detect: bool = True, every: int = 1, detector: str = DEFAULT_DETECTOR) -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
 
     The faces of up to `fer_jax.batch.MAX_PENDING_ITEMS` consecutive frames are
@@ -414,7 +401,7 @@ def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path 
         raise DataError(f"every must be 1 or more (every N-th frame), got {every}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    classifier = load_backend(checkpoint, backend)
+    classifier = classifier_of(checkpoint)
     get_detector(detector)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages off: a bad file gets our one line
     capture = cv2.VideoCapture(str(path))
