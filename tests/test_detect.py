@@ -140,3 +140,19 @@ def test_scenes_keep_every_face_inside_and_matching_scores_them():
     off = [(x + w, y, w, h) for x, y, w, h in exact]  # a face's width to the right: no match
     tiny = [(x + w // 2 - 2, y + h // 2 - 2, 4, 4) for x, y, w, h in exact]  # right place, far too small
     assert pipeline.match(truths, off) == pipeline.match(truths, tiny) == [None] * len(truths)
+
+
+def test_evaluate_detector_scores_a_photo_and_a_face_free_image():
+    astronaut = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    x, y = ASTRONAUT_CENTRE
+    face = pipeline.Truth(x, y, 95, 0.0, "fer", label=3)  # scored as a labelled face: 'happy'
+    scenes = [pipeline.Scene("astronaut", "photo", astronaut, [face]),
+              pipeline.Scene("blank", "free", np.full((300, 400, 3), 128, np.uint8))]
+
+    def always_happy(faces):
+        return np.eye(7, dtype=np.float32)[[3] * len(faces)]
+
+    result = pipeline.evaluate_detector("haar", scenes, always_happy)
+    assert result["recall"] == result["end_to_end_accuracy"] == result["accuracy_on_detected"] == 1.0
+    assert result["boxes"] == 1 and result["false_boxes_per_face_free_image"] == 0 and result["missed"] == []
+    assert result["pipeline_faces_per_s"] > 0
