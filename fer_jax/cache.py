@@ -14,13 +14,12 @@ macOS, `%LOCALAPPDATA%\\fer-jax` on Windows), so every working directory shares 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
-from fer_jax.files import write_json
+from fer_jax.files import sha256_of, write_json
 
 CACHE_ENV = "FER_JAX_CACHE"
 SOURCE_RECORD = "source.json"
@@ -52,11 +51,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def content_folder(source: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:

@@ -25,7 +25,6 @@ unfinished steps, and steps newer than the epoch it continues from, which the ru
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import os
@@ -39,7 +38,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from fer_jax.files import write_json
+from fer_jax.files import sha256_of, write_json
 from fer_jax.steps import EmaTrainState, selected_weights
 
 MANIFEST = "checksums.json"
@@ -71,11 +70,7 @@ def first_line(err: BaseException) -> str:
 
 def file_digest(path: Path) -> dict[str, Any]:
     """The size and sha256 of a file."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return {"size": path.stat().st_size, "sha256": sha.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def write_manifest(folder: Path, epoch: int) -> None:
