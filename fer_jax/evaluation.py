@@ -137,9 +137,9 @@ def reported_split(config: Config, dataset: fer_data.FER2013) -> fer_data.Split:
     return dataset[REPORTED_SPLIT].subset(config.data.eval_limit)
 
 
-def load_splits(config: Config) -> dict[str, fer_data.Split]:
-    """The three splits a config trains, selects and reports on, for evaluating finished runs."""
-    dataset = load_dataset(config)
+def load_splits(config: Config, dataset: fer_data.FER2013 | None = None) -> dict[str, fer_data.Split]:
+    """The three splits a config trains, selects and reports on (of `dataset`, else loaded), for evaluating runs."""
+    dataset = dataset or load_dataset(config)
     return {**selection_splits(config, dataset), REPORTED_SPLIT: reported_split(config, dataset)}
 
 

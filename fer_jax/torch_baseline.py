@@ -30,8 +30,9 @@ from fer_jax.checkpoints import (MANIFEST, CheckpointError, file_digest, first_l
                                  set_aside_stamp, warn)
 from fer_jax.config import Config, ConfigError
 from fer_jax.data import Split, torch_eval_batches, torch_train_batches
+from fer_jax.datacheck import check_for_run
 from fer_jax.environment import cpu_model
-from fer_jax.evaluation import confusion_matrix, load_splits
+from fer_jax.evaluation import confusion_matrix, load_dataset, load_splits
 from fer_jax.files import write_atomic, write_json
 from fer_jax.models import NUM_CLASSES
 from fer_jax.steps import warmup_steps
@@ -169,7 +170,9 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
         raise ConfigError("the PyTorch baseline does not mirror optim.label_smoothing or train.ema_decay; set them to 0")
     run_dir = Path(config.run_dir)
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
-    splits = load_splits(config)
+    dataset = load_dataset(config)
+    check_for_run(dataset, run_dir, config.data.cache_dir)
+    splits = load_splits(config, dataset)
     steps_per_epoch = loop.steps_per_epoch(config, splits["Training"])
 
     device = torch_device()
