@@ -195,7 +195,10 @@ def decode_face(data: bytes, name: str) -> tuple[torch.Tensor, bool]:
     try:
         image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError) as err:
-        raise DataError(f"{name}: not a readable image ({str(err).splitlines()[0]})") from None
+        # torchvision's decoder messages start with its own source path ("decode_jpeg, /__w/vision/...cpp:171,
+        # Image is incomplete or truncated"): keep the part that is about the file.
+        reason = str(err).splitlines()[0].split(", ")[-1] if str(err) else type(err).__name__
+        raise DataError(f"{name}: not a readable image ({reason})") from None
     if image.dtype != torch.uint8:
         raise DataError(f"{name}: {image.dtype} pixels; expected 8-bit images")
     channels = image.shape[0]
