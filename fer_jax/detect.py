@@ -10,7 +10,8 @@ downloaded at run time:
   small images upscaled first; boxes are mapped back and merged, and each face
   keeps the rotation that found it, so its crop is turned upright;
 - `dlib`, `dlib-sweep`: dlib's HOG frontal detector (built into the dlib-bin
-  wheel, `pip install 'fer-jax[dlib]'`), alone and with the same sweep.
+  wheel, `pip install 'fer-jax[dlib]'`), alone and with the same rotations
+  and upscaling (no profile cascade: dlib's own filters cover turned heads).
 
 docs/predict.md compares them on `experiments/pipeline.py`'s benchmark.
 """
@@ -102,9 +103,10 @@ def _dlib_detector() -> Any:
     return dlib.get_frontal_face_detector()
 
 
-def dlib_boxes(gray: Any, threshold: float = DLIB_THRESHOLD) -> list[tuple[Box, float]]:
-    """dlib's HOG frontal detector on a grayscale image (upsampled DLIB_UPSAMPLE times), with its scores."""
-    rects, scores, _ = _dlib_detector().run(gray, DLIB_UPSAMPLE, threshold)
+def dlib_boxes(gray: Any) -> list[tuple[Box, float]]:
+    """dlib's HOG frontal detector on a grayscale image (upsampled DLIB_UPSAMPLE times), with its scores,
+    each box reframed like a FER-2013 crop (DLIB_FRAMING)."""
+    rects, scores, _ = _dlib_detector().run(gray, DLIB_UPSAMPLE, DLIB_THRESHOLD)
     grow, shift = DLIB_FRAMING
     boxes = []
     for rect, score in zip(rects, scores):
