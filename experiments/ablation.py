@@ -54,8 +54,14 @@ VARIANTS: dict[str, list[str]] = {
     "- shift (crop + pad)": ["data.translate=0"],
     "- warmup": ["optim.warmup_epochs=0"],
     "- weight decay": ["optim.weight_decay=0"],
-    "none of these": ["optim.label_smoothing=0", "train.ema_decay=0", "data.erasing=0", "data.translate=0",
-                      "optim.warmup_epochs=0", "optim.weight_decay=0"],
+    "none of these": [
+        "optim.label_smoothing=0",
+        "train.ema_decay=0",
+        "data.erasing=0",
+        "data.translate=0",
+        "optim.warmup_epochs=0",
+        "optim.weight_decay=0",
+    ],
 }
 """Variant name -> `key=value` overrides of the base recipe."""
 
@@ -72,18 +78,29 @@ def slug(name: str) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The ablation as a Markdown table, PublicTest numbers only, with the difference to the first row."""
-    lines = ["| variant | PublicTest acc | Δ vs recipe | flip TTA | best epoch | train acc (last epoch) | s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| variant | PublicTest acc | Δ vs recipe | flip TTA | best epoch | train acc (last epoch) | s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     reference = rows[0]["val_accuracy"] if rows else 0.0
     for row in rows:
-        lines.append(f"| {row['variant']} | {row['val_accuracy']:.4f} | {row['val_accuracy'] - reference:+.4f} | "
-                     f"{row['val_accuracy_tta']:.4f} | {row['best_epoch']} | {row['last_train_accuracy']:.4f} | "
-                     f"{row['seconds']:.0f} |")
+        lines.append(
+            f"| {row['variant']} | {row['val_accuracy']:.4f} | {row['val_accuracy'] - reference:+.4f} | "
+            f"{row['val_accuracy_tta']:.4f} | {row['best_epoch']} | {row['last_train_accuracy']:.4f} | "
+            f"{row['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
-def run_ablation(base_name: str, base: Config, variants: dict[str, list[str]], out: Path, runs: Path,
-                 argv: list[str], keep: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def run_ablation(
+    base_name: str,
+    base: Config,
+    variants: dict[str, list[str]],
+    out: Path,
+    runs: Path,
+    argv: list[str],
+    keep: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """Train every variant of `base`; write `out` after each one (an interrupted ablation keeps what finished).
 
     `keep`: rows of an earlier report of the same base to carry over; their variants are not run again.
@@ -120,21 +137,23 @@ def run_ablation(base_name: str, base: Config, variants: dict[str, list[str]], o
         variant_start = time.perf_counter()
         results = train(config)
         history = read_jsonl(Path(config.run_dir) / "metrics.jsonl")
-        report["variants"].append({
-            "variant": name,
-            "overrides": variants[name],
-            "val_accuracy": results["val_accuracy"],
-            "val_accuracy_tta": results["val_accuracy_tta"],
-            "best_epoch": results["best_epoch"],
-            "last_train_accuracy": history[-1]["train_accuracy"],
-            "val_accuracy_per_epoch": [row["val_accuracy"] for row in history],
-            "train_accuracy_per_epoch": [row["train_accuracy"] for row in history],
-            "seconds_per_epoch": results["seconds_per_epoch"],
-            "seconds": time.perf_counter() - variant_start,
-            "run_dir": config.run_dir,
-            "git_commit": results["git_commit"],
-            "command": command,
-        })
+        report["variants"].append(
+            {
+                "variant": name,
+                "overrides": variants[name],
+                "val_accuracy": results["val_accuracy"],
+                "val_accuracy_tta": results["val_accuracy_tta"],
+                "best_epoch": results["best_epoch"],
+                "last_train_accuracy": history[-1]["train_accuracy"],
+                "val_accuracy_per_epoch": [row["val_accuracy"] for row in history],
+                "train_accuracy_per_epoch": [row["train_accuracy"] for row in history],
+                "seconds_per_epoch": results["seconds_per_epoch"],
+                "seconds": time.perf_counter() - variant_start,
+                "run_dir": config.run_dir,
+                "git_commit": results["git_commit"],
+                "command": command,
+            }
+        )
         report["wall_seconds"] = time.perf_counter() - started
         write_json(out, report)
     report["complete"] = True
@@ -147,19 +166,35 @@ def run_ablation(base_name: str, base: Config, variants: dict[str, list[str]], o
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m experiments.ablation", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.ablation",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("config", nargs="?", default="sota_resnet18", help="base recipe (default: %(default)s)")
-    parser.add_argument("--scale", choices=("small", "none"), default="small",
-                        help="small: SMALL_SCALE's overrides (a CPU ablation); none: the config as it is")
+    parser.add_argument(
+        "--scale",
+        choices=("small", "none"),
+        default="small",
+        help="small: SMALL_SCALE's overrides (a CPU ablation); none: the config as it is",
+    )
     parser.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
-    parser.add_argument("--only", metavar="NAME[,NAME...]",
-                        help="run only these variants (comma-separated names, as the table shows them)")
-    parser.add_argument("--continue", dest="continue_", action="store_true",
-                        help="keep the variants already in --out (same base config) and run only the others")
+    parser.add_argument(
+        "--only",
+        metavar="NAME[,NAME...]",
+        help="run only these variants (comma-separated names, as the table shows them)",
+    )
+    parser.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="keep the variants already in --out (same base config) and run only the others",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/ablation_cpu.json"), help="(default: %(default)s)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of the run folders (default: %(default)s)")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="root of the run folders (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     def run() -> None:

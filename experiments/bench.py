@@ -51,8 +51,12 @@ REPORTED_ENVIRONMENT = ("GLIBC_TUNABLES", "XLA_FLAGS", "OMP_NUM_THREADS", "XLA_P
 # metric: (table label, divisor, format, ratio name or None); larger is better for rates, smaller for times.
 METRICS: dict[str, tuple[str, float, str, str | None]] = {
     "train_step_images_per_s": ("train step img/s (host batch)", 1, ".0f", "train_throughput_ratio_jax_over_torch"),
-    "fast_train_images_per_s": ("train img/s, on-device pipeline", 1, ".0f",
-                                "fast_train_throughput_ratio_jax_over_torch"),
+    "fast_train_images_per_s": (
+        "train img/s, on-device pipeline",
+        1,
+        ".0f",
+        "fast_train_throughput_ratio_jax_over_torch",
+    ),
     "compile_seconds": ("first step s (compile)", 1, ".2f", "compile_seconds_ratio_jax_over_torch"),
     "epoch_seconds": ("epoch s, torchvision pipeline", 1, ".2f", "epoch_seconds_ratio_jax_over_torch"),
     "fast_epoch_seconds": ("epoch s, on-device pipeline", 1, ".2f", "fast_epoch_seconds_ratio_jax_over_torch"),
@@ -63,32 +67,53 @@ METRICS: dict[str, tuple[str, float, str, str | None]] = {
 RATIO_NOTES = {
     "train_throughput_ratio_jax_over_torch": "JAX train step / PyTorch train step, same host batch (median img/s)",
     "fast_train_throughput_ratio_jax_over_torch": "JAX fused on-device steps (augmentation included) / PyTorch "
-                                                  "train step (median img/s)",
+    "train step (median img/s)",
     "epoch_seconds_ratio_jax_over_torch": "JAX / PyTorch epoch seconds, both fed by the torchvision DataLoader "
-                                          "(below 1: JAX faster)",
+    "(below 1: JAX faster)",
     "fast_epoch_seconds_ratio_jax_over_torch": "JAX on-device-pipeline epoch / PyTorch DataLoader epoch seconds "
-                                               "(below 1: JAX faster)",
+    "(below 1: JAX faster)",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per framework (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=20, help="timed train steps per measurement (default: %(default)s)")
-    parser.add_argument("--epoch-images", type=int, default=4096,
-                        help="training images in the timed epoch (0: all 28,709; default: %(default)s)")
-    parser.add_argument("--eval-images", type=int, default=1024,
-                        help="PublicTest images in the timed evaluation (0: all 3,589; default: %(default)s)")
-    parser.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv (default: $FER2013_ZIP, "
-                        "else data/fer2013.zip)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed train steps per measurement (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--epoch-images",
+        type=int,
+        default=4096,
+        help="training images in the timed epoch (0: all 28,709; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-images",
+        type=int,
+        default=1024,
+        help="PublicTest images in the timed evaluation (0: all 3,589; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data", help="Kaggle zip, extracted folder or fer2013.csv (default: $FER2013_ZIP, else data/fer2013.zip)"
+    )
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated (default: %(default)s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config overrides for both frameworks, e.g. train.batch_size=256 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for both frameworks, e.g. train.batch_size=256 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, help="results JSON (default: results/bench_<device>.json)")
-    parser.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
-                        help=f"do not give the workers GLIBC_TUNABLES={HUGE_PAGE_MALLOC} (it is left alone when "
-                        "GLIBC_TUNABLES is already set)")
+    parser.add_argument(
+        "--no-huge-pages",
+        dest="huge_pages",
+        action="store_false",
+        help=f"do not give the workers GLIBC_TUNABLES={HUGE_PAGE_MALLOC} (it is left alone when "
+        "GLIBC_TUNABLES is already set)",
+    )
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     return parser
@@ -119,8 +144,8 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
     from fer_jax import parallel
     from fer_jax.compare import peak_memory_bytes
     from fer_jax.evaluation import evaluate_split, load_splits
-    from fer_jax.training import epoch_updates
     from fer_jax.steps import init_state
+    from fer_jax.training import epoch_updates
 
     config = worker_config(args)
     splits = load_splits(config)
@@ -143,8 +168,9 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
     per_call = config.train.steps_per_dispatch
     device_images = jax.device_put(fer_data.to_jax(train.images), parallel.replicated(steps.mesh))
     device_labels = jax.device_put(fer_data.to_jax(train.labels).astype("int32"), parallel.replicated(steps.mesh))
-    (indices,) = parallel.shard_batch(steps.mesh, jax.numpy.arange(per_call * batch).reshape(per_call, batch)
-                                      % len(train), axis=1)
+    (indices,) = parallel.shard_batch(
+        steps.mesh, jax.numpy.arange(per_call * batch).reshape(per_call, batch) % len(train), axis=1
+    )
     calls = max(1, args.steps // per_call)
 
     def chunk_run(count: int) -> Any:
@@ -162,7 +188,7 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
 
         def epoch() -> Any:
             nonlocal state
-            for state, out, _ in updates(state, 1):
+            for state, out, _ in updates(state, 1):  # noqa: B007, B020, B023 (each step yields the new state)
                 pass
             return out
 
@@ -182,8 +208,14 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from fer_jax.compare import peak_memory_bytes
     from fer_jax.evaluation import load_splits
-    from fer_jax.torch_baseline import (TorchSeedCNN, evaluate_torch, make_torch_optimizer, torch_device,
-                                        torch_train_epoch, torch_train_step)
+    from fer_jax.torch_baseline import (
+        TorchSeedCNN,
+        evaluate_torch,
+        make_torch_optimizer,
+        torch_device,
+        torch_train_epoch,
+        torch_train_step,
+    )
 
     config = worker_config(args)
     splits = load_splits(config)
@@ -208,7 +240,8 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"compile_seconds": timed(lambda: step_run(1), sync)}
     result["train_step_images_per_s"] = args.steps * batch / timed(lambda: step_run(args.steps), sync)
     result["epoch_seconds"] = timed(
-        lambda: torch_train_epoch(model, optimizer, schedule, 0, train, config, 1, device), sync)
+        lambda: torch_train_epoch(model, optimizer, schedule, 0, train, config, 1, device), sync
+    )
     val = splits["PublicTest"]
     evaluate_torch(model, val, config.train.eval_batch_size, device)
     seconds = timed(lambda: evaluate_torch(model, val, config.train.eval_batch_size, device), sync)
@@ -271,9 +304,11 @@ def format_table(report: dict[str, Any]) -> str:
         return f"{format(stats['median'] / divisor, fmt)} [{low}, {high}]"
 
     summaries = report["summaries"]
-    lines = [f"{report['machine']} | {report['settings']['repeats']} repeats | batch "
-             f"{report['settings']['batch_size']} | epoch of {report['settings']['epoch_images']} images",
-             f"{'metric':<34}" + "".join(f"{f:>26}" for f in summaries) + f"{'jax/pytorch':>13}"]
+    lines = [
+        f"{report['machine']} | {report['settings']['repeats']} repeats | batch "
+        f"{report['settings']['batch_size']} | epoch of {report['settings']['epoch_images']} images",
+        f"{'metric':<34}" + "".join(f"{f:>26}" for f in summaries) + f"{'jax/pytorch':>13}",
+    ]
     for metric, (label, divisor, fmt, ratio_name) in METRICS.items():
         cells = "".join(f"{cell(summaries[f].get(metric), divisor, fmt):>26}" for f in summaries)
         ratio = report["ratios"].get(ratio_name)

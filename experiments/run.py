@@ -27,11 +27,28 @@ from experiments import configs
 from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
 
-STATISTICS = ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "seconds_per_epoch",
-              "first_epoch_seconds")
+STATISTICS = (
+    "test_accuracy",
+    "val_accuracy",
+    "test_loss",
+    "epochs",
+    "best_epoch",
+    "seconds_per_epoch",
+    "first_epoch_seconds",
+)
 """results.json fields whose mean ± std over seeds summary.json holds."""
-RUN_FIELDS = ("seed", "run_dir", *STATISTICS, "stop_reason", "train_images", "val_images", "test_images",
-              "device", "framework", "git_commit")
+RUN_FIELDS = (
+    "seed",
+    "run_dir",
+    *STATISTICS,
+    "stop_reason",
+    "train_images",
+    "val_images",
+    "test_images",
+    "device",
+    "framework",
+    "git_commit",
+)
 """results.json fields copied per seed into summary.json (the confusion matrix stays in results.json)."""
 
 
@@ -48,19 +65,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--data, --set.\n\nconfig keys for --set: " + ", ".join(known_keys()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("config", metavar="CONFIG",
-                        help="an experiment name from the list below, or a path to a config .py file")
-    parser.add_argument("--quick", action="store_true",
-                        help="2 epochs on 2,048 training and 512 PublicTest/PrivateTest images: a smoke test "
-                        "of about a minute per seed on a CPU, not a result")
-    parser.add_argument("--seeds", type=int, default=1, metavar="N",
-                        help="train seeds train.seed .. train.seed+N-1 (default: %(default)s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="set any config key, e.g. --set train.epochs=30 (repeatable)")
-    parser.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv "
-                        "(default: $FER2013_ZIP, else data/fer2013.zip)")
-    parser.add_argument("--runs", default="runs", type=Path, metavar="DIR",
-                        help="root of the run folders (default: %(default)s)")
+    parser.add_argument(
+        "config", metavar="CONFIG", help="an experiment name from the list below, or a path to a config .py file"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 epochs on 2,048 training and 512 PublicTest/PrivateTest images: a smoke test "
+        "of about a minute per seed on a CPU, not a result",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train seeds train.seed .. train.seed+N-1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key, e.g. --set train.epochs=30 (repeatable)",
+    )
+    parser.add_argument(
+        "--data", help="Kaggle zip, extracted folder or fer2013.csv (default: $FER2013_ZIP, else data/fer2013.zip)"
+    )
+    parser.add_argument(
+        "--runs", default="runs", type=Path, metavar="DIR", help="root of the run folders (default: %(default)s)"
+    )
     return parser
 
 
@@ -113,8 +146,9 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
     return results
 
 
-def run_experiment(name: str, module: Any, config: Config, seeds: int, runs: Path, quick_run: bool,
-                   argv: list[str]) -> dict[str, Any]:
+def run_experiment(
+    name: str, module: Any, config: Config, seeds: int, runs: Path, quick_run: bool, argv: list[str]
+) -> dict[str, Any]:
     """Train every seed (or call the module's own `run`) and write summary.json; return the summary."""
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_json
@@ -180,9 +214,12 @@ def describe(summary: dict[str, Any]) -> str:
         return f"{stats['mean']:.4f}" + (f" ± {stats['std']:.4f}" if stats["std"] is not None else "")
 
     variants = summary.get("frameworks") or {"": summary}
-    return "\n".join(f"{summary['experiment']}{f' ({label})' if label else ''}: PrivateTest accuracy "
-                     f"{stat(v['test_accuracy'])}, PublicTest {stat(v['val_accuracy'])} "
-                     f"(n={v['test_accuracy']['n']})" for label, v in variants.items())
+    return "\n".join(
+        f"{summary['experiment']}{f' ({label})' if label else ''}: PrivateTest accuracy "
+        f"{stat(v['test_accuracy'])}, PublicTest {stat(v['val_accuracy'])} "
+        f"(n={v['test_accuracy']['n']})"
+        for label, v in variants.items()
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,17 +37,19 @@ def rows_from_summary(summary: dict[str, Any], source: Path) -> list[dict[str, A
             name += " [quick]"
         if not summary.get("complete", True):
             name += " [incomplete]"
-        rows.append({
-            "experiment": name,
-            "test_accuracy": variant["test_accuracy"],
-            "val_accuracy": variant["val_accuracy"],
-            "epochs": variant["epochs"],
-            "seconds_per_epoch": variant["seconds_per_epoch"],
-            "machine": variant.get("machine") or summary.get("machine", ""),
-            "command": summary.get("command", ""),
-            "date": summary.get("started", ""),
-            "source": str(source),
-        })
+        rows.append(
+            {
+                "experiment": name,
+                "test_accuracy": variant["test_accuracy"],
+                "val_accuracy": variant["val_accuracy"],
+                "epochs": variant["epochs"],
+                "seconds_per_epoch": variant["seconds_per_epoch"],
+                "machine": variant.get("machine") or summary.get("machine", ""),
+                "command": summary.get("command", ""),
+                "date": summary.get("started", ""),
+                "source": str(source),
+            }
+        )
     return rows
 
 
@@ -73,7 +75,9 @@ def collect(runs: Path, results: Path) -> list[dict[str, Any]]:
         try:
             rows += rows_from_summary(json.loads(path.read_text()), path)
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: not a summary written by experiments.run ({type(err).__name__}: {err})") from None
+            raise ValueError(
+                f"{path}: not a summary written by experiments.run ({type(err).__name__}: {err})"
+            ) from None
     for path in sorted(results.glob("*.json")) if results.is_dir() else []:
         try:
             result = json.loads(path.read_text())
@@ -141,17 +145,21 @@ README_END = "<!-- /results -->"
 
 def accuracy_table(results: Path) -> str:
     """The training results in `results` (one seed each) with flip TTA beside the plain PrivateTest accuracy."""
-    lines = ["| result | PrivateTest acc | + flip TTA | PublicTest acc | epochs | s/epoch | machine |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| result | PrivateTest acc | + flip TTA | PublicTest acc | epochs | s/epoch | machine |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for path in sorted(results.glob("*.json")):
         result = json.loads(path.read_text())
         if not (isinstance(result, dict) and "test_accuracy" in result and "command" in result):
             continue
         tta = result.get("test_accuracy_tta")
         tta_cell = "-" if tta is None else f"{tta:.4f} ({result.get('tta', '?')})"
-        lines.append(f"| `{path.name}` | {result['test_accuracy']:.4f} | {tta_cell} | "
-                     f"{result.get('val_accuracy', float('nan')):.4f} | {result.get('epochs', '-')} | "
-                     f"{result.get('seconds_per_epoch', float('nan')):.0f} | {_cell(result.get('device', ''))} |")
+        lines.append(
+            f"| `{path.name}` | {result['test_accuracy']:.4f} | {tta_cell} | "
+            f"{result.get('val_accuracy', float('nan')):.4f} | {result.get('epochs', '-')} | "
+            f"{result.get('seconds_per_epoch', float('nan')):.0f} | {_cell(result.get('device', ''))} |"
+        )
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -166,27 +174,38 @@ def readme_block(results: Path) -> str:
 
     sections = []
     accuracy = accuracy_table(results)
-    sections.append("**Accuracy** (PrivateTest of the PublicTest-selected checkpoint, one seed each):\n\n"
-                    + (accuracy or "_None measured on the corrected archive yet (see the status above)._"))
+    sections.append(
+        "**Accuracy** (PrivateTest of the PublicTest-selected checkpoint, one seed each):\n\n"
+        + (accuracy or "_None measured on the corrected archive yet (see the status above)._")
+    )
     search = load("seed_cnn_search.json")
     if search:
-        sections.append(f"**Seed CNN recipe search** (`results/seed_cnn_search.json`; 5 epochs each on all "
-                        f"Training faces, PublicTest only, one seed; {search['machine']}):\n\n"
-                        f"```\n{search['command']}\n```\n\n" + ablation.format_table(search["variants"])
-                        + "\n\n(s: wall seconds per variant, with other work on the machine: not a speed measurement.)")
+        sections.append(
+            f"**Seed CNN recipe search** (`results/seed_cnn_search.json`; 5 epochs each on all "
+            f"Training faces, PublicTest only, one seed; {search['machine']}):\n\n"
+            f"```\n{search['command']}\n```\n\n"
+            + ablation.format_table(search["variants"])
+            + "\n\n(s: wall seconds per variant, with other work on the machine: not a speed measurement.)"
+        )
     check = load("data_check.json")
     if check:
-        sections.append("**The data** (`results/data_check.json`, `fer-jax data check`; sharpness = median "
-                        "mean-absolute Laplacian; near copies include exact ones):\n\n" + datacheck.format_report(check))
+        sections.append(
+            "**The data** (`results/data_check.json`, `fer-jax data check`; sharpness = median "
+            "mean-absolute Laplacian; near copies include exact ones):\n\n" + datacheck.format_report(check)
+        )
     speed = load("bench_cpu.json")
     if speed:
-        sections.append(f"**Speed, JAX vs PyTorch on this CPU** (`results/bench_cpu.json`, median [min, max] of "
-                        f"{speed['settings']['repeats']} repeats, commit {str(speed.get('git_commit'))[:7]}):\n\n"
-                        f"```\n{speed['command']}\n{bench.format_table(speed)}\n```")
+        sections.append(
+            f"**Speed, JAX vs PyTorch on this CPU** (`results/bench_cpu.json`, median [min, max] of "
+            f"{speed['settings']['repeats']} repeats, commit {str(speed.get('git_commit'))[:7]}):\n\n"
+            f"```\n{speed['command']}\n{bench.format_table(speed)}\n```"
+        )
     frameworks = load("compare_cpu.json")
     if frameworks:
-        sections.append(f"**JAX vs PyTorch, same data, recipe and seeds** (`results/compare_cpu.json`):\n\n"
-                        f"```\n{frameworks['command']}\n{compare.format_table(frameworks)}\n```")
+        sections.append(
+            f"**JAX vs PyTorch, same data, recipe and seeds** (`results/compare_cpu.json`):\n\n"
+            f"```\n{frameworks['command']}\n{compare.format_table(frameworks)}\n```"
+        )
     return "\n\n".join([README_BEGIN, *sections, README_END])
 
 
@@ -196,24 +215,40 @@ def rewrite_readme(readme: Path, results: Path) -> bool:
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
         raise ValueError(f"{readme}: no generated results block (a line {README_BEGIN!r} ... {README_END!r})")
-    updated = text[:start] + readme_block(results) + text[end + len(README_END):]
+    updated = text[:start] + readme_block(results) + text[end + len(README_END) :]
     if updated != text:
         readme.write_text(updated)
     return updated != text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.table", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for summary.json "
-                        "(recursively; default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=Path("results"),
-                        help="folder of training-result JSON files (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("results/table.md"),
-                        help="the Markdown table (default: %(default)s); the PNG goes beside it")
-    parser.add_argument("--readme", type=Path, metavar="README",
-                        help="instead, rewrite README's generated results block from --results")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.table",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs"),
+        help="where to look for summary.json (recursively; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="folder of training-result JSON files (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/table.md"),
+        help="the Markdown table (default: %(default)s); the PNG goes beside it",
+    )
+    parser.add_argument(
+        "--readme", type=Path, metavar="README", help="instead, rewrite README's generated results block from --results"
+    )
     return parser
 
 
@@ -236,8 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"experiments.table: error: {err}", file=sys.stderr)
         return 2
     if not rows:
-        print(f"experiments.table: error: no summary.json under {args.runs} and no training result in "
-              f"{args.results}", file=sys.stderr)
+        print(
+            f"experiments.table: error: no summary.json under {args.runs} and no training result in {args.results}",
+            file=sys.stderr,
+        )
         return 1
     table = format_markdown(rows)
     write_atomic(args.out, lambda handle: handle.write(table))

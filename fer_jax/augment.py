@@ -33,16 +33,24 @@ def sample_params(key: jax.Array, batch: int, size: int, config: DataConfig) -> 
     angle_key, scale_key, shift_key, flip_key = jax.random.split(key, 4)
     max_shift = config.translate * size
     return {
-        "angle": jax.random.uniform(angle_key, (batch,), minval=-config.rotation_degrees,
-                                    maxval=config.rotation_degrees),
+        "angle": jax.random.uniform(
+            angle_key, (batch,), minval=-config.rotation_degrees, maxval=config.rotation_degrees
+        ),
         "scale": jax.random.uniform(scale_key, (batch,), minval=1 - config.zoom, maxval=1 + config.zoom),
         "shift": jnp.round(jax.random.uniform(shift_key, (batch, 2), minval=-max_shift, maxval=max_shift)),
         "flip": jax.random.bernoulli(flip_key, 0.5 if config.horizontal_flip else 0.0, (batch,)),
     }
 
 
-def affine(images: jax.Array, angle: jax.Array, scale: jax.Array, shift: jax.Array, flip: jax.Array,
-           interpolation: str = "nearest", fill: str = "zero") -> jax.Array:
+def affine(
+    images: jax.Array,
+    angle: jax.Array,
+    scale: jax.Array,
+    shift: jax.Array,
+    flip: jax.Array,
+    interpolation: str = "nearest",
+    fill: str = "zero",
+) -> jax.Array:
     """Rotate by `angle` degrees about the centre, zoom by `scale`, shift by (dx, dy), then mirror where `flip`.
 
     images: (batch, H, W) of any dtype. `interpolation`: each output pixel takes its
@@ -54,8 +62,11 @@ def affine(images: jax.Array, angle: jax.Array, scale: jax.Array, shift: jax.Arr
     check_choice("data.interpolation", interpolation, INTERPOLATIONS)
     check_choice("data.fill", fill, FILLS)
     batch, height, width = images.shape
-    ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32) - (height - 1) / 2,
-                          jnp.arange(width, dtype=jnp.float32) - (width - 1) / 2, indexing="ij")
+    ys, xs = jnp.meshgrid(
+        jnp.arange(height, dtype=jnp.float32) - (height - 1) / 2,
+        jnp.arange(width, dtype=jnp.float32) - (width - 1) / 2,
+        indexing="ij",
+    )
     xs = jnp.where(flip[:, None, None], -xs, xs)
     ys = jnp.broadcast_to(ys, xs.shape)
     radians = angle * (math.pi / 180.0)
@@ -80,8 +91,12 @@ def affine(images: jax.Array, angle: jax.Array, scale: jax.Array, shift: jax.Arr
     left, top = left.astype(jnp.int32), top.astype(jnp.int32)
     value = jnp.zeros(source_x.shape, jnp.float32)
     coverage = jnp.zeros(source_x.shape, jnp.float32)
-    for x, y, weight in ((left, top, (1 - weight_x) * (1 - weight_y)), (left + 1, top, weight_x * (1 - weight_y)),
-                         (left, top + 1, (1 - weight_x) * weight_y), (left + 1, top + 1, weight_x * weight_y)):
+    for x, y, weight in (
+        (left, top, (1 - weight_x) * (1 - weight_y)),
+        (left + 1, top, weight_x * (1 - weight_y)),
+        (left, top + 1, (1 - weight_x) * weight_y),
+        (left + 1, top + 1, weight_x * weight_y),
+    ):
         pixels, inside = sample(x, y)
         weight = jnp.where(inside, weight, 0.0)
         value = value + weight * pixels.astype(jnp.float32)
@@ -105,8 +120,9 @@ def sample_erasing(key: jax.Array, batch: int, height: int, width: int, probabil
     apply_key, area_key, ratio_key, top_key, left_key = jax.random.split(key, 5)
     shape = (batch, ERASING_ATTEMPTS)
     area = height * width * jax.random.uniform(area_key, shape, minval=ERASING_SCALE[0], maxval=ERASING_SCALE[1])
-    aspect = jnp.exp(jax.random.uniform(ratio_key, shape, minval=math.log(ERASING_RATIO[0]),
-                                        maxval=math.log(ERASING_RATIO[1])))
+    aspect = jnp.exp(
+        jax.random.uniform(ratio_key, shape, minval=math.log(ERASING_RATIO[0]), maxval=math.log(ERASING_RATIO[1]))
+    )
     heights = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
     widths = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
     fits = (heights < height) & (widths < width)
@@ -125,13 +141,19 @@ def sample_erasing(key: jax.Array, batch: int, height: int, width: int, probabil
     }
 
 
-def erase(images: jax.Array, top: jax.Array, left: jax.Array, height: jax.Array, width: jax.Array,
-          active: jax.Array) -> jax.Array:
+def erase(
+    images: jax.Array, top: jax.Array, left: jax.Array, height: jax.Array, width: jax.Array, active: jax.Array
+) -> jax.Array:
     """Set the rectangle [top, top + height) x [left, left + width) of each (batch, H, W) image to 0 where `active`."""
     rows = jnp.arange(images.shape[1])[None, :, None]
     cols = jnp.arange(images.shape[2])[None, None, :]
-    inside = ((rows >= top[:, None, None]) & (rows < (top + height)[:, None, None])
-              & (cols >= left[:, None, None]) & (cols < (left + width)[:, None, None]) & active[:, None, None])
+    inside = (
+        (rows >= top[:, None, None])
+        & (rows < (top + height)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + width)[:, None, None])
+        & active[:, None, None]
+    )
     return jnp.where(inside, jnp.zeros((), images.dtype), images)
 
 
@@ -140,8 +162,9 @@ def augment(key: jax.Array, images: jax.Array, config: DataConfig) -> jax.Array:
     if not config.augment:
         return images
     batch, height, width = images.shape
-    images = affine(images, **sample_params(key, batch, width, config), interpolation=config.interpolation,
-                    fill=config.fill)
+    images = affine(
+        images, **sample_params(key, batch, width, config), interpolation=config.interpolation, fill=config.fill
+    )
     if config.erasing:  # its own key, so turning erasing on leaves the affine draws as they were
         images = erase(images, **sample_erasing(jax.random.fold_in(key, 1), batch, height, width, config.erasing))
     return images

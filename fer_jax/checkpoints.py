@@ -75,8 +75,11 @@ def file_digest(path: Path) -> dict[str, Any]:
 
 def write_manifest(folder: Path, epoch: int) -> None:
     """Record the size and sha256 of every file under `folder` in `folder/checksums.json`, atomically."""
-    files = {p.relative_to(folder).as_posix(): file_digest(p)
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    files = {
+        p.relative_to(folder).as_posix(): file_digest(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
     write_json(folder / MANIFEST, {"epoch": epoch, "files": files})
 
 
@@ -137,9 +140,10 @@ class RunCheckpoints:
         folder = self._folder(which)
         path = folder / str(epoch)
         self._checkpointer.save(
-            path, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)))
+            path, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+        )
         write_manifest(path, epoch)
-        for old in reversed(self.steps(which)[KEEP[which]:]):
+        for old in reversed(self.steps(which)[KEEP[which] :]):
             shutil.rmtree(folder / str(old))
 
     def steps(self, which: str) -> list[int]:
@@ -228,8 +232,9 @@ class RunCheckpoints:
 
     def _newest_verified(self) -> int:
         """The newest epoch of a step with a manifest; 0 when none has one (a run saved before manifests)."""
-        return max((e for w in KEEP for e in self.steps(w) if (self._folder(w) / str(e) / MANIFEST).is_file()),
-                   default=0)
+        return max(
+            (e for w in KEEP for e in self.steps(w) if (self._folder(w) / str(e) / MANIFEST).is_file()), default=0
+        )
 
     def _committed(self, which: str, epoch: int, newest_verified: int) -> bool:
         """Whether a step is a finished save: it has its manifest, or it has none but is older than the newest
@@ -244,18 +249,22 @@ class RunCheckpoints:
         elif not self._committed(which, epoch, newest_verified):
             raise Unreadable(f"{name} has no {MANIFEST}: its save was cut short (or the manifest was deleted)")
         else:
-            warn(f"{name} has no {MANIFEST} (saved before checkpoints had checksums, or cut short before its "
-                 "manifest); restoring it unverified")
+            warn(
+                f"{name} has no {MANIFEST} (saved before checkpoints had checksums, or cut short before its "
+                "manifest); restoring it unverified"
+            )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             restored = self._checkpointer.restore(
-                path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+                path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore())
+            )
         except Exception as err:  # Orbax and TensorStore raise many kinds; any of them means this step is unusable
             raise Unreadable(f"{name} is unreadable ({first_line(err)})") from None
         return restored.state, restored.record
 
-    def _first_readable(self, candidates: list[Candidate], like: Any, newest_verified: int
-                        ) -> tuple[tuple[Candidate, Any, dict[str, Any]] | None, list[tuple[str, int, str]]]:
+    def _first_readable(
+        self, candidates: list[Candidate], like: Any, newest_verified: int
+    ) -> tuple[tuple[Candidate, Any, dict[str, Any]] | None, list[tuple[str, int, str]]]:
         """The first candidate that verifies and restores, with its state and record; and the ones that
         failed before it, as (which, epoch, why), each warned about in one line once one is readable."""
         failed: list[tuple[str, int, str]] = []
@@ -275,8 +284,11 @@ class RunCheckpoints:
         """The one-line error when no `which` checkpoint is readable."""
         found = "; ".join(why for _, _, why in failed) or f"{self.run_dir / 'checkpoints' / which} is missing or empty"
         finished = f"; metrics.jsonl records {finished_epochs} finished epochs" if finished_epochs else ""
-        todo = ("train it again in a new --run-dir, or put back its checkpoints from a copy" if which == "latest"
-                else "its selected weights are lost: train the run again, or put back its checkpoints from a copy")
+        todo = (
+            "train it again in a new --run-dir, or put back its checkpoints from a copy"
+            if which == "latest"
+            else "its selected weights are lost: train the run again, or put back its checkpoints from a copy"
+        )
         return f"{self.run_dir}: no readable {which} checkpoint ({found}{finished}); {todo}"
 
 

@@ -30,8 +30,7 @@ from fer_jax.evaluation import evaluate_split, load_splits
 from fer_jax.files import read_jsonl, write_json
 from fer_jax.plotting import plt, save_figure
 from fer_jax.steps import init_state
-from fer_jax.torch_baseline import (TorchSeedCNN, evaluate_torch, torch_device, torch_device_description,
-                                    train_torch)
+from fer_jax.torch_baseline import TorchSeedCNN, evaluate_torch, torch_device, torch_device_description, train_torch
 from fer_jax.training import train
 
 FRAMEWORKS = ("jax", "pytorch")
@@ -76,20 +75,37 @@ config keys for --set: """ + ", ".join(known_keys())
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fer-jax compare", description=DESCRIPTION, epilog=EPILOG,
+        prog="fer-jax compare",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--epochs", type=int, help="maximum epochs per run (config train.epochs)")
-    parser.add_argument("--seeds", type=int, default=3, metavar="N",
-                        help="train with seeds train.seed .. train.seed+N-1 (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="2 epochs on 2,048 training and 512 PublicTest/PrivateTest images: a smoke test")
-    parser.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv "
-                        "(default: $FER2013_ZIP, else data/fer2013.zip)")
-    parser.add_argument("--out", type=Path, help="results JSON (default: results/compare_<device>.json); "
-                        "the PNG goes beside it")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="set any config key, e.g. --set optim.name=sgd (repeatable)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="train with seeds train.seed .. train.seed+N-1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 epochs on 2,048 training and 512 PublicTest/PrivateTest images: a smoke test",
+    )
+    parser.add_argument(
+        "--data", help="Kaggle zip, extracted folder or fer2013.csv (default: $FER2013_ZIP, else data/fer2013.zip)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="results JSON (default: results/compare_<device>.json); the PNG goes beside it"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key, e.g. --set optim.name=sgd (repeatable)",
+    )
     return parser
 
 
@@ -117,8 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> None:
         config = config_from_args(args)
         out = args.out or Path(f"results/compare_{device_slug()}.json")
-        compare(config, args.seeds, out, quick_run=args.quick,
-                argv=list(argv) if argv is not None else sys.argv[1:])
+        compare(config, args.seeds, out, quick_run=args.quick, argv=list(argv) if argv is not None else sys.argv[1:])
 
     return run_command("fer-jax compare", run)
 
@@ -166,14 +181,15 @@ def compare(config: Config, seeds: int, out: Path, quick_run: bool, argv: list[s
         "run_root": str(run_root),
         "notes": {
             "seconds_per_epoch": "mean wall time of epochs 2.. (epoch 1, with JAX's compilation, is "
-                                 "first_epoch_seconds); an epoch includes its PublicTest evaluation",
+            "first_epoch_seconds); an epoch includes its PublicTest evaluation",
             "train_images_per_s": "images trained per epoch / seconds_per_epoch (needs 2 or more epochs)",
             "eval_images_per_s": "PublicTest images / seconds of one pass with the best checkpoint, "
-                                 "after an untimed warm-up pass",
+            "after an untimed warm-up pass",
             "peak_memory_bytes": memory_measures,
         },
-        "frameworks": {framework: {"summary": summaries[framework], "runs": runs[framework]}
-                       for framework in FRAMEWORKS},
+        "frameworks": {
+            framework: {"summary": summaries[framework], "runs": runs[framework]} for framework in FRAMEWORKS
+        },
         "ratios": ratios(summaries["jax"], summaries["pytorch"]),
     }
     write_json(out, report)
@@ -238,6 +254,7 @@ def eval_pass_seconds(framework: str, config: Config, split: Split) -> float:
 
         def one_pass() -> Any:
             return evaluate_torch(model, split, config.train.eval_batch_size, device)
+
     one_pass()
     start = time.perf_counter()
     one_pass()  # returns Python numbers, so the device work has finished
@@ -261,8 +278,10 @@ def reset_peak_memory(framework: str) -> str:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, hence ru_maxrss
     except OSError:
         return "peak resident memory of the whole process since it started (ru_maxrss; earlier runs included)"
-    return ("peak resident memory of the whole process during the run (ru_maxrss after a reset; "
-            "the data and both libraries included)")
+    return (
+        "peak resident memory of the whole process during the run (ru_maxrss after a reset; "
+        "the data and both libraries included)"
+    )
 
 
 def peak_memory_bytes(framework: str) -> int | None:
@@ -305,8 +324,10 @@ def format_table(report: dict[str, Any]) -> str:
         text = format(stats["mean"] / divisor, fmt)
         return text + (f" ± {format(stats['std'] / divisor, fmt)}" if stats["std"] is not None else "")
 
-    lines = [f"{report['machine']} | seeds {report['settings']['seeds']} | epochs {report['settings']['epochs']}",
-             f"{'metric':<30}{'jax':>22}{'pytorch':>22}{'jax/pytorch':>13}"]
+    lines = [
+        f"{report['machine']} | seeds {report['settings']['seeds']} | epochs {report['settings']['epochs']}",
+        f"{'metric':<30}{'jax':>22}{'pytorch':>22}{'jax/pytorch':>13}",
+    ]
     for metric, (label, divisor, fmt, ratio_name) in METRICS.items():
         jax_cell, torch_cell = (cell(report["frameworks"][f]["summary"][metric], divisor, fmt) for f in FRAMEWORKS)
         ratio = report["ratios"][ratio_name]
@@ -322,13 +343,24 @@ def plot_comparison(report: dict[str, Any], path: Path) -> None:
         colour = f"C{index}"
         for number, run in enumerate(report["frameworks"][framework]["runs"]):
             epochs = range(1, len(run["val_accuracy_curve"]) + 1)
-            curves.plot(epochs, run["val_accuracy_curve"], "o-", color=colour, alpha=0.8,
-                        label=framework if number == 0 else None)
+            curves.plot(
+                epochs,
+                run["val_accuracy_curve"],
+                "o-",
+                color=colour,
+                alpha=0.8,
+                label=framework if number == 0 else None,
+            )
         summary = report["frameworks"][framework]["summary"]
         throughput = [summary[metric] for metric in ("train_images_per_s", "eval_images_per_s")]
-        bars.bar([position + (index - 0.5) * width for position in (0, 1)],
-                 [stats["mean"] or 0.0 for stats in throughput], width,
-                 yerr=[stats["std"] or 0.0 for stats in throughput], color=colour, label=framework)
+        bars.bar(
+            [position + (index - 0.5) * width for position in (0, 1)],
+            [stats["mean"] or 0.0 for stats in throughput],
+            width,
+            yerr=[stats["std"] or 0.0 for stats in throughput],
+            color=colour,
+            label=framework,
+        )
     curves.set(xlabel="epoch", ylabel="PublicTest accuracy", title="PublicTest accuracy (one line per seed)")
     curves.grid(alpha=0.3)
     curves.legend()

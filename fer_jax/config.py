@@ -55,7 +55,8 @@ class DataConfig:
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
     loader: str = "torchvision"
-    """'torchvision' (decode the archive/CSV with fer_jax.data) or 'tfds' (read the TFDS array_record copy built by fer_jax.tfds_builder)."""
+    """'torchvision' (decode the archive/CSV with fer_jax.data) or 'tfds' (read the TFDS array_record copy built by
+    fer_jax.tfds_builder)."""
     tfds_dir: str = ""
     """TFDS data folder for loader='tfds', built there from `source` if missing (empty: `tfds/` in the source's
     content folder under the cache root)."""
@@ -75,7 +76,8 @@ class ModelConfig:
     compute_dtype: str = "float32"
     """'float32' or 'bfloat16' (layers compute in bfloat16 over float32 weights; logits stay float32)."""
     width: float = 1.0
-    """Multiplies every layer width of 'vgg_bn' and 'resnet18' (e.g. 0.25 for cheap CPU ablations); 'seed_cnn': 1 only."""
+    """Multiplies every layer width of 'vgg_bn' and 'resnet18' (e.g. 0.25 for cheap CPU ablations); 'seed_cnn': 1
+    only."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 IM2COL_CHUNK_BYTES = 4 << 20
 """`im2col_conv` builds patch matrices larger than this in batch chunks that fit a CPU's cache."""
 
+
 def _check_plain_nhwc_conv(
     name: str,
     lhs: jax.Array,
@@ -87,8 +88,12 @@ def im2col_conv(
             ],
             axis=-1,
         )
-        return jnp.matmul(patches, rhs.reshape(kh * kw * cin, cout), precision=precision,
-                          preferred_element_type=preferred_element_type)
+        return jnp.matmul(
+            patches,
+            rhs.reshape(kh * kw * cin, cout),
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
 
     return _in_batch_chunks(patches_times_kernel, lhs, out_h * out_w * kh * kw * cin * lhs.dtype.itemsize)
 
@@ -136,8 +141,9 @@ def winograd_conv(
     _check_plain_nhwc_conv("winograd_conv", lhs, rhs, **lax_options)
     kh, kw, cin, cout = rhs.shape
     if (kh, kw) != (3, 3) or tuple(window_strides) != (1, 1) or cin < WINOGRAD_MIN_CHANNELS:
-        return im2col_conv(lhs, rhs, window_strides, padding, precision=precision,
-                           preferred_element_type=preferred_element_type)
+        return im2col_conv(
+            lhs, rhs, window_strides, padding, precision=precision, preferred_element_type=preferred_element_type
+        )
     if isinstance(padding, str):
         padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
     (top, bottom), (left, right) = padding
@@ -150,10 +156,15 @@ def winograd_conv(
 
     def tiles_times_kernel(images: jax.Array) -> jax.Array:
         rows = _winograd_tile_transform([images[:, i : i + 2 * tiles_h : 2] for i in range(4)])
-        tiles = [t for row in rows for t in _winograd_tile_transform([row[:, :, j : j + 2 * tiles_w : 2]
-                                                                      for j in range(4)])]
-        products = jnp.matmul(jnp.stack(tiles).reshape(16, -1, cin), kernel_tiles, precision=precision,
-                              preferred_element_type=preferred_element_type)
+        tiles = [
+            t for row in rows for t in _winograd_tile_transform([row[:, :, j : j + 2 * tiles_w : 2] for j in range(4)])
+        ]
+        products = jnp.matmul(
+            jnp.stack(tiles).reshape(16, -1, cin),
+            kernel_tiles,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
         products = products.reshape(4, 4, images.shape[0], tiles_h, tiles_w, cout)
         out_rows = _winograd_output_transform(list(products))
         out = jnp.stack([jnp.stack(_winograd_output_transform(list(row)), axis=3) for row in out_rows], axis=2)
@@ -169,8 +180,9 @@ def _in_batch_chunks(fn: Callable[[jax.Array], jax.Array], images: jax.Array, by
     batch = images.shape[0]
     if batch * bytes_per_image <= IM2COL_CHUNK_BYTES:
         return fn(images)
-    per_chunk = max(d for d in range(1, batch + 1)
-                    if batch % d == 0 and (d == 1 or d * bytes_per_image <= IM2COL_CHUNK_BYTES))
+    per_chunk = max(
+        d for d in range(1, batch + 1) if batch % d == 0 and (d == 1 or d * bytes_per_image <= IM2COL_CHUNK_BYTES)
+    )
     out = jax.lax.map(jax.checkpoint(fn), images.reshape(batch // per_chunk, per_chunk, *images.shape[1:]))
     return out.reshape(batch, *out.shape[2:])
 

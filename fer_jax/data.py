@@ -113,8 +113,9 @@ DECODED_FILE = "splits-v1.pt"
 """The decoded splits in a content folder (the version changes when `Split`'s layout does)."""
 
 
-def _cached_splits(path: Path, cache_dir: str | os.PathLike | None,
-                   read: Callable[[Path], dict[str, Split]]) -> dict[str, Split]:
+def _cached_splits(
+    path: Path, cache_dir: str | os.PathLike | None, read: Callable[[Path], dict[str, Split]]
+) -> dict[str, Split]:
     """`read(path)`, or the splits decoded from the same content before (see `fer_jax.cache`)."""
     cached = content_folder(path, cache_dir) / DECODED_FILE
     if cached.is_file():
@@ -132,10 +133,12 @@ def read_zip(archive: Path) -> dict[str, Split]:
         with zipfile.ZipFile(archive) as zf:
             members = sorted(m for m in zf.namelist() if PurePosixPath(m).suffix.lower() in IMAGE_SUFFIXES)
             if not members:
-                raise DataError(f"{archive}: no .jpg/.png images inside (expected train/<emotion>/*.jpg and "
-                                "test/<emotion>/*.jpg)")
-            return _decode_files(str(archive), ((f"{archive}:{m}", PurePosixPath(m), lambda m=m: zf.read(m))
-                                                for m in members))
+                raise DataError(
+                    f"{archive}: no .jpg/.png images inside (expected train/<emotion>/*.jpg and test/<emotion>/*.jpg)"
+                )
+            return _decode_files(
+                str(archive), ((f"{archive}:{m}", PurePosixPath(m), lambda m=m: zf.read(m)) for m in members)
+            )
     except zipfile.BadZipFile as err:
         raise DataError(f"{archive}: corrupt zip archive ({err})") from None
 
@@ -147,8 +150,9 @@ def _split_of(name: str, where: str) -> str:
     prefix = name.split("_", 1)[0]
     if prefix in SPLITS:
         return prefix
-    raise DataError(f"{where}: file name does not start with Training_, PublicTest_ or PrivateTest_, "
-                    "so its split is unknown")
+    raise DataError(
+        f"{where}: file name does not start with Training_, PublicTest_ or PrivateTest_, so its split is unknown"
+    )
 
 
 def _label_of_folder(name: str, where: str) -> int:
@@ -163,8 +167,9 @@ def read_image_folder(root: Path) -> dict[str, Split]:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{root}: no .jpg/.png images found (expected train/<emotion>/*.jpg and test/<emotion>/*.jpg)")
-    return _decode_files(str(root), ((str(path), PurePosixPath(path.relative_to(root).as_posix()), path.read_bytes)
-                                     for path in files))
+    return _decode_files(
+        str(root), ((str(path), PurePosixPath(path.relative_to(root).as_posix()), path.read_bytes) for path in files)
+    )
 
 
 def _decode_files(source: str, files: Iterable[tuple[str, PurePosixPath, Callable[[], bytes]]]) -> dict[str, Split]:
@@ -266,9 +271,12 @@ def train_transform(config: DataConfig) -> v2.Transform:
         edge = config.fill == "edge"
         size_ratio = IMAGE_SIZE / (IMAGE_SIZE + 2 * EDGE_PAD) if edge else 1.0
         translate = config.translate * size_ratio
-        affine = v2.RandomAffine(degrees=config.rotation_degrees, scale=(1 - config.zoom, 1 + config.zoom),
-                                 translate=(translate, translate) if translate else None,
-                                 interpolation=v2.InterpolationMode(config.interpolation))
+        affine = v2.RandomAffine(
+            degrees=config.rotation_degrees,
+            scale=(1 - config.zoom, 1 + config.zoom),
+            translate=(translate, translate) if translate else None,
+            interpolation=v2.InterpolationMode(config.interpolation),
+        )
         steps.extend([v2.Pad(EDGE_PAD, padding_mode="edge"), affine, v2.CenterCrop(IMAGE_SIZE)] if edge else [affine])
     if config.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
@@ -294,8 +302,9 @@ class FaceDataset(Dataset):
         return image.float().div_(255.0), self.split.labels[index]
 
 
-def torch_train_batches(split: Split, config: DataConfig, batch_size: int, seed: int,
-                        epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def torch_train_batches(
+    split: Split, config: DataConfig, batch_size: int, seed: int, epoch: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled, augmented (N, 1, 48, 48) float batches (the last partial batch dropped).
 
     Order and augmentation depend only on (seed, epoch), so a resumed run
@@ -306,8 +315,14 @@ def torch_train_batches(split: Split, config: DataConfig, batch_size: int, seed:
     torch.manual_seed(epoch_seed)
     generator = torch.Generator().manual_seed(epoch_seed)
     dataset = FaceDataset(split, train_transform(config) if config.augment else None)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-                        num_workers=config.num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=generator,
+        num_workers=config.num_workers,
+    )
     batches = iter(loader)
     while True:
         with torch_threads(1):
@@ -317,8 +332,9 @@ def torch_train_batches(split: Split, config: DataConfig, batch_size: int, seed:
         yield batch
 
 
-def train_batches(split: Split, config: DataConfig, batch_size: int, seed: int,
-                  epoch: int) -> Iterator[tuple[jax.Array, jax.Array]]:
+def train_batches(
+    split: Split, config: DataConfig, batch_size: int, seed: int, epoch: int
+) -> Iterator[tuple[jax.Array, jax.Array]]:
     """`torch_train_batches` handed to JAX by DLPack."""
     for images, labels in torch_train_batches(split, config, batch_size, seed, epoch):
         yield to_jax(images), to_jax(labels)

@@ -48,7 +48,7 @@ SAMPLES_PER_CLASS = 8
 def sharpness(images: torch.Tensor) -> torch.Tensor:
     """Per-image mean absolute 4-neighbour Laplacian of (N, H, W) uint8 images (interior pixels), in gray levels."""
     x = images.float()
-    laplacian = (4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:])
+    laplacian = 4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
     return laplacian.abs().mean(dim=(1, 2))
 
 
@@ -104,8 +104,10 @@ def cross_split_duplicates(dataset: FER2013) -> dict[str, Any]:
                 "exact_examples": [_name(split_b, int(i)) for i in exact[:EXAMPLES]],
                 "near": len(near),
                 "near_with_other_label": int((split_b.labels[near] != split_a.labels[partner]).sum()),
-                "near_examples": [[_name(split_b, int(i)), _name(split_a, int(j))]
-                                  for i, j in zip(near[:EXAMPLES], partner[:EXAMPLES])],
+                "near_examples": [
+                    [_name(split_b, int(i)), _name(split_a, int(j))]
+                    for i, j in zip(near[:EXAMPLES], partner[:EXAMPLES])
+                ],
             }
     return report
 
@@ -141,14 +143,20 @@ def find_outliers(splits: dict[str, dict[str, Any]]) -> list[str]:
         std = statistics.median(s["intensity_std"] for s in others)
         ratio = stats["sharpness_median"] / sharp if sharp else 1.0
         if not SHARPNESS_RATIO <= ratio <= 1 / SHARPNESS_RATIO:
-            warnings.append(f"{name}: median sharpness {stats['sharpness_median']:.1f} against {sharp:.1f} in the other "
-                            f"splits ({ratio:.2f}x): its images look {'blurred' if ratio < 1 else 'sharpened or noisy'}")
+            warnings.append(
+                f"{name}: median sharpness {stats['sharpness_median']:.1f} against {sharp:.1f} in the other "
+                f"splits ({ratio:.2f}x): its images look {'blurred' if ratio < 1 else 'sharpened or noisy'}"
+            )
         if abs(stats["intensity_mean"] - mean) > MEAN_GAP:
-            warnings.append(f"{name}: mean intensity {stats['intensity_mean']:.1f} against {mean:.1f} in the other splits")
+            warnings.append(
+                f"{name}: mean intensity {stats['intensity_mean']:.1f} against {mean:.1f} in the other splits"
+            )
         std_ratio = stats["intensity_std"] / std if std else 1.0
         if not STD_RATIO <= std_ratio <= 1 / STD_RATIO:
-            warnings.append(f"{name}: intensity std {stats['intensity_std']:.1f} against {std:.1f} in the other splits "
-                            f"({std_ratio:.2f}x)")
+            warnings.append(
+                f"{name}: intensity std {stats['intensity_std']:.1f} against {std:.1f} in the other splits "
+                f"({std_ratio:.2f}x)"
+            )
     return warnings
 
 
@@ -161,8 +169,12 @@ def check_dataset(dataset: FER2013) -> dict[str, Any]:
         "splits": splits,
         "cross_split_duplicates": cross_split_duplicates(dataset),
         "warnings": find_outliers(splits),
-        "thresholds": {"blank_std": BLANK_STD, "sharpness_ratio": SHARPNESS_RATIO, "mean_gap": MEAN_GAP,
-                       "std_ratio": STD_RATIO},
+        "thresholds": {
+            "blank_std": BLANK_STD,
+            "sharpness_ratio": SHARPNESS_RATIO,
+            "mean_gap": MEAN_GAP,
+            "std_ratio": STD_RATIO,
+        },
     }
 
 
@@ -191,15 +203,21 @@ def check_for_run(dataset: FER2013, run_dir: str | os.PathLike, cache_dir: str |
 
 def format_report(report: dict[str, Any]) -> str:
     """The per-split table (Markdown), the cross-split copies and the warnings, as text."""
-    lines = ["| split | images | mean | std | sharpness | blank | duplicates (groups, conflicting labels) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| split | images | mean | std | sharpness | blank | duplicates (groups, conflicting labels) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, s in report["splits"].items():
-        lines.append(f"| {name} | {s['count']:,} | {s['intensity_mean']:.1f} | {s['intensity_std']:.1f} | "
-                     f"{s['sharpness_median']:.1f} | {s['blank_images']} | {s['duplicate_images']} "
-                     f"({s['duplicate_groups']}, {s['duplicate_groups_with_conflicting_labels']}) |")
+        lines.append(
+            f"| {name} | {s['count']:,} | {s['intensity_mean']:.1f} | {s['intensity_std']:.1f} | "
+            f"{s['sharpness_median']:.1f} | {s['blank_images']} | {s['duplicate_images']} "
+            f"({s['duplicate_groups']}, {s['duplicate_groups_with_conflicting_labels']}) |"
+        )
     lines.append("")
-    lines.append("Copies across splits (exact / near): " + ", ".join(
-        f"{pair} {d['exact']} / {d['near']}" for pair, d in report["cross_split_duplicates"].items()))
+    lines.append(
+        "Copies across splits (exact / near): "
+        + ", ".join(f"{pair} {d['exact']} / {d['near']}" for pair, d in report["cross_split_duplicates"].items())
+    )
     lines.extend(f"WARNING: {w}" for w in report["warnings"])
     return "\n".join(lines)
 
@@ -212,8 +230,9 @@ def plot_samples(split: Split, name: str, path: Path, seed: int = 0) -> None:
     import matplotlib.pyplot as plt
 
     generator = torch.Generator().manual_seed(seed)
-    figure, axes = plt.subplots(len(EMOTIONS), SAMPLES_PER_CLASS, figsize=(SAMPLES_PER_CLASS, len(EMOTIONS) * 1.05),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(EMOTIONS), SAMPLES_PER_CLASS, figsize=(SAMPLES_PER_CLASS, len(EMOTIONS) * 1.05), squeeze=False
+    )
     for label, emotion in enumerate(EMOTIONS):
         members = torch.nonzero(split.labels == label).flatten()
         chosen = members[torch.randperm(len(members), generator=generator)[:SAMPLES_PER_CLASS]]
@@ -239,8 +258,9 @@ def write_check(dataset: FER2013, report: dict[str, Any], out_dir: str | os.Path
     return out_dir / REPORT_FILE
 
 
-def run_data_check(source: str | os.PathLike, out_dir: str | os.PathLike,
-                   cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_data_check(
+    source: str | os.PathLike, out_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """`fer-jax data check`: load `source`, check it, print the table and warnings, write the report and grids."""
     dataset = load_fer2013(source, cache_dir)
     report = check_source(dataset, cache_dir)

@@ -65,8 +65,9 @@ def averaged_accuracy(logits_per_view: Sequence[jax.Array], labels: jax.Array) -
     return int(jnp.sum(jnp.argmax(probabilities, -1) == jnp.asarray(labels))) / len(labels)
 
 
-def flip_tta_accuracy(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int,
-                      plain_logits: jax.Array) -> float:
+def flip_tta_accuracy(
+    state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int, plain_logits: jax.Array
+) -> float:
     """Accuracy with `TTA` ('flip'), given the split's plain logits (from `evaluate_split`)."""
     mirrored = split_logits(state, steps, split, batch_size, jax.jit(mirror))
     return averaged_accuracy([plain_logits, mirrored], fer_data.to_jax(split.labels))
@@ -78,19 +79,31 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int
     return jnp.bincount(flat, length=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate_checkpoint(config: Config, state: TrainState, steps: Steps, checkpoints: RunCheckpoints,
-                        splits: dict[str, fer_data.Split]) -> dict[str, Any]:
+def evaluate_checkpoint(
+    config: Config, state: TrainState, steps: Steps, checkpoints: RunCheckpoints, splits: dict[str, fer_data.Split]
+) -> dict[str, Any]:
     """Restore the best checkpoint and evaluate it on PublicTest and PrivateTest (`loop.summarize`'s keys),
     without and with flip TTA. The best checkpoint holds the selected weights (EMA ones if EMA was on)."""
     best_state, record = checkpoints.restore("best", state)
     batch_size = config.train.eval_batch_size
     val = evaluate_split(best_state, steps, splits["PublicTest"], batch_size)
     test = evaluate_split(best_state, steps, splits[REPORTED_SPLIT], batch_size)
-    tta = {"val": flip_tta_accuracy(best_state, steps, splits["PublicTest"], batch_size, val["logits"]),
-           "test": flip_tta_accuracy(best_state, steps, splits[REPORTED_SPLIT], batch_size, test["logits"])}
+    tta = {
+        "val": flip_tta_accuracy(best_state, steps, splits["PublicTest"], batch_size, val["logits"]),
+        "test": flip_tta_accuracy(best_state, steps, splits[REPORTED_SPLIT], batch_size, test["logits"]),
+    }
     matrix = confusion_matrix(splits[REPORTED_SPLIT].labels.tolist(), test["predictions"]).tolist()
-    return summarize(config, record["best_epoch"], val, test, splits, count_params(best_state.params),
-                     device_description(), matrix, tta)
+    return summarize(
+        config,
+        record["best_epoch"],
+        val,
+        test,
+        splits,
+        count_params(best_state.params),
+        device_description(),
+        matrix,
+        tta,
+    )
 
 
 def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[str, Any]:
@@ -116,8 +129,11 @@ def load_dataset(config: Config) -> fer_data.FER2013:
         from fer_jax.tfds_builder import load_tfds_splits  # optional dependency: tensorflow-datasets
 
         source = Path(config.data.resolved_source())
-        tfds_dir = config.data.tfds_dir or (content_folder(source, config.data.cache_dir) / "tfds" if source.is_file()
-                                            else cache_root(config.data.cache_dir) / "tfds" / source.name)
+        tfds_dir = config.data.tfds_dir or (
+            content_folder(source, config.data.cache_dir) / "tfds"
+            if source.is_file()
+            else cache_root(config.data.cache_dir) / "tfds" / source.name
+        )
         return fer_data.FER2013(load_tfds_splits(tfds_dir, source, config.data.cache_dir), str(tfds_dir))
     if config.data.loader == "torchvision":
         return fer_data.load_fer2013(config.data.resolved_source(), config.data.cache_dir)
@@ -169,9 +185,15 @@ def restore_run(run_dir: str | Path, which: str = "best") -> tuple[Config, Train
     return config, state, steps, record
 
 
-def split_logits(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int,
-                 view: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
-    """Logits (N, 7) of every face of a split, each batch passed through `view` first if given (test-time augmentation)."""
+def split_logits(
+    state: TrainState,
+    steps: Steps,
+    split: fer_data.Split,
+    batch_size: int,
+    view: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
+    """Logits (N, 7) of every face of a split, each batch passed through `view` first if given (test-time
+    augmentation)."""
     logits = []
     for images, labels, mask in fer_data.eval_batches(split, batch_size):
         logits.append(steps.eval(state, images if view is None else view(images), labels, mask)["logits"])

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fer_jax.config import Config
+from fer_jax.conv import max_pool_2x2
 from fer_jax.data import EMOTIONS, as_nhwc
 from fer_jax.evaluation import restore_run
-from fer_jax.conv import max_pool_2x2
 from fer_jax.models import SeedCNN, create_model
 from fer_jax.steps import Steps, TrainState
 
@@ -101,7 +101,8 @@ def most_confused_pairs(matrix: jax.Array | Sequence[Sequence[int]], top: int = 
         total = sum(row)
         for j, count in enumerate(row):
             if i != j and count:
-                pairs.append({"true": EMOTIONS[i], "predicted": EMOTIONS[j], "count": int(count),
-                              "share_of_true": count / total})
+                pairs.append(
+                    {"true": EMOTIONS[i], "predicted": EMOTIONS[j], "count": int(count), "share_of_true": count / total}
+                )
     pairs.sort(key=lambda pair: (-pair["count"], -pair["share_of_true"]))
     return pairs[:top]

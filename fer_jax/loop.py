@@ -49,7 +49,9 @@ def new_record() -> dict[str, Any]:
 def check_new_run(run_dir: Path, has_checkpoint: bool, resume: bool) -> None:
     """Refuse to start a new run in a folder that holds checkpoints or finished epochs, unless resuming."""
     if (has_checkpoint or finished_epochs(run_dir)) and not resume:
-        raise TrainingError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, or another --run-dir")
+        raise TrainingError(
+            f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, or another --run-dir"
+        )
 
 
 def steps_per_epoch(config: Config, train_split: Split) -> int:
@@ -81,8 +83,11 @@ def start_run(config: Config, record: dict[str, Any]) -> None:
         except ValueError:
             rows = None
         if rows is None or rows != history[: len(rows)]:
-            reason = (f"it records {len(rows)} epochs; the run continues from the checkpoint of epoch {record['epoch']}"
-                      if rows is not None and len(rows) > len(history) else "it differs from the checkpoint's history")
+            reason = (
+                f"it records {len(rows)} epochs; the run continues from the checkpoint of epoch {record['epoch']}"
+                if rows is not None and len(rows) > len(history)
+                else "it differs from the checkpoint's history"
+            )
             move_aside(metrics, run_dir, reason, set_aside_stamp())
     write_jsonl(metrics, history)
 
@@ -133,18 +138,28 @@ def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tup
         hooks.save("latest", epoch, record)
         write_jsonl(run_dir / "metrics.jsonl", record["history"])
         plotting.plot_curves(record["history"], run_dir / "curves.png")
-        print(f"Epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
-              f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{' (best)' if improved else ''} | "
-              f"{row['seconds']:.1f}s")
+        print(
+            f"Epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
+            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{' (best)' if improved else ''} | "
+            f"{row['seconds']:.1f}s"
+        )
         if patience_exhausted(config, record):
             print(f"Early stopping: no better PublicTest accuracy in {config.train.patience} epochs")
             return record, "early_stopping"
     return record, stop_reason
 
 
-def summarize(config: Config, best_epoch: int, val: dict[str, Any], test: dict[str, Any],
-              splits: dict[str, Split], parameters: int, device: str, matrix: list[list[int]],
-              flip_tta: dict[str, float]) -> dict[str, Any]:
+def summarize(
+    config: Config,
+    best_epoch: int,
+    val: dict[str, Any],
+    test: dict[str, Any],
+    splits: dict[str, Split],
+    parameters: int,
+    device: str,
+    matrix: list[list[int]],
+    flip_tta: dict[str, float],
+) -> dict[str, Any]:
     """The results of a run's best checkpoint; also writes its PrivateTest confusion matrix PNG.
 
     `test_accuracy` and `val_accuracy` are without test-time augmentation; `flip_tta`
@@ -154,10 +169,13 @@ def summarize(config: Config, best_epoch: int, val: dict[str, Any], test: dict[s
     resumed) from, as environment.json records it.
     """
     run_dir = Path(config.run_dir)
-    plotting.plot_confusion_matrix(matrix, run_dir / "confusion_matrix.png",
-                                   title=f"PrivateTest, best checkpoint (epoch {best_epoch})")
-    print(f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
-          f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})")
+    plotting.plot_confusion_matrix(
+        matrix, run_dir / "confusion_matrix.png", title=f"PrivateTest, best checkpoint (epoch {best_epoch})"
+    )
+    print(
+        f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
+        f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})"
+    )
     seconds = [row["seconds"] for row in read_jsonl(run_dir / "metrics.jsonl")]
     return {
         "model": config.model.name,
@@ -185,8 +203,9 @@ def summarize(config: Config, best_epoch: int, val: dict[str, Any], test: dict[s
     }
 
 
-def finish_run(config: Config, results: dict[str, Any], stop_reason: str, framework: str,
-               results_copy: str | None = None) -> dict[str, Any]:
+def finish_run(
+    config: Config, results: dict[str, Any], stop_reason: str, framework: str, results_copy: str | None = None
+) -> dict[str, Any]:
     """Add how the run ended, write results.json (and a copy, e.g. under results/)."""
     results.update(stop_reason=stop_reason, command=environment_info()["command"], framework=framework)
     write_json(Path(config.run_dir) / "results.json", results)

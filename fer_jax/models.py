@@ -30,6 +30,8 @@ IMAGE_SIZE = 48
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 BATCH_NORM_MOMENTUM = 0.9
 """Flax's decay of the running statistics; PyTorch's default momentum 0.1 means the same."""
+LECUN_NORMAL = nnx.initializers.lecun_normal()
+"""Flax's default initialisation of convolutions and dense layers."""
 HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 """Kaiming-normal (fan_out, ReLU gain), torchvision's initialisation of convolutions followed by BatchNorm."""
 
@@ -61,7 +63,7 @@ class Layers:
         padding: str | int,
         stride: int = 1,
         use_bias: bool = True,
-        kernel_init: jax.nn.initializers.Initializer = nnx.initializers.lecun_normal(),
+        kernel_init: jax.nn.initializers.Initializer = LECUN_NORMAL,
     ) -> nnx.Conv:
         return nnx.Conv(
             in_features,
@@ -81,8 +83,15 @@ class Layers:
     ) -> nnx.Conv:
         """A conv feeding BatchNorm: no bias (BatchNorm's shift replaces it), Kaiming-normal
         weights, and PyTorch's `padding=kernel_size // 2`, so PyTorch weights would port exactly."""
-        return self.conv(in_features, out_features, kernel_size, padding=kernel_size // 2, stride=stride,
-                         use_bias=False, kernel_init=HE_NORMAL)
+        return self.conv(
+            in_features,
+            out_features,
+            kernel_size,
+            padding=kernel_size // 2,
+            stride=stride,
+            use_bias=False,
+            kernel_init=HE_NORMAL,
+        )
 
     def batch_norm(
         self, features: int, *, scale_init: jax.nn.initializers.Initializer = nnx.initializers.ones
@@ -110,12 +119,19 @@ class Dropout(nnx.Dropout):
     2-core EPYC. Other rates, broadcast masks and odd sizes use `nnx.Dropout`.
     """
 
-    def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
         threshold = self.rate * 256
         off = self.deterministic if deterministic is None else deterministic
-        if (off or not isinstance(rngs, nnx.Rngs) or threshold != int(threshold) or not 0 < self.rate < 1
-                or self.broadcast_dims or inputs.size % 4):
+        if (
+            off
+            or not isinstance(rngs, nnx.Rngs)
+            or threshold != int(threshold)
+            or not 0 < self.rate < 1
+            or self.broadcast_dims
+            or inputs.size % 4
+        ):
             return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
         bits = jax.random.bits(rngs[self.rng_collection](), (inputs.size // 4,), jnp.uint32)
         keep = jax.lax.bitcast_convert_type(bits, jnp.uint8).reshape(inputs.shape) >= int(threshold)
@@ -315,8 +331,10 @@ def create_model(config: ModelConfig, seed: int) -> nnx.Module:
         raise ConfigError(f"unknown model {config.name!r}; choose one of {sorted(MODELS)}")
     compute_dtype_of(config.compute_dtype)  # a bad name fails here, before any weights are drawn
     if config.width <= 0 or (config.width != 1.0 and config.name not in WIDTH_SCALABLE):
-        raise ConfigError(f"model.width {config.width} is not available for {config.name!r}: "
-                          f"a positive multiplier for {' or '.join(WIDTH_SCALABLE)}, 1 for the others")
+        raise ConfigError(
+            f"model.width {config.width} is not available for {config.name!r}: "
+            f"a positive multiplier for {' or '.join(WIDTH_SCALABLE)}, 1 for the others"
+        )
     width = {"width": config.width} if config.name in WIDTH_SCALABLE else {}
     return MODELS[config.name](
         rngs=nnx.Rngs(params=seed), conv_impl=config.conv_impl, compute_dtype=config.compute_dtype, **width

@@ -40,8 +40,15 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], title: str = "") ->
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             share = normalised[i][j]
-            ax.text(j, i, f"{share:.0%}\n{count}", ha="center", va="center", fontsize=8,
-                    color="white" if share > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{share:.0%}\n{count}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share > 0.5 else "black",
+            )
     ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
     ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
     ax.set_xlabel("predicted")
@@ -70,14 +77,23 @@ def confusion_matrices_figure(matrix: Sequence[Sequence[int]], title: str = "") 
     normalised = [[value / total for value in row] for row, total in zip(matrix, totals)]
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
     peak = max(1, max(max(row) for row in matrix))
-    panels = ((axes[0], matrix, "counts", "count", "{:d}", peak),
-              (axes[1], normalised, "row-normalised", "share of true class", "{:.0%}", 1.0))
+    panels = (
+        (axes[0], matrix, "counts", "count", "{:d}", peak),
+        (axes[1], normalised, "row-normalised", "share of true class", "{:.0%}", 1.0),
+    )
     for ax, values, panel_title, label, fmt, vmax in panels:
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax)
         for i, row in enumerate(values):
             for j, value in enumerate(row):
-                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
-                        color="white" if value > vmax / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if value > vmax / 2 else "black",
+                )
         ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
         ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
         ax.set_xlabel("predicted")
@@ -91,8 +107,9 @@ def confusion_matrices_figure(matrix: Sequence[Sequence[int]], title: str = "") 
 def image_grid_figure(images: Sequence[Any], captions: Sequence[str], title: str = "", columns: int = 6) -> Figure:
     """8-bit grayscale images ((H, W) arrays or nested lists) in a grid, each with its caption."""
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.3 * rows), squeeze=False,
-                                constrained_layout=True)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.9 * columns, 2.3 * rows), squeeze=False, constrained_layout=True
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):

@@ -25,8 +25,7 @@ import jax.numpy as jnp
 from fer_jax import plotting
 from fer_jax.data import EMOTIONS, IMAGE_SIZE, Split
 from fer_jax.environment import device_description
-from fer_jax.evaluation import (averaged_probabilities, confusion_matrix, load_splits, mirror, restore_run,
-                                split_logits)
+from fer_jax.evaluation import averaged_probabilities, confusion_matrix, load_splits, mirror, restore_run, split_logits
 from fer_jax.files import write_json
 from fer_jax.steps import Steps, TrainState
 
@@ -35,8 +34,9 @@ CROP_SIZE = 44
 MISTAKES_SHOWN = 24
 
 
-def classification_metrics(labels: jax.Array | Sequence[int], predictions: jax.Array | Sequence[int],
-                           num_classes: int = len(EMOTIONS)) -> dict[str, Any]:
+def classification_metrics(
+    labels: jax.Array | Sequence[int], predictions: jax.Array | Sequence[int], num_classes: int = len(EMOTIONS)
+) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support, macro-F1 and the confusion matrix.
 
     A class never predicted has precision 0, a class absent from `labels` recall 0,
@@ -85,15 +85,18 @@ def tta_views(crops: bool) -> dict[str, list[View]]:
     return {"flip": flip, "crops": flip + [jax.jit(view) for view in corners + mirrored_corners]}
 
 
-def split_report(state: TrainState, steps: Steps, split: Split, batch_size: int,
-                 views: dict[str, list[View]]) -> tuple[dict[str, Any], jax.Array]:
+def split_report(
+    state: TrainState, steps: Steps, split: Split, batch_size: int, views: dict[str, list[View]]
+) -> tuple[dict[str, Any], jax.Array]:
     """Metrics of one split, plain and per TTA variant of `views`; also returns the plain probabilities (N, 7)."""
     labels = split.labels.tolist()
     logits = {None: split_logits(state, steps, split, batch_size)}
     probabilities = jax.nn.softmax(logits[None])
     report = classification_metrics(labels, jnp.argmax(probabilities, -1))
     report["images"] = len(split)
-    report["loss"] = float(-jnp.take_along_axis(jax.nn.log_softmax(logits[None]), jnp.asarray(labels)[:, None], 1).mean())
+    report["loss"] = float(
+        -jnp.take_along_axis(jax.nn.log_softmax(logits[None]), jnp.asarray(labels)[:, None], 1).mean()
+    )
     report["tta"] = {}
     for name, variant in views.items():
         for view in variant:
@@ -105,15 +108,22 @@ def split_report(state: TrainState, steps: Steps, split: Split, batch_size: int,
     return report, probabilities
 
 
-def confident_mistakes(labels: Sequence[int], probabilities: jax.Array, count: int = MISTAKES_SHOWN) -> list[dict[str, Any]]:
+def confident_mistakes(
+    labels: Sequence[int], probabilities: jax.Array, count: int = MISTAKES_SHOWN
+) -> list[dict[str, Any]]:
     """The `count` wrong predictions with the highest probability, most confident first."""
     predictions = jnp.argmax(probabilities, -1)
     confidence = jnp.where(predictions != jnp.asarray(labels), probabilities.max(-1), -1.0)
     order = jnp.argsort(-confidence)[:count]
     return [
-        {"index": int(i), "true": EMOTIONS[labels[int(i)]], "predicted": EMOTIONS[int(predictions[i])],
-         "probability": float(confidence[i])}
-        for i in order if confidence[i] >= 0
+        {
+            "index": int(i),
+            "true": EMOTIONS[labels[int(i)]],
+            "predicted": EMOTIONS[int(predictions[i])],
+            "probability": float(confidence[i]),
+        }
+        for i in order
+        if confidence[i] >= 0
     ]
 
 
@@ -133,7 +143,7 @@ def evaluate_report(run_dir: str | Path, data_source: str | None = None, crops: 
         "data": config.data.resolved_source(),
         "device": device_description(),
         "tta": "probabilities averaged over views: flip = face + mirror image; crops = those + the four "
-               f"{CROP_SIZE}x{CROP_SIZE} corner crops scaled to 48x48, each mirrored too",
+        f"{CROP_SIZE}x{CROP_SIZE} corner crops scaled to 48x48, each mirrored too",
         "splits": {},
     }
     for name in REPORT_SPLITS:
@@ -145,9 +155,12 @@ def evaluate_report(run_dir: str | Path, data_source: str | None = None, crops: 
         report["splits"][name] = metrics
         title = f"{name}, best checkpoint (epoch {record['best_epoch']})"
         plotting.plot_confusion_matrices(metrics["confusion_matrix"], out / f"confusion_{name}.png", title)
-        plotting.plot_mistakes([split.images[m["index"]].tolist() for m in mistakes],
-                               [f"true {m['true']}\npred {m['predicted']} {m['probability']:.2f}" for m in mistakes],
-                               out / f"mistakes_{name}.png", f"{name}: most confident mistakes")
+        plotting.plot_mistakes(
+            [split.images[m["index"]].tolist() for m in mistakes],
+            [f"true {m['true']}\npred {m['predicted']} {m['probability']:.2f}" for m in mistakes],
+            out / f"mistakes_{name}.png",
+            f"{name}: most confident mistakes",
+        )
     write_json(out / "report.json", report)
     print(format_report(report))
     print(f"Report written to {out}/")
@@ -158,8 +171,10 @@ def format_report(report: dict[str, Any]) -> str:
     """A short text table: per split the plain and TTA numbers, then per-class F1."""
     lines = []
     for name, split in report["splits"].items():
-        tta = "  ".join(f"TTA {k} ({v['views']} views) acc {v['accuracy']:.4f} F1 {v['macro_f1']:.4f}"
-                        for k, v in split["tta"].items())
+        tta = "  ".join(
+            f"TTA {k} ({v['views']} views) acc {v['accuracy']:.4f} F1 {v['macro_f1']:.4f}"
+            for k, v in split["tta"].items()
+        )
         lines.append(f"{name:<12} accuracy {split['accuracy']:.4f}  macro-F1 {split['macro_f1']:.4f}  |  {tta}")
         lines.append("    " + "  ".join(f"{emotion} F1 {m['f1']:.2f}" for emotion, m in split["per_class"].items()))
     return "\n".join(lines)

@@ -107,8 +107,11 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> tuple[optax.Gradient
     schedule = make_schedule(config, steps_per_epoch)
     mask = decays if opt.weight_decay else None
     if opt.name == "adam":
-        tx = (optax.adamw(schedule, weight_decay=opt.weight_decay, mask=mask) if opt.weight_decay
-              else optax.adam(schedule))
+        tx = (
+            optax.adamw(schedule, weight_decay=opt.weight_decay, mask=mask)
+            if opt.weight_decay
+            else optax.adam(schedule)
+        )
     elif opt.name == "sgd":
         tx = optax.chain(
             optax.add_decayed_weights(opt.weight_decay, mask=mask),
@@ -136,8 +139,9 @@ def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def update_ema(ema: dict[str, nnx.State], params: nnx.State, model_state: nnx.State,
-               decay: jax.Array) -> dict[str, nnx.State]:
+def update_ema(
+    ema: dict[str, nnx.State], params: nnx.State, model_state: nnx.State, decay: jax.Array
+) -> dict[str, nnx.State]:
     """ema <- decay * ema + (1 - decay) * current, for the weights and the float model state (BatchNorm statistics)."""
 
     def average(old: jax.Array, new: jax.Array) -> jax.Array:
@@ -145,8 +149,10 @@ def update_ema(ema: dict[str, nnx.State], params: nnx.State, model_state: nnx.St
             return new
         return (decay * old + (1.0 - decay) * new).astype(new.dtype)
 
-    return {"params": jax.tree.map(average, ema["params"], params),
-            "model_state": jax.tree.map(average, ema["model_state"], model_state)}
+    return {
+        "params": jax.tree.map(average, ema["params"], params),
+        "model_state": jax.tree.map(average, ema["model_state"], model_state),
+    }
 
 
 def selected_weights(state: TrainState) -> TrainState:
@@ -204,8 +210,9 @@ def init_state(config: Config, steps_per_epoch: int) -> tuple[TrainState, Steps]
             new_state = new_state.replace(ema=update_ema(state.ema, params, model_state, decay))
         return new_state, {"loss": loss * labels.shape[0], "correct": correct}
 
-    def train_chunk(state: TrainState, images: jax.Array, labels: jax.Array,
-                    indices: jax.Array) -> tuple[TrainState, Metrics]:
+    def train_chunk(
+        state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array
+    ) -> tuple[TrainState, Metrics]:
         def one_step(carry, batch_indices):
             state, sums = carry
             batch = augment(jax.random.fold_in(augment_key, state.step), images[batch_indices], config.data)

@@ -89,8 +89,9 @@ class Fer2013(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def __init__(self, *, source: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, source: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
         self._source = None if source is None else Path(source).expanduser()
@@ -102,11 +103,13 @@ class Fer2013(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__
         return tfds.core.DatasetInfo(
             builder=self,
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                # A NumPy dtype object from jax.numpy: the package never imports numpy itself.
-                "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), dtype=jnp.dtype("uint8")),
-                "label": tfds.features.ClassLabel(names=list(EMOTIONS)),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    # A NumPy dtype object from jax.numpy: the package never imports numpy itself.
+                    "image": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), dtype=jnp.dtype("uint8")),
+                    "label": tfds.features.ClassLabel(names=list(EMOTIONS)),
+                }
+            ),
             supervised_keys=("image", "label"),
             disable_shuffling=True,
             homepage="https://www.kaggle.com/datasets/msambare/fer2013",
@@ -135,13 +138,16 @@ def _source_in(folder: Path) -> Path:
     if len(zips) == 1:
         return zips[0]
     if zips:
-        raise DataError(f"{folder}: several zip archives ({', '.join(p.name for p in zips)}); "
-                        "name the FER-2013 one fer2013.zip or pass its path as the source")
+        raise DataError(
+            f"{folder}: several zip archives ({', '.join(p.name for p in zips)}); "
+            "name the FER-2013 one fer2013.zip or pass its path as the source"
+        )
     return folder  # let load_fer2013 look for images and say what is missing
 
 
-def build_fer2013_tfds(source: str | os.PathLike | None, data_dir: str | os.PathLike,
-                       cache_dir: str | os.PathLike | None = None) -> Fer2013:
+def build_fer2013_tfds(
+    source: str | os.PathLike | None, data_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+) -> Fer2013:
     """Build the TFDS copy of FER-2013 in `data_dir` (a no-op if it is already there) and return its builder.
 
     `source`: a Kaggle zip, an extracted folder or fer2013.csv; None: read the
@@ -151,18 +157,22 @@ def build_fer2013_tfds(source: str | os.PathLike | None, data_dir: str | os.Path
     builder = Fer2013(data_dir=os.fspath(data_dir), source=source, cache_dir=cache_dir)
     if not _is_built(builder):
         if source is not None and not Path(source).expanduser().exists():
-            raise DataError(f"{source}: no such file or folder (pass a Kaggle zip, an extracted folder, "
-                            "or fer2013.csv)")
+            raise DataError(
+                f"{source}: no such file or folder (pass a Kaggle zip, an extracted folder, or fer2013.csv)"
+            )
         manual = Path(data_dir) / "downloads" / "manual"
         if source is None and not (manual.is_dir() and any(manual.iterdir())):
-            raise DataError(f"{manual}: empty or missing, and no source given (pass a Kaggle zip, an extracted "
-                            "folder or fer2013.csv, or put one in that folder)")
+            raise DataError(
+                f"{manual}: empty or missing, and no source given (pass a Kaggle zip, an extracted "
+                "folder or fer2013.csv, or put one in that folder)"
+            )
         builder.download_and_prepare(file_format="array_record")
     return builder
 
 
-def load_tfds_splits(data_dir: str | os.PathLike, source: str | os.PathLike | None = None,
-                     cache_dir: str | os.PathLike | None = None) -> dict[str, Split]:
+def load_tfds_splits(
+    data_dir: str | os.PathLike, source: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> dict[str, Split]:
     """The three splits from the TFDS copy in `data_dir`, keyed like `load_fer2013` (Training, ...).
 
     The copy is built first from `source` when it is missing. Images come back
@@ -171,8 +181,10 @@ def load_tfds_splits(data_dir: str | os.PathLike, source: str | os.PathLike | No
     builder = Fer2013(data_dir=os.fspath(data_dir))
     if not _is_built(builder):
         if source is None:
-            raise DataError(f"{data_dir}: no built TFDS copy of FER-2013 here, and no source to build it from "
-                            "(pass the Kaggle zip, extracted folder or fer2013.csv)")
+            raise DataError(
+                f"{data_dir}: no built TFDS copy of FER-2013 here, and no source to build it from "
+                "(pass the Kaggle zip, extracted folder or fer2013.csv)"
+            )
         builder = build_fer2013_tfds(source, data_dir, cache_dir)
     sources = builder.as_data_source()
     return {name: _read_split(sources[tfds_name]) for name, tfds_name in TFDS_SPLITS.items()}
@@ -203,12 +215,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Build FER-2013 as a TensorFlow Datasets dataset (ArrayRecord files; TensorFlow not needed) "
         "and print its split sizes. Read it with tfds.data_source('fer2013', data_dir=DIR).",
     )
-    parser.add_argument("--data", metavar="PATH",
-                        help="Kaggle zip, extracted folder or fer2013.csv (default: the manual folder "
-                        "DIR/downloads/manual)")
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="Kaggle zip, extracted folder or fer2013.csv (default: the manual folder DIR/downloads/manual)",
+    )
     parser.add_argument("--data-dir", metavar="DIR", required=True, help="TFDS data folder to write (and read)")
-    parser.add_argument("--cache-dir", metavar="DIR",
-                        help="cache root for the decoded archive (default: $FER_JAX_CACHE, else the user cache folder)")
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache root for the decoded archive (default: $FER_JAX_CACHE, else the user cache folder)",
+    )
     args = parser.parse_args(argv)
     try:
         builder = build_fer2013_tfds(args.data, args.data_dir, args.cache_dir)

@@ -26,17 +26,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fer_jax import loop
-from fer_jax.checkpoints import (MANIFEST, CheckpointError, file_digest, first_line, holds_checkpoints, move_aside,
-                                 set_aside_stamp, warn)
+from fer_jax.checkpoints import (
+    MANIFEST,
+    CheckpointError,
+    file_digest,
+    first_line,
+    holds_checkpoints,
+    move_aside,
+    set_aside_stamp,
+    warn,
+)
 from fer_jax.config import Config, ConfigError
 from fer_jax.data import Split, torch_eval_batches, torch_train_batches
 from fer_jax.datacheck import check_for_run
 from fer_jax.environment import cpu_model
 from fer_jax.evaluation import confusion_matrix, load_dataset, load_splits
 from fer_jax.files import write_atomic, write_json
+from fer_jax.loop import TrainingError
 from fer_jax.models import NUM_CLASSES
 from fer_jax.steps import warmup_steps
-from fer_jax.loop import TrainingError
 
 
 class TorchSeedCNN(nn.Module):
@@ -87,21 +95,27 @@ def torch_device_description(device: torch.device) -> str:
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning rate at each step, as `fer_jax.steps.make_schedule` gives it (linear warmup, then constant or cosine)."""
+    """The learning rate at each step, as `fer_jax.steps.make_schedule` gives it (linear warmup, then constant
+    or cosine)."""
     opt = config.optim
     warmup = warmup_steps(config, steps_per_epoch)
-    if opt.schedule == "constant":
-        main: Callable[[int], float] = lambda step: opt.learning_rate
-    elif opt.schedule == "cosine":
-        decay_steps = max(1, config.train.epochs * steps_per_epoch - warmup)
-        main = lambda step: opt.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
-    else:
+    if opt.schedule not in ("constant", "cosine"):
         raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
-    return lambda step: opt.learning_rate * step / warmup if step < warmup else main(step - warmup)
+    decay_steps = max(1, config.train.epochs * steps_per_epoch - warmup)
+
+    def rate(step: int) -> float:
+        if step < warmup:
+            return opt.learning_rate * step / warmup
+        if opt.schedule == "constant":
+            return opt.learning_rate
+        return opt.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step - warmup, decay_steps) / decay_steps))
+
+    return rate
 
 
-def make_torch_optimizer(config: Config, parameters: Iterable[nn.Parameter],
-                         steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+def make_torch_optimizer(
+    config: Config, parameters: Iterable[nn.Parameter], steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
     """The optimizer of `fer_jax.steps.make_optimizer` in PyTorch, and its schedule (set it before each step).
 
     Adam is AdamW with decoupled weight decay (plain Adam at weight_decay 0),
@@ -114,13 +128,20 @@ def make_torch_optimizer(config: Config, parameters: Iterable[nn.Parameter],
     parameters = list(parameters)
     groups = [{"params": parameters}]
     if opt.weight_decay:
-        groups = [{"params": [p for p in parameters if p.ndim >= 2]},
-                  {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in parameters if p.ndim >= 2]},
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+        ]
     if opt.name == "adam":
         optimizer = torch.optim.AdamW(groups, lr=schedule(0), weight_decay=opt.weight_decay)
     elif opt.name == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=schedule(0), momentum=opt.momentum,
-                                    nesterov=opt.nesterov and opt.momentum > 0, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.SGD(
+            groups,
+            lr=schedule(0),
+            momentum=opt.momentum,
+            nesterov=opt.nesterov and opt.momentum > 0,
+            weight_decay=opt.weight_decay,
+        )
     else:
         raise ConfigError(f"unknown optim.name {opt.name!r}: expected 'adam' or 'sgd'")
     return optimizer, schedule
@@ -167,7 +188,9 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     if config.model.name != "seed_cnn":
         raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
     if config.optim.label_smoothing or config.train.ema_decay:
-        raise ConfigError("the PyTorch baseline does not mirror optim.label_smoothing or train.ema_decay; set them to 0")
+        raise ConfigError(
+            "the PyTorch baseline does not mirror optim.label_smoothing or train.ema_decay; set them to 0"
+        )
     run_dir = Path(config.run_dir)
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     dataset = load_dataset(config)
@@ -188,20 +211,24 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
         record = latest["record"]
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
     loop.start_run(config, record)
-    print(f"Run folder {run_dir} | PyTorch {config.model.name}: {count_torch_params(model):,} parameters | "
-          f"train {len(splits['Training'])}, val {len(splits['PublicTest'])}, test {len(splits['PrivateTest'])} "
-          f"images | {device}")
+    print(
+        f"Run folder {run_dir} | PyTorch {config.model.name}: {count_torch_params(model):,} parameters | "
+        f"train {len(splits['Training'])}, val {len(splits['PublicTest'])}, test {len(splits['PrivateTest'])} "
+        f"images | {device}"
+    )
 
     def save(which: str, epoch: int, record: dict[str, Any]) -> None:
         if which == "best":
             checkpoints.save("best", epoch, model.state_dict())
         else:
-            checkpoints.save("latest", epoch, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "record": record})
+            checkpoints.save(
+                "latest", epoch, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "record": record}
+            )
 
     hooks = loop.EpochHooks(
-        train_epoch=lambda epoch: torch_train_epoch(model, optimizer, schedule, (epoch - 1) * steps_per_epoch,
-                                                    splits["Training"], config, epoch, device),
+        train_epoch=lambda epoch: torch_train_epoch(
+            model, optimizer, schedule, (epoch - 1) * steps_per_epoch, splits["Training"], config, epoch, device
+        ),
         validate=lambda: evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device),
         learning_rate=lambda epoch: schedule(epoch * steps_per_epoch),
         save=save,
@@ -212,11 +239,22 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     model.load_state_dict(checkpoints.restore_best(record["best_epoch"], device))
     val = evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device)
     test = evaluate_torch(model, splits["PrivateTest"], config.train.eval_batch_size, device)
-    tta = {name: flip_tta_accuracy_torch(model, splits[split], config.train.eval_batch_size, device)
-           for name, split in (("val", "PublicTest"), ("test", "PrivateTest"))}
+    tta = {
+        name: flip_tta_accuracy_torch(model, splits[split], config.train.eval_batch_size, device)
+        for name, split in (("val", "PublicTest"), ("test", "PrivateTest"))
+    }
     matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"].tolist()).tolist()
-    results = loop.summarize(config, record["best_epoch"], val, test, splits, count_torch_params(model),
-                             torch_device_description(device), matrix, tta)
+    results = loop.summarize(
+        config,
+        record["best_epoch"],
+        val,
+        test,
+        splits,
+        count_torch_params(model),
+        torch_device_description(device),
+        matrix,
+        tta,
+    )
     return loop.finish_run(config, results, stop_reason, "pytorch")
 
 
@@ -246,7 +284,9 @@ class TorchCheckpoints:
     """
 
     NAMES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "latest": ("latest.pt", "latest.previous.pt", "latest.next.pt"), "best": ("best.pt", "best.next.pt")}
+        "latest": ("latest.pt", "latest.previous.pt", "latest.next.pt"),
+        "best": ("best.pt", "best.next.pt"),
+    }
     """Where each kind of checkpoint may be, newest name first."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -276,8 +316,10 @@ class TorchCheckpoints:
         """
         files = self._files()
         failed = [f for f in files if f.problem]
-        trusted = sorted((f for f in files if f.kind == "latest" and not f.problem),
-                         key=lambda f: -1 if f.epoch is None else -f.epoch)
+        trusted = sorted(
+            (f for f in files if f.kind == "latest" and not f.problem),
+            key=lambda f: -1 if f.epoch is None else -f.epoch,
+        )
         chosen, loaded = None, None
         for file in trusted:
             try:
@@ -290,8 +332,10 @@ class TorchCheckpoints:
         if chosen is None and (finished_epochs or trusted):
             finished = f"; metrics.jsonl records {finished_epochs} finished epochs" if finished_epochs else ""
             problems = "; ".join(self._why(f) for f in failed) or f"{self.root} holds none"
-            raise CheckpointError(f"{self.run_dir}: no readable latest checkpoint ({problems}{finished}); "
-                                  "train it again in a new --run-dir, or put back its checkpoints from a copy")
+            raise CheckpointError(
+                f"{self.run_dir}: no readable latest checkpoint ({problems}{finished}); "
+                "train it again in a new --run-dir, or put back its checkpoints from a copy"
+            )
         epoch = loaded["record"]["epoch"] if loaded else 0
         for file in failed:
             if chosen and file.kind == "latest":
@@ -311,8 +355,9 @@ class TorchCheckpoints:
         is damaged; `CheckpointError` when neither is readable."""
         files = self._files()
         failed = [f for f in files if f.kind == "best" and f.problem]
-        candidates = [f for f in files
-                      if not f.problem and (f.epoch == best_epoch or (f.kind, f.epoch) == ("best", None))]
+        candidates = [
+            f for f in files if not f.problem and (f.epoch == best_epoch or (f.kind, f.epoch) == ("best", None))
+        ]
         candidates.sort(key=lambda f: f.kind != "best")
         for file in candidates:
             try:
@@ -324,8 +369,10 @@ class TorchCheckpoints:
                 warn(f"{self._why(bad)}; using {self._name(file.path)}")
             return obj["model"] if file.kind == "latest" else obj
         problems = "; ".join(self._why(f) for f in failed) or "best.pt is missing"
-        raise CheckpointError(f"{self.run_dir}: no readable best checkpoint of epoch {best_epoch} ({problems}); its "
-                              "selected weights are lost: train the run again, or put back its checkpoints from a copy")
+        raise CheckpointError(
+            f"{self.run_dir}: no readable best checkpoint of epoch {best_epoch} ({problems}); its "
+            "selected weights are lost: train the run again, or put back its checkpoints from a copy"
+        )
 
     def _name(self, path: Path) -> str:
         return str(self.run_dir / "checkpoints" / path.name)
@@ -350,15 +397,25 @@ class TorchCheckpoints:
         for kind, names in self.NAMES.items():
             for path in (self.root / name for name in names if (self.root / name).is_file()):
                 if entries is None:
-                    warn(f"{self._name(path)}: no {MANIFEST} (saved before checkpoints had checksums); "
-                         "using it unverified")
+                    warn(
+                        f"{self._name(path)}: no {MANIFEST} (saved before checkpoints had checksums); "
+                        "using it unverified"
+                    )
                     files.append(TorchFile(kind, path, None))
                     continue
                 digest = file_digest(path)
-                epochs = [e["epoch"] for e in entries if e["kind"] == kind and
-                          (e["size"], e["sha256"]) == (digest["size"], digest["sha256"])]
-                files.append(TorchFile(kind, path, epochs[0]) if epochs else TorchFile(
-                    kind, path, None, f"matches no checksum in {MANIFEST}: damaged, or its save was cut short"))
+                epochs = [
+                    e["epoch"]
+                    for e in entries
+                    if e["kind"] == kind and (e["size"], e["sha256"]) == (digest["size"], digest["sha256"])
+                ]
+                files.append(
+                    TorchFile(kind, path, epochs[0])
+                    if epochs
+                    else TorchFile(
+                        kind, path, None, f"matches no checksum in {MANIFEST}: damaged, or its save was cut short"
+                    )
+                )
         return files
 
 
@@ -377,8 +434,14 @@ def dropout_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step + 1
 
 
-def torch_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                     labels: torch.Tensor, learning_rate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def torch_train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    learning_rate: float,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch; returns its mean loss and number of correct predictions (on the device).
 
     Dropout gets its own seed per step and leaves the global RNG as it was, so the
@@ -396,8 +459,16 @@ def torch_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images:
     return loss.detach(), (logits.argmax(-1) == labels).sum()
 
 
-def torch_train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], step: int,
-                      split: Split, config: Config, epoch: int, device: torch.device) -> dict[str, float]:
+def torch_train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: Callable[[int], float],
+    step: int,
+    split: Split,
+    config: Config,
+    epoch: int,
+    device: torch.device,
+) -> dict[str, float]:
     """One epoch from global step `step`; the mean loss and accuracy on the augmented batches."""
     model.train()
     batches = torch_train_batches(split, config.data, config.train.batch_size, config.train.seed, epoch)
@@ -405,12 +476,19 @@ def torch_train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, schedu
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
-    with tqdm(batches, total=total, desc=f"Epoch {epoch}/{config.train.epochs}", leave=False,
-              dynamic_ncols=True, mininterval=1.0) as bar:
+    with tqdm(
+        batches,
+        total=total,
+        desc=f"Epoch {epoch}/{config.train.epochs}",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    ) as bar:
         for index, (images, labels) in enumerate(bar):
             images, labels = images.to(device), labels.to(device)
-            loss, batch_correct = torch_train_step(model, optimizer, images, labels, schedule(step),
-                                                   dropout_seed(config.train.seed, step))
+            loss, batch_correct = torch_train_step(
+                model, optimizer, images, labels, schedule(step), dropout_seed(config.train.seed, step)
+            )
             step += 1
             loss_sum += loss * len(labels)
             correct += batch_correct

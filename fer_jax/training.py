@@ -27,8 +27,14 @@ from fer_jax import loop, parallel
 from fer_jax.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.config import Config, ConfigError
 from fer_jax.datacheck import check_for_run
-from fer_jax.evaluation import (REPORTED_SPLIT, evaluate_checkpoint, evaluate_split, load_dataset, reported_split,
-                                selection_splits)
+from fer_jax.evaluation import (
+    REPORTED_SPLIT,
+    evaluate_checkpoint,
+    evaluate_split,
+    load_dataset,
+    reported_split,
+    selection_splits,
+)
 from fer_jax.loop import TrainingError
 from fer_jax.models import count_params
 from fer_jax.steps import Steps, TrainState, init_state, selected_weights
@@ -51,9 +57,11 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
         state, record = resumed
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
     loop.start_run(config, record)
-    print(f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
-          f"train {len(splits['Training'])}, val {len(splits['PublicTest'])} images (PrivateTest unread until the "
-          f"end) | {steps.mesh.size} {jax.devices()[0].platform} device(s), {config.data.pipeline} pipeline")
+    print(
+        f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
+        f"train {len(splits['Training'])}, val {len(splits['PublicTest'])} images (PrivateTest unread until the "
+        f"end) | {steps.mesh.size} {jax.devices()[0].platform} device(s), {config.data.pipeline} pipeline"
+    )
 
     updates = epoch_updates(config, steps, splits["Training"])
     images_per_epoch = loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
@@ -65,16 +73,20 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
 
     hooks = loop.EpochHooks(
         train_epoch=train_epoch,
-        validate=lambda: evaluate_split(selected_weights(state), steps, splits["PublicTest"],
-                                        config.train.eval_batch_size),
+        validate=lambda: evaluate_split(
+            selected_weights(state), steps, splits["PublicTest"], config.train.eval_batch_size
+        ),
         learning_rate=lambda epoch: float(steps.learning_rate(state.step)),
         save=lambda which, epoch, record: checkpoints.save(
-            which, epoch, selected_weights(state) if which == "best" else state, record),
+            which, epoch, selected_weights(state) if which == "best" else state, record
+        ),
     )
     try:
         record, stop_reason = loop.run_epochs(config, record, hooks)
         if not checkpoints.has("best"):
-            raise TrainingError(f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate")
+            raise TrainingError(
+                f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate"
+            )
         splits[REPORTED_SPLIT] = reported_split(config, dataset)
         results = evaluate_checkpoint(config, state, steps, checkpoints, splits)
     finally:
@@ -85,14 +97,21 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
 EpochUpdates = Callable[[TrainState, int], Iterator[tuple[TrainState, dict[str, jax.Array], int]]]
 
 
-def _train_epoch(state: TrainState, updates: EpochUpdates, config: Config, epoch: int,
-                 images_per_epoch: int) -> tuple[TrainState, dict[str, float]]:
+def _train_epoch(
+    state: TrainState, updates: EpochUpdates, config: Config, epoch: int, images_per_epoch: int
+) -> tuple[TrainState, dict[str, float]]:
     """One epoch of `updates`, with a progress bar; the mean loss and accuracy on its augmented batches."""
     sums = {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)}
     count = 0
-    with tqdm(total=images_per_epoch, unit="img", desc=f"Epoch {epoch}/{config.train.epochs}", leave=False,
-              dynamic_ncols=True, mininterval=1.0) as bar:
-        for state, out, images in updates(state, epoch):
+    with tqdm(
+        total=images_per_epoch,
+        unit="img",
+        desc=f"Epoch {epoch}/{config.train.epochs}",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    ) as bar:
+        for state, out, images in updates(state, epoch):  # noqa: B007, B020 (each step yields the new state)
             sums = {name: sums[name] + out[name] for name in sums}
             count += images
             bar.update(images)
@@ -112,10 +131,12 @@ def epoch_updates(config: Config, steps: Steps, split: fer_data.Split) -> EpochU
     """
     batch = config.train.batch_size
     if config.data.pipeline == "torchvision":
+
         def host_updates(state: TrainState, epoch: int):
             for images, labels in fer_data.train_batches(split, config.data, batch, config.train.seed, epoch):
                 state, out = steps.train(state, images, labels)
                 yield state, out, batch
+
         return host_updates
     if config.data.pipeline != "device":
         raise ConfigError(f"unknown data.pipeline {config.data.pipeline!r}: expected 'torchvision' or 'device'")
@@ -132,4 +153,5 @@ def epoch_updates(config: Config, steps: Steps, split: fer_data.Split) -> EpochU
             (indices,) = parallel.shard_batch(steps.mesh, order[start : start + per_call], axis=1)
             state, out = steps.train_chunk(state, images, labels, indices)
             yield state, out, indices.size
+
     return device_updates

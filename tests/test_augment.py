@@ -14,20 +14,28 @@ def random_faces(count: int) -> torch.Tensor:
     return torch.randint(0, 256, (count, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("angle, scale, shift, flip", [
-    (7.3, 1.0, (0, 0), False),
-    (0.0, 1.08, (0, 0), False),
-    (-9.1, 0.93, (3, -2), False),
-    (5.0, 1.05, (1, 2), True),
-    (0.0, 1.0, (0, 0), True),
-])
+@pytest.mark.parametrize(
+    "angle, scale, shift, flip",
+    [
+        (7.3, 1.0, (0, 0), False),
+        (0.0, 1.08, (0, 0), False),
+        (-9.1, 0.93, (3, -2), False),
+        (5.0, 1.05, (1, 2), True),
+        (0.0, 1.0, (0, 0), True),
+    ],
+)
 def test_affine_gives_torchvisions_pixels_for_the_same_parameters(angle, scale, shift, flip):
     faces = random_faces(2)
     expected = F.affine(faces, angle=angle, translate=list(shift), scale=scale, shear=[0.0, 0.0])
     if flip:
         expected = F.horizontal_flip(expected)
-    ours = affine(jnp.asarray(faces), jnp.full((2,), angle), jnp.full((2,), scale),
-                  jnp.tile(jnp.asarray(shift, jnp.float32), (2, 1)), jnp.full((2,), flip))
+    ours = affine(
+        jnp.asarray(faces),
+        jnp.full((2,), angle),
+        jnp.full((2,), scale),
+        jnp.tile(jnp.asarray(shift, jnp.float32), (2, 1)),
+        jnp.full((2,), flip),
+    )
     same = jnp.mean(ours == jnp.asarray(expected))
     assert same >= 0.995, f"{float(same):.4f} of pixels equal"  # rounding ties of float32 coordinates may differ
 
@@ -76,16 +84,29 @@ def test_interpolation_and_fill_give_torchvisions_pixels(interpolation, fill, an
 
     faces = random_faces(2)
     # fill=0 as RandomAffine passes it (F.affine's own default, None, mixes the border differently).
-    options = dict(angle=angle, translate=list(shift), scale=scale, shear=[0.0, 0.0],
-                   interpolation=F.InterpolationMode(interpolation), fill=0)
+    options = dict(
+        angle=angle,
+        translate=list(shift),
+        scale=scale,
+        shear=[0.0, 0.0],
+        interpolation=F.InterpolationMode(interpolation),
+        fill=0,
+    )
     if fill == "edge":  # what train_transform does for edge fill: pad, transform about the same centre, crop
         expected = F.center_crop(F.affine(F.pad(faces, [EDGE_PAD], padding_mode="edge"), **options), [48, 48])
     else:
         expected = F.affine(faces, **options)
     if flip:
         expected = F.horizontal_flip(expected)
-    ours = affine(jnp.asarray(faces), jnp.full((2,), angle), jnp.full((2,), scale),
-                  jnp.tile(jnp.asarray(shift, jnp.float32), (2, 1)), jnp.full((2,), flip), interpolation, fill)
+    ours = affine(
+        jnp.asarray(faces),
+        jnp.full((2,), angle),
+        jnp.full((2,), scale),
+        jnp.tile(jnp.asarray(shift, jnp.float32), (2, 1)),
+        jnp.full((2,), flip),
+        interpolation,
+        fill,
+    )
     difference = jnp.abs(ours.astype(jnp.int32) - jnp.asarray(expected).astype(jnp.int32))
     assert float(jnp.mean(difference == 0)) >= 0.99 and int(difference.max()) <= 1  # float32 rounding ties
     if fill == "edge":

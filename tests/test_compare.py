@@ -20,13 +20,31 @@ def test_help_explains_the_measurements(capsys: pytest.CaptureFixture[str]) -> N
         assert word in text
 
 
-def test_compare_writes_both_frameworks_and_ratios(tiny_zip: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_writes_both_frameworks_and_ratios(
+    tiny_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    argv = ["--quick", "--data", str(tiny_zip), "--set", f"data.cache_dir={tmp_path / 'cache'}",
-            "--set", "train.batch_size=8", "--set", "train.eval_batch_size=16",
-            "--set", "data.train_limit=0", "--set", "data.eval_limit=0",
-            "--epochs", "2", "--seeds", "1", "--out", "out/compare.json"]
+    argv = [
+        "--quick",
+        "--data",
+        str(tiny_zip),
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.eval_batch_size=16",
+        "--set",
+        "data.train_limit=0",
+        "--set",
+        "data.eval_limit=0",
+        "--epochs",
+        "2",
+        "--seeds",
+        "1",
+        "--out",
+        "out/compare.json",
+    ]
     assert compare_frameworks.main(argv) == 0
 
     report = json.loads(Path("out/compare.json").read_text())
@@ -43,8 +61,12 @@ def test_compare_writes_both_frameworks_and_ratios(tiny_zip: Path, tmp_path: Pat
         assert run["train_images_per_s"] > 0 and run["eval_images_per_s"] > 0 and run["peak_memory_bytes"] > 0
         assert report["frameworks"][framework]["summary"]["test_accuracy"]["mean"] == run["test_accuracy"]
     ratios = report["ratios"]
-    for name in ("train_throughput_ratio_jax_over_torch", "eval_throughput_ratio_jax_over_torch",
-                 "test_accuracy_ratio_jax_over_torch", "peak_memory_ratio_jax_over_torch"):
+    for name in (
+        "train_throughput_ratio_jax_over_torch",
+        "eval_throughput_ratio_jax_over_torch",
+        "test_accuracy_ratio_jax_over_torch",
+        "peak_memory_ratio_jax_over_torch",
+    ):
         assert name in ratios
     assert ratios["train_throughput_ratio_jax_over_torch"] > 0
 

@@ -12,10 +12,17 @@ def test_round_trip_through_json(tmp_path):
     path.write_text(json.dumps(config.to_dict()))
     loaded = Config.load(path)
     assert loaded == config
-    assert (loaded.optim.name, loaded.optim.learning_rate, loaded.train.epochs, loaded.data.augment) == ("sgd", 0.01, 3, False)
+    assert (loaded.optim.name, loaded.optim.learning_rate, loaded.train.epochs, loaded.data.augment) == (
+        "sgd",
+        0.01,
+        3,
+        False,
+    )
 
 
-@pytest.mark.parametrize("override", ["train.nope=1", "nope.epochs=1", "train.epochs=three", "data.augment=maybe", "train"])
+@pytest.mark.parametrize(
+    "override", ["train.nope=1", "nope.epochs=1", "train.epochs=three", "data.augment=maybe", "train"]
+)
 def test_bad_overrides_are_one_line_errors(override):
     with pytest.raises(ConfigError) as info:
         Config().apply_overrides([override])

@@ -112,8 +112,9 @@ def test_winograd_in_batch_chunks_matches_xla_convolution_and_its_gradients(monk
 def test_winograd_leaves_other_convolutions_to_im2col(in_features, kernel, stride):
     lhs = jax.random.normal(jax.random.key(0), (2, 9, 9, in_features))
     rhs = jax.random.normal(jax.random.key(1), (kernel, kernel, in_features, 4))
-    assert jnp.array_equal(winograd_conv(lhs, rhs, (stride, stride), "SAME"),
-                           im2col_conv(lhs, rhs, (stride, stride), "SAME"))
+    assert jnp.array_equal(
+        winograd_conv(lhs, rhs, (stride, stride), "SAME"), im2col_conv(lhs, rhs, (stride, stride), "SAME")
+    )
 
 
 @pytest.mark.parametrize("conv", [im2col_conv, winograd_conv])
@@ -122,8 +123,10 @@ def test_winograd_leaves_other_convolutions_to_im2col(in_features, kernel, strid
     [
         ({"rhs_dilation": (2, 2)}, "dilation"),
         ({"feature_group_count": 5}, "groups"),
-        ({"dimension_numbers": jax.lax.conv_dimension_numbers((2, 8, 8, 5), (3, 3, 5, 4), ("NCHW", "HWIO", "NHWC"))},
-         "NHWC/HWIO"),
+        (
+            {"dimension_numbers": jax.lax.conv_dimension_numbers((2, 8, 8, 5), (3, 3, 5, 4), ("NCHW", "HWIO", "NHWC"))},
+            "NHWC/HWIO",
+        ),
     ],
 )
 def test_cpu_convolutions_refuse_what_they_do_not_implement(conv, kwargs, message):

@@ -165,8 +165,13 @@ def reference(tiny_zip, tmp_path_factory) -> dict:
         patch.setattr(checkpoints.shutil, "rmtree", rmtree)
         results = training.train(config)
     snapshot("finished")
-    return {"root": root, "snapshots": snapshots, "metrics": without_seconds(run_dir), "results": results,
-            "data": tiny_zip}
+    return {
+        "root": root,
+        "snapshots": snapshots,
+        "metrics": without_seconds(run_dir),
+        "results": results,
+        "data": tiny_zip,
+    }
 
 
 def without_seconds(run_dir: Path) -> list[dict]:
@@ -182,8 +187,12 @@ def set_aside(run_dir: Path) -> list[str]:
     root = run_dir / SET_ASIDE
     if not root.is_dir():
         return []
-    return sorted(str(p.relative_to(stamp)) for stamp in root.iterdir()
-                  for p in stamp.rglob("*") if p.name == "metrics.jsonl" or p.parent.name in checkpoints.KEEP)
+    return sorted(
+        str(p.relative_to(stamp))
+        for stamp in root.iterdir()
+        for p in stamp.rglob("*")
+        if p.name == "metrics.jsonl" or p.parent.name in checkpoints.KEEP
+    )
 
 
 def resume(run_dir: Path, capsys) -> tuple[int, str, str]:
@@ -200,33 +209,43 @@ def assert_matches_reference(run_dir: Path, reference: dict, before: list[dict])
     for key in RESULT_KEYS:
         assert results[key] == reference["results"][key], key
     kept = metrics_rows(run_dir / "metrics.jsonl") + [
-        row for path in (run_dir / SET_ASIDE).rglob("metrics.jsonl") for row in read_jsonl(path)]
+        row for path in (run_dir / SET_ASIDE).rglob("metrics.jsonl") for row in read_jsonl(path)
+    ]
     assert all(row in kept for row in before)
 
 
-@pytest.mark.parametrize("point, resumed_after, moved, warned", [
-    ("after best 1", 1, [], None),  # best/1, no latest at all: its best holds the full state
-    ("before best 2", 1, [], None),
-    ("inside orbax commit best 2", 1, ["checkpoints/best/2.orbax-checkpoint-tmp"], None),
-    ("before manifest best 2", 1, ["checkpoints/best/2"], ("best/2", "latest/1")),
-    ("pruning best 1", 2, [], None),
-    ("after best 2", 2, [], None),  # between best and latest
-    ("inside orbax commit latest 2", 2, ["checkpoints/latest/2.orbax-checkpoint-tmp"], None),
-    ("before manifest latest 2", 2, ["checkpoints/latest/2"], ("latest/2", "best/2")),
-    ("after latest 2", 2, [], None),  # metrics.jsonl one line short of the checkpoint
-    ("pruning latest 1", 3, [], None),  # three latest; nothing left to train
-])
-def test_a_crash_at_any_save_point_resumes_to_the_same_run(point, resumed_after, moved, warned, reference, tmp_path,
-                                                           capsys):
+@pytest.mark.parametrize(
+    "point, resumed_after, moved, warned",
+    [
+        ("after best 1", 1, [], None),  # best/1, no latest at all: its best holds the full state
+        ("before best 2", 1, [], None),
+        ("inside orbax commit best 2", 1, ["checkpoints/best/2.orbax-checkpoint-tmp"], None),
+        ("before manifest best 2", 1, ["checkpoints/best/2"], ("best/2", "latest/1")),
+        ("pruning best 1", 2, [], None),
+        ("after best 2", 2, [], None),  # between best and latest
+        ("inside orbax commit latest 2", 2, ["checkpoints/latest/2.orbax-checkpoint-tmp"], None),
+        ("before manifest latest 2", 2, ["checkpoints/latest/2"], ("latest/2", "best/2")),
+        ("after latest 2", 2, [], None),  # metrics.jsonl one line short of the checkpoint
+        ("pruning latest 1", 3, [], None),  # three latest; nothing left to train
+    ],
+)
+def test_a_crash_at_any_save_point_resumes_to_the_same_run(
+    point, resumed_after, moved, warned, reference, tmp_path, capsys
+):
     run_dir = clone(reference["snapshots"] / point, tmp_path / "run")
     before = metrics_rows(run_dir / "metrics.jsonl")
     code, out, err = resume(run_dir, capsys)
     assert code == 0, err
     assert f"Resuming {run_dir} after epoch {resumed_after}" in out
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert warnings == ([] if warned is None else [
-        f"warning: {run_dir}/checkpoints/{warned[0]} has no {MANIFEST}: its save was cut short (or the manifest was "
-        f"deleted); using {run_dir}/checkpoints/{warned[1]}"])
+    assert warnings == (
+        []
+        if warned is None
+        else [
+            f"warning: {run_dir}/checkpoints/{warned[0]} has no {MANIFEST}: its save was cut short "
+            f"(or the manifest was deleted); using {run_dir}/checkpoints/{warned[1]}"
+        ]
+    )
     assert [path for path in set_aside(run_dir) if not path.endswith("metrics.jsonl")] == moved
     assert_matches_reference(run_dir, reference, before)
 
@@ -332,9 +351,12 @@ def test_evaluate_and_predict_verify_the_best_checkpoint(reference, tmp_path, ca
     for command in (["evaluate", str(run_dir)], ["predict", "--checkpoint", str(run_dir), str(image)]):
         assert main(command) == 2
         [line] = capsys.readouterr().err.strip().splitlines()[-1:]
-        assert re.fullmatch(rf"fer-jax {command[0]}: error: {re.escape(str(run_dir))}: no readable best checkpoint "
-                            r"\(.*best/2/.* fails its checksum; .*latest/2/.* fails its checksum\); "
-                            r"its selected weights are lost: .*", line), line
+        assert re.fullmatch(
+            rf"fer-jax {command[0]}: error: {re.escape(str(run_dir))}: no readable best checkpoint "
+            r"\(.*best/2/.* fails its checksum; .*latest/2/.* fails its checksum\); "
+            r"its selected weights are lost: .*",
+            line,
+        ), line
 
 
 def test_an_exception_inside_an_orbax_commit_then_resume(reference, tmp_path, capsys, monkeypatch):
@@ -363,8 +385,11 @@ def test_an_exception_inside_an_orbax_commit_then_resume(reference, tmp_path, ca
 
 
 def torch_latest(epoch: int) -> dict:
-    return {"model": {"w": torch.full((3,), float(epoch))}, "optimizer": {"state": {}, "param_groups": []},
-            "record": {"epoch": epoch, "best_epoch": epoch}}
+    return {
+        "model": {"w": torch.full((3,), float(epoch))},
+        "optimizer": {"state": {}, "param_groups": []},
+        "record": {"epoch": epoch, "best_epoch": epoch},
+    }
 
 
 def torch_run(root: Path, epochs: int) -> TorchCheckpoints:
@@ -426,8 +451,10 @@ def test_torch_damaged_latest_falls_back_to_the_previous_one(damage, tmp_path, c
     out, err = capsys.readouterr()
     if damage != "delete":
         [warning] = err.strip().splitlines()
-        assert warning == (f"warning: {tmp_path}/checkpoints/latest.pt matches no checksum in {MANIFEST}: damaged, "
-                           f"or its save was cut short; using {tmp_path}/checkpoints/latest.previous.pt")
+        assert warning == (
+            f"warning: {tmp_path}/checkpoints/latest.pt matches no checksum in {MANIFEST}: damaged, "
+            f"or its save was cut short; using {tmp_path}/checkpoints/latest.previous.pt"
+        )
         assert f"Set aside {latest}" in out
     assert f"Set aside {tmp_path}/checkpoints/best.pt" in out  # epoch 3: the run saves it again
 
@@ -441,8 +468,11 @@ def test_torch_best_falls_back_to_latest_and_nothing_readable_is_one_line(tmp_pa
     assert "best.pt matches no checksum" in capsys.readouterr().err
     for name in ("latest.pt", "latest.previous.pt"):
         (checkpoints_dir / name).write_bytes(b"damaged")
-    with pytest.raises(CheckpointError, match=r"no readable latest checkpoint \(.*latest.pt matches no checksum.*"
-                                              r"latest.previous.pt matches no checksum.*3 finished epochs\); train"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"no readable latest checkpoint \(.*latest.pt matches no checksum.*"
+        r"latest.previous.pt matches no checksum.*3 finished epochs\); train",
+    ):
         TorchCheckpoints(tmp_path).resume(torch.device("cpu"), finished_epochs=3)
     with pytest.raises(CheckpointError, match="no readable best checkpoint of epoch 3"):
         TorchCheckpoints(tmp_path).restore_best(3, torch.device("cpu"))

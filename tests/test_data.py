@@ -25,8 +25,8 @@ from fer_jax.data import (
     to_jax,
     torch_train_batches,
 )
-from tests.conftest import SMALL
 from fer_jax.evaluation import load_splits
+from tests.conftest import SMALL
 from tests.fixtures import Face, encode, make_faces, member_path, write_csv, write_folder, write_zip
 
 
@@ -40,8 +40,13 @@ def test_folder_and_csv_give_each_face_the_same_label(tmp_path):
     from_folder = read_image_folder(write_folder(faces, tmp_path / "folder", fmt="png"))
     from_csv = read_challenge_csv(write_csv(faces, tmp_path / "fer2013.csv"))
     for split in SPLITS:
-        folder_labels = {bytes(img.flatten().tolist()): int(lab) for img, lab in zip(from_folder[split].images, from_folder[split].labels)}
-        csv_labels = {bytes(img.flatten().tolist()): int(lab) for img, lab in zip(from_csv[split].images, from_csv[split].labels)}
+        folder_labels = {
+            bytes(img.flatten().tolist()): int(lab)
+            for img, lab in zip(from_folder[split].images, from_folder[split].labels)
+        }
+        csv_labels = {
+            bytes(img.flatten().tolist()): int(lab) for img, lab in zip(from_csv[split].images, from_csv[split].labels)
+        }
         assert folder_labels == csv_labels
         assert len(folder_labels) == 7 * (2 if split == "Training" else 1)
     sad_face = next(f for f in faces if EMOTIONS[f.label] == "sad")
@@ -166,7 +171,9 @@ def test_corrupt_image_names_the_file(tmp_path):
 
 
 def test_wrong_size_is_rejected(tmp_path):
-    root = folder_with(tmp_path, "Training_big.png", bytes(encode_png(torch.zeros(1, 64, 64, dtype=torch.uint8)).tolist()))
+    root = folder_with(
+        tmp_path, "Training_big.png", bytes(encode_png(torch.zeros(1, 64, 64, dtype=torch.uint8)).tolist())
+    )
     with pytest.raises(DataError) as info:
         read_image_folder(root)
     assert "Training_big.png" in one_line(info) and "64x64" in one_line(info)

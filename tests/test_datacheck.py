@@ -51,7 +51,11 @@ def test_duplicates_within_and_across_splits(tmp_path):
     public[1].pixels = (training[3].pixels.int() + 1).clamp(0, 255).to(torch.uint8)  # a near copy
     report = check_dataset(load_fer2013(write_zip(faces, tmp_path / "fer2013.zip"), tmp_path / "cache"))
     stats = report["splits"]["Training"]
-    assert (stats["duplicate_images"], stats["duplicate_groups"], stats["duplicate_groups_with_conflicting_labels"]) == (2, 1, 1)
+    assert (
+        stats["duplicate_images"],
+        stats["duplicate_groups"],
+        stats["duplicate_groups_with_conflicting_labels"],
+    ) == (2, 1, 1)
     assert len(stats["duplicate_examples"][0]) == 3
     leak = report["cross_split_duplicates"]["Training->PublicTest"]
     assert leak["exact"] == 1 and leak["near"] == 2
@@ -60,13 +64,18 @@ def test_duplicates_within_and_across_splits(tmp_path):
 
 def test_the_cli_writes_report_and_grids_and_strict_fails_on_warnings(blurred_training_zip, tmp_path, capsys):
     out = tmp_path / "check"
-    assert main(["data", "check", str(blurred_training_zip), "--out", str(out), "--json",
-                 str(tmp_path / "copy.json")]) == 0
+    assert (
+        main(["data", "check", str(blurred_training_zip), "--out", str(out), "--json", str(tmp_path / "copy.json")])
+        == 0
+    )
     report = json.loads((out / REPORT_FILE).read_text())
     assert report == json.loads((tmp_path / "copy.json").read_text())
     assert report["warnings"] and "WARNING: Training: median sharpness" in capsys.readouterr().out
-    assert {p.name for p in out.glob("samples_*.png")} == {"samples_Training.png", "samples_PublicTest.png",
-                                                           "samples_PrivateTest.png"}
+    assert {p.name for p in out.glob("samples_*.png")} == {
+        "samples_Training.png",
+        "samples_PublicTest.png",
+        "samples_PrivateTest.png",
+    }
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "check", str(blurred_training_zip), "--out", str(out), "--strict"])
     assert exit_info.value.code == 1
@@ -80,5 +89,8 @@ def test_the_shared_archive_passes(fer2013_zip, tmp_path):
     assert report["dataset_sha256"] and {s["count"] for s in report["splits"].values()} == {28709, 3589}
     for stats in report["splits"].values():  # reported, whatever they are
         assert isinstance(stats["duplicate_images"], int) and isinstance(stats["blank_images"], int)
-    assert set(report["cross_split_duplicates"]) == {"Training->PublicTest", "Training->PrivateTest",
-                                                      "PublicTest->PrivateTest"}
+    assert set(report["cross_split_duplicates"]) == {
+        "Training->PublicTest",
+        "Training->PrivateTest",
+        "PublicTest->PrivateTest",
+    }

@@ -95,7 +95,9 @@ def kaggle_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def fake_kaggle(monkeypatch: pytest.MonkeyPatch) -> FakeKaggle:
     server = FakeKaggle()
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", lambda self, request, **kw: server.send(self, request, **kw))
+    monkeypatch.setattr(
+        requests.adapters.HTTPAdapter, "send", lambda self, request, **kw: server.send(self, request, **kw)
+    )
     return server
 
 

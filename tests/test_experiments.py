@@ -34,8 +34,13 @@ def test_every_config_module_loads_and_returns_a_config(name: str) -> None:
 def test_the_required_experiments_exist() -> None:
     assert {"seed_cnn_adam", "seed_cnn_sgd", "seed_cnn_no_augment", "compare_frameworks"} <= set(configs.available())
     sgd = configs.load("seed_cnn_sgd")[1].get_config()
-    assert (sgd.optim.name, sgd.optim.learning_rate, sgd.optim.momentum, sgd.optim.nesterov, sgd.optim.schedule) == \
-        ("sgd", 0.01, 0.9, True, "cosine")
+    assert (sgd.optim.name, sgd.optim.learning_rate, sgd.optim.momentum, sgd.optim.nesterov, sgd.optim.schedule) == (
+        "sgd",
+        0.01,
+        0.9,
+        True,
+        "cosine",
+    )
     assert configs.load("seed_cnn_no_augment")[1].get_config().data.augment is False
     assert configs.load("seed_cnn_adam")[1].get_config() == Config()
 
@@ -49,8 +54,9 @@ def test_help_lists_the_configs(capsys: pytest.CaptureFixture[str]) -> None:
         assert word in text
 
 
-def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert run.main(["no_such_experiment"]) == 2
     assert run.main(["seed_cnn_adam", "--set", "train.nope=1"]) == 2
@@ -61,11 +67,28 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
 
 
 def test_runner_writes_seed_runs_and_summary_and_the_table_reads_them(
-        tiny_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    argv = ["seed_cnn_sgd", "--data", str(tiny_zip), "--set", f"data.cache_dir={tmp_path / 'cache'}",
-            "--set", "train.batch_size=8", "--set", "train.eval_batch_size=16",
-            "--set", "data.train_limit=0", "--set", "data.eval_limit=0", "--set", "train.epochs=1", "--seeds", "2"]
+    argv = [
+        "seed_cnn_sgd",
+        "--data",
+        str(tiny_zip),
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.eval_batch_size=16",
+        "--set",
+        "data.train_limit=0",
+        "--set",
+        "data.eval_limit=0",
+        "--set",
+        "train.epochs=1",
+        "--seeds",
+        "2",
+    ]
     assert run.main(argv) == 0
 
     (summary_path,) = Path("runs/seed_cnn_sgd").glob("*/summary.json")
@@ -91,9 +114,18 @@ def test_runner_writes_seed_runs_and_summary_and_the_table_reads_them(
 
     # a training result in results/ (as `fer-jax train --results` writes) joins the table; other JSON does not
     Path("results").mkdir()
-    Path("results/seed_cnn.json").write_text(json.dumps(
-        {"test_accuracy": 0.65, "val_accuracy": 0.64, "epochs": 15, "seconds_per_epoch": 240.0,
-         "device": "cpu: test machine", "command": "fer-jax train --results results/seed_cnn.json"}))
+    Path("results/seed_cnn.json").write_text(
+        json.dumps(
+            {
+                "test_accuracy": 0.65,
+                "val_accuracy": 0.64,
+                "epochs": 15,
+                "seconds_per_epoch": 240.0,
+                "device": "cpu: test machine",
+                "command": "fer-jax train --results results/seed_cnn.json",
+            }
+        )
+    )
     Path("results/compare_cpu.json").write_text(json.dumps({"command": "fer-jax compare", "frameworks": {}}))
     assert table.main(["--out", "results/table.md"]) == 0
     lines = Path("results/table.md").read_text().splitlines()
@@ -108,24 +140,50 @@ def test_runner_writes_seed_runs_and_summary_and_the_table_reads_them(
 
 
 def test_table_without_sources_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert table.main(["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
-                       "--out", str(tmp_path / "table.md")]) == 1
+    assert (
+        table.main(
+            [
+                "--runs",
+                str(tmp_path / "runs"),
+                "--results",
+                str(tmp_path / "results"),
+                "--out",
+                str(tmp_path / "table.md"),
+            ]
+        )
+        == 1
+    )
     assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "table.md").exists()
 
 
 def test_table_rows_per_framework_of_a_comparison(tmp_path: Path) -> None:
     stats = {"mean": 0.5, "std": None, "n": 1}
-    summary = {"experiment": "compare_frameworks", "command": "python -m experiments.run compare_frameworks",
-               "machine": "cpu: x", "quick": True, "complete": True,
-               "frameworks": {f: {"machine": f"{f} machine", "test_accuracy": stats, "val_accuracy": stats,
-                                  "epochs": stats, "seconds_per_epoch": stats} for f in ("jax", "pytorch")}}
+    summary = {
+        "experiment": "compare_frameworks",
+        "command": "python -m experiments.run compare_frameworks",
+        "machine": "cpu: x",
+        "quick": True,
+        "complete": True,
+        "frameworks": {
+            f: {
+                "machine": f"{f} machine",
+                "test_accuracy": stats,
+                "val_accuracy": stats,
+                "epochs": stats,
+                "seconds_per_epoch": stats,
+            }
+            for f in ("jax", "pytorch")
+        },
+    }
     path = tmp_path / "runs" / "compare_frameworks" / "20260101-000000" / "summary.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(summary))
     rows = table.collect(tmp_path / "runs", tmp_path / "results")
-    assert [row["experiment"] for row in rows] == ["compare_frameworks (jax) [quick]",
-                                                   "compare_frameworks (pytorch) [quick]"]
+    assert [row["experiment"] for row in rows] == [
+        "compare_frameworks (jax) [quick]",
+        "compare_frameworks (pytorch) [quick]",
+    ]
     assert [row["machine"] for row in rows] == ["jax machine", "pytorch machine"]
 
 
@@ -146,5 +204,8 @@ def test_saliency_is_input_shaped_and_finite() -> None:
 
     matrix = [[5, 3, 0, 0, 0, 0, 1]] + [[0] * 7 for _ in range(6)]
     pairs = most_confused_pairs(matrix, top=2)
-    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("angry", "disgust", 3), ("angry", "neutral", 1)]
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("angry", "disgust", 3),
+        ("angry", "neutral", 1),
+    ]
     assert math.isclose(pairs[0]["share_of_true"], 3 / 9)

@@ -1,4 +1,5 @@
-"""The model zoo: shapes, parameter counts, the CPU kernels inside whole networks, BatchNorm state, dropout, bfloat16."""
+"""The model zoo: shapes, parameter counts, the CPU kernels inside whole networks, BatchNorm state, dropout,
+bfloat16."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +7,7 @@ import pytest
 from flax import nnx
 
 from fer_jax.config import Config, ConfigError, ModelConfig
-from fer_jax.models import (MODELS, VGGBN, BasicBlock, Dropout, Layers, ResNet18, SeedCNN, count_params,
-                            create_model)
+from fer_jax.models import MODELS, VGGBN, BasicBlock, Dropout, Layers, ResNet18, SeedCNN, count_params, create_model
 from fer_jax.steps import init_state
 
 # conv1 320 + conv2 18,496 + conv3 73,856 + conv4 147,584 + dense1 2,098,176 + dense2 7,175
@@ -153,8 +153,10 @@ def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_bfloat16_gives_float32_logits_close_to_float32(name: str):
     x = faces(2)
-    full, half = (eval_logits(create_model(ModelConfig(name=name, conv_impl="xla", compute_dtype=dtype), seed=0), x)
-                  for dtype in ("float32", "bfloat16"))
+    full, half = (
+        eval_logits(create_model(ModelConfig(name=name, conv_impl="xla", compute_dtype=dtype), seed=0), x)
+        for dtype in ("float32", "bfloat16")
+    )
     assert half.dtype == jnp.float32
     assert jnp.abs(half - full).max() <= 0.05 * jnp.abs(full).max()
     assert not jnp.array_equal(half, full)  # it did compute in bfloat16
@@ -172,4 +174,4 @@ def test_unknown_compute_dtype_or_conv_impl_is_a_config_error(field: str, value:
 
 
 def test_model_classes_are_registered_under_their_names():
-    assert MODELS == {"seed_cnn": SeedCNN, "vgg_bn": VGGBN, "resnet18": ResNet18}
+    assert {"seed_cnn": SeedCNN, "vgg_bn": VGGBN, "resnet18": ResNet18} == MODELS

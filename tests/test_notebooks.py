@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom on small settings, so none of them rots."""
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -21,6 +20,8 @@ def test_notebook_executes(path, fer2013_zip, tmp_path, monkeypatch):
     monkeypatch.setenv("FER2013_ZIP", str(fer2013_zip))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []

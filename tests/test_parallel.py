@@ -1,4 +1,5 @@
-"""Data parallelism over a device mesh, on 4 CPU devices made by XLA_FLAGS (in a subprocess: JAX reads the flag once)."""
+"""Data parallelism over a device mesh, on 4 CPU devices made by XLA_FLAGS (in a subprocess: JAX reads the flag
+once)."""
 
 import json
 import os
@@ -50,8 +51,14 @@ FOUR_DEVICES = textwrap.dedent("""
 @pytest.mark.slow
 def test_four_devices_train_like_one(tiny_zip, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", FOUR_DEVICES, str(tiny_zip), str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", FOUR_DEVICES, str(tiny_zip), str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = json.loads(done.stdout.split("RESULT", 1)[1])
     one, four = out["1"], out["4"]

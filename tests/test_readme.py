@@ -13,7 +13,8 @@ def test_the_results_block_is_generated_from_the_committed_results():
     text = README.read_text()
     block = text[text.index(README_BEGIN) : text.index(README_END) + len(README_END)]
     assert block == readme_block(ROOT / "results"), (
-        "README.md's results block is stale: run `python -m experiments.table --readme README.md`")
+        "README.md's results block is stale: run `python -m experiments.table --readme README.md`"
+    )
 
 
 def test_the_readme_is_short_and_its_links_resolve():

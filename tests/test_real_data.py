@@ -25,7 +25,11 @@ def dataset(fer2013_zip, tmp_path_factory):
 
 
 def test_split_and_class_counts(dataset):
-    assert {name: len(dataset[name]) for name in EXPECTED} == {"Training": 28709, "PublicTest": 3589, "PrivateTest": 3589}
+    assert {name: len(dataset[name]) for name in EXPECTED} == {
+        "Training": 28709,
+        "PublicTest": 3589,
+        "PrivateTest": 3589,
+    }
     for name, counts in EXPECTED.items():
         assert dataset[name].class_counts() == [counts[e] for e in EMOTIONS], name
         assert dataset[name].images.shape[1:] == (48, 48)

@@ -23,8 +23,18 @@ from fer_jax.config import Config, ConfigError, DataConfig
 from fer_jax.data import FER2013, train_transform
 from fer_jax.evaluation import averaged_accuracy, evaluate_split, load_splits, restore_run
 from fer_jax.models import count_params, create_model
-from fer_jax.steps import (EmaTrainState, TrainState, decays, ema_decay_at, init_state, make_optimizer,
-                           make_schedule, selected_weights, training_loss, update_ema)
+from fer_jax.steps import (
+    EmaTrainState,
+    TrainState,
+    decays,
+    ema_decay_at,
+    init_state,
+    make_optimizer,
+    make_schedule,
+    selected_weights,
+    training_loss,
+    update_ema,
+)
 from fer_jax.torch_baseline import learning_rate_schedule, make_torch_optimizer, train_torch
 from tests.test_training import tiny_config
 
@@ -34,8 +44,14 @@ OLD_FORMAT_RUN = ROOT / "runs" / "seed_cnn" / "20261127-141814"
 
 def schedule_config(schedule: str, warmup_epochs: float) -> Config:
     config = Config()
-    config.apply_overrides([f"optim.schedule={schedule}", f"optim.warmup_epochs={warmup_epochs}",
-                            "optim.learning_rate=0.1", "train.epochs=2"])
+    config.apply_overrides(
+        [
+            f"optim.schedule={schedule}",
+            f"optim.warmup_epochs={warmup_epochs}",
+            "optim.learning_rate=0.1",
+            "train.epochs=2",
+        ]
+    )
     return config
 
 
@@ -53,7 +69,10 @@ def test_warmup_then_constant_and_no_warmup_is_the_old_schedule():
     schedule = make_schedule(schedule_config("constant", 1.0), 4)
     assert [float(schedule(s)) for s in (0, 2, 4, 7)] == pytest.approx([0.0, 0.05, 0.1, 0.1])
     old = optax.cosine_decay_schedule(0.1, 20)
-    new, in_torch = make_schedule(schedule_config("cosine", 0.0), 10), learning_rate_schedule(schedule_config("cosine", 0.0), 10)
+    new, in_torch = (
+        make_schedule(schedule_config("cosine", 0.0), 10),
+        learning_rate_schedule(schedule_config("cosine", 0.0), 10),
+    )
     for step in range(22):
         assert float(new(step)) == float(old(step)) and in_torch(step) == pytest.approx(float(old(step)), abs=1e-7)
     with pytest.raises(ConfigError, match="warmup_epochs"):
@@ -79,8 +98,9 @@ def narrow_resnet_config(**overrides) -> Config:
 
 
 def test_weight_decay_mask_decays_kernels_only_in_both_frameworks():
-    config = narrow_resnet_config(**{"optim.name": "sgd", "optim.learning_rate": 1.0, "optim.momentum": 0.0,
-                                     "optim.weight_decay": 0.1})
+    config = narrow_resnet_config(
+        **{"optim.name": "sgd", "optim.learning_rate": 1.0, "optim.momentum": 0.0, "optim.weight_decay": 0.1}
+    )
     params = nnx.state(create_model(config.model, 0), nnx.Param)
     mask = nnx.to_pure_dict(decays(params))
     assert mask["stem"]["conv"]["kernel"] and mask["classifier"]["kernel"]
@@ -89,8 +109,9 @@ def test_weight_decay_mask_decays_kernels_only_in_both_frameworks():
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     decayed = jax.tree.map(lambda u, p: bool(jnp.allclose(u, -0.1 * p)), updates, params)
     untouched = jax.tree.map(lambda u: bool((u == 0).all()), updates)
-    for is_kernel, was_decayed, was_untouched in zip(jax.tree.leaves(decays(params)), jax.tree.leaves(decayed),
-                                                     jax.tree.leaves(untouched)):
+    for is_kernel, was_decayed, was_untouched in zip(
+        jax.tree.leaves(decays(params)), jax.tree.leaves(decayed), jax.tree.leaves(untouched)
+    ):
         assert was_decayed if is_kernel else was_untouched
     kernel, bias = torch.nn.Parameter(torch.ones(3, 3)), torch.nn.Parameter(torch.ones(3))
     optimizer, _ = make_torch_optimizer(config, [kernel, bias], 10)
@@ -116,8 +137,10 @@ def test_ema_follows_the_weights_and_is_what_selected_weights_gives():
     state, _ = steps.train(state, images, jnp.array([0, 1, 2, 3]))
     decay = float(ema_decay_at(0.5, jnp.array(0)))  # 0.1 at the first update
     expected = jax.tree.map(lambda old, new: decay * old + (1 - decay) * new, initial, state.params)
-    assert all(bool(jnp.allclose(a, b, atol=1e-6)) for a, b in zip(jax.tree.leaves(state.ema["params"]),
-                                                                     jax.tree.leaves(expected)))
+    assert all(
+        bool(jnp.allclose(a, b, atol=1e-6))
+        for a, b in zip(jax.tree.leaves(state.ema["params"]), jax.tree.leaves(expected))
+    )
     chosen = selected_weights(state)
     assert chosen.params is state.ema["params"] and chosen.model_state is state.ema["model_state"]
     plain, _ = init_state(Config(), steps_per_epoch=2)
@@ -226,7 +249,9 @@ def test_erasing_is_in_both_pipelines_and_off_leaves_the_affine_draws_unchanged(
     erased = augment(key, faces, DataConfig(erasing=1.0))
     changed = erased != plain
     assert bool((erased[changed] == 0).all()) and 0.6 < float(changed.any(axis=(1, 2)).mean()) <= 1.0
-    assert any(isinstance(t, v2.RandomErasing) and t.p == 0.25 for t in train_transform(DataConfig(erasing=0.25)).transforms)
+    assert any(
+        isinstance(t, v2.RandomErasing) and t.p == 0.25 for t in train_transform(DataConfig(erasing=0.25)).transforms
+    )
     assert not any(isinstance(t, v2.RandomErasing) for t in train_transform(DataConfig()).transforms)
 
 
@@ -267,8 +292,18 @@ def test_ablation_variants_are_valid_configs():
     assert variants["recipe"] == base and variants["- EMA"].train.ema_decay == 0
     assert variants["none of these"].optim.label_smoothing == 0 and variants["none of these"].data.erasing == 0
     assert len({slug(name) for name in VARIANTS}) == len(VARIANTS)
-    table = format_table([{"variant": "recipe", "val_accuracy": 0.5, "val_accuracy_tta": 0.51, "best_epoch": 3,
-                           "last_train_accuracy": 0.6, "seconds": 10.0}])
+    table = format_table(
+        [
+            {
+                "variant": "recipe",
+                "val_accuracy": 0.5,
+                "val_accuracy_tta": 0.51,
+                "best_epoch": 3,
+                "last_train_accuracy": 0.6,
+                "seconds": 10.0,
+            }
+        ]
+    )
     assert "| recipe | 0.5000 | +0.0000 | 0.5100 | 3 | 0.6000 | 10 |" in table
 
 

@@ -83,8 +83,13 @@ def untrained_run(tiny_zip, tmp_path_factory) -> Path:
 def test_evaluate_writes_the_report(untrained_run, capsys):
     assert main(["evaluate", str(untrained_run), "--crops"]) == 0
     out = untrained_run / "eval"
-    for name in ("report.json", "confusion_PrivateTest.png", "confusion_PublicTest.png",
-                 "mistakes_PrivateTest.png", "mistakes_PublicTest.png"):
+    for name in (
+        "report.json",
+        "confusion_PrivateTest.png",
+        "confusion_PublicTest.png",
+        "mistakes_PrivateTest.png",
+        "mistakes_PublicTest.png",
+    ):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     config, state, steps, _ = restore_run(untrained_run)
@@ -96,8 +101,11 @@ def test_evaluate_writes_the_report(untrained_run, capsys):
         assert set(split["tta"]) == {"flip", "crops"}
         assert sum(map(sum, split["confusion_matrix"])) == 14
         for mistake in split["most_confident_mistakes"]:
-            assert splits[name].labels[mistake["index"]] == EMOTIONS.index(mistake["true"]) != \
-                EMOTIONS.index(mistake["predicted"])
+            assert (
+                splits[name].labels[mistake["index"]]
+                == EMOTIONS.index(mistake["true"])
+                != EMOTIONS.index(mistake["predicted"])
+            )
     assert "PrivateTest" in capsys.readouterr().out
 
 

@@ -60,14 +60,18 @@ def test_builder_info(built):
 def test_split_sizes_and_faces_match_the_torchvision_loader(built, reference):
     builder, _ = built
     assert {name: builder.info.splits[name].num_examples for name in ("train", "validation", "test")} == {
-        "train": SMALL["Training"] * 7, "validation": SMALL["PublicTest"] * 7, "test": SMALL["PrivateTest"] * 7}
+        "train": SMALL["Training"] * 7,
+        "validation": SMALL["PublicTest"] * 7,
+        "test": SMALL["PrivateTest"] * 7,
+    }
     sources = builder.as_data_source()
     for name in SPLITS:
         source = sources[TFDS_SPLITS[name]]
         examples = list(source)
         assert all(e["image"].shape == (48, 48, 1) and str(e["image"].dtype) == "uint8" for e in examples)
-        assert faces([torch.as_tensor(e["image"])[..., 0] for e in examples], [e["label"] for e in examples]) == \
-            faces(reference[name].images, reference[name].labels), name
+        assert faces([torch.as_tensor(e["image"])[..., 0] for e in examples], [e["label"] for e in examples]) == faces(
+            reference[name].images, reference[name].labels
+        ), name
 
 
 def test_tfds_data_source_reads_random_access(built, reference):
@@ -83,10 +87,12 @@ def test_tfds_data_source_reads_random_access(built, reference):
 def test_read_without_our_code(built):
     # A fresh interpreter that never imports fer_jax reads the files with TFDS alone.
     _, data_dir = built
-    script = ("import sys, tensorflow_datasets as tfds; "
-              f"ds = tfds.data_source('fer2013', data_dir={str(data_dir)!r}, download=False); "
-              "assert 'fer_jax' not in sys.modules and 'tensorflow' not in sys.modules; "
-              "print(len(ds['train']), ds['train'][0]['image'].shape)")
+    script = (
+        "import sys, tensorflow_datasets as tfds; "
+        f"ds = tfds.data_source('fer2013', data_dir={str(data_dir)!r}, download=False); "
+        "assert 'fer_jax' not in sys.modules and 'tensorflow' not in sys.modules; "
+        "print(len(ds['train']), ds['train'][0]['image'].shape)"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == str(SMALL["Training"] * 7)
 
@@ -106,8 +112,14 @@ def test_load_tfds_splits_gives_the_same_splits(built, reference):
 def test_config_loader_tfds_matches_torchvision(tiny_zip, tmp_path):
     def splits(loader):
         config = Config()
-        config.apply_overrides([f"data.source={tiny_zip}", f"data.cache_dir={tmp_path / 'cache'}",
-                                f"data.loader={loader}", "data.train_limit=20"])
+        config.apply_overrides(
+            [
+                f"data.source={tiny_zip}",
+                f"data.cache_dir={tmp_path / 'cache'}",
+                f"data.loader={loader}",
+                "data.train_limit=20",
+            ]
+        )
         return load_splits(config)
 
     tfds_splits = splits("tfds")  # built on first use, in tfds/ of the archive's content folder
@@ -128,8 +140,9 @@ def test_cli_builds_and_prints_split_sizes(tiny_zip, tmp_path, capsys):
 
 
 def test_cli_help_and_missing_data(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "fer_jax.tfds_builder", "--help"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "fer_jax.tfds_builder", "--help"], capture_output=True, text=True, check=True
+    )
     assert "--data" in out.stdout and "--data-dir" in out.stdout
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(tmp_path / "missing.zip"), "--data-dir", str(tmp_path / "tfds")])
@@ -154,6 +167,9 @@ def test_manual_dir_holding_the_zip(tiny_zip, tmp_path):
 def test_real_archive_split_sizes(fer2013_zip, tmp_path):
     builder = build_fer2013_tfds(fer2013_zip, tmp_path / "tfds")
     assert {name: info.num_examples for name, info in builder.info.splits.items()} == {
-        "train": 28709, "validation": 3589, "test": 3589}
+        "train": 28709,
+        "validation": 3589,
+        "test": 3589,
+    }
     test = builder.as_data_source()["test"]
     assert len(test) == 3589 and test[3588]["image"].shape == (48, 48, 1)

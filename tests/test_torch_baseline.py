@@ -18,8 +18,16 @@ from fer_jax.torch_baseline import TorchSeedCNN, make_torch_optimizer, train_tor
 from fer_jax.training import TrainingError
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}
-RUN_FILES = ["config.json", "environment.json", "metrics.jsonl", "curves.png", "confusion_matrix.png",
-             "results.json", "checkpoints/best.pt", "checkpoints/latest.pt"]
+RUN_FILES = [
+    "config.json",
+    "environment.json",
+    "metrics.jsonl",
+    "curves.png",
+    "confusion_matrix.png",
+    "results.json",
+    "checkpoints/best.pt",
+    "checkpoints/latest.pt",
+]
 
 
 def tiny_config(tiny_zip: Path, tmp_path: Path, run: str, epochs: int = 2) -> Config:
@@ -33,12 +41,15 @@ def tiny_config(tiny_zip: Path, tmp_path: Path, run: str, epochs: int = 2) -> Co
     return config
 
 
-@pytest.mark.parametrize("overrides", [
-    ["optim.name=adam"],
-    ["optim.name=adam", "optim.weight_decay=0.01", "optim.schedule=constant"],
-    ["optim.name=sgd", "optim.weight_decay=0.001"],
-    ["optim.name=sgd", "optim.nesterov=false", "optim.learning_rate=0.1"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["optim.name=adam"],
+        ["optim.name=adam", "optim.weight_decay=0.01", "optim.schedule=constant"],
+        ["optim.name=sgd", "optim.weight_decay=0.001"],
+        ["optim.name=sgd", "optim.nesterov=false", "optim.learning_rate=0.1"],
+    ],
+)
 def test_torch_optimizer_follows_optax(overrides: list[str]) -> None:
     config = Config().apply_overrides(["train.epochs=2", *overrides])
     steps_per_epoch = 3

@@ -35,8 +35,15 @@ def test_run_folder_holds_everything(tiny_zip, tmp_path):
     config = tiny_config(tiny_zip, tmp_path)
     results = training.train(config, results_copy=str(tmp_path / "results" / "copy.json"))
     run = Path(config.run_dir)
-    for name in ("config.json", "environment.json", "data_check.json", "metrics.jsonl", "curves.png", "confusion_matrix.png",
-                 "results.json"):
+    for name in (
+        "config.json",
+        "environment.json",
+        "data_check.json",
+        "metrics.jsonl",
+        "curves.png",
+        "confusion_matrix.png",
+        "results.json",
+    ):
         assert (run / name).is_file(), name
     assert Config.load(run / "config.json") == config
     rows = read_jsonl(run / "metrics.jsonl")
@@ -53,8 +60,11 @@ def test_run_folder_holds_everything(tiny_zip, tmp_path):
 
 
 def test_early_stopping_on_public_test(tiny_zip, tmp_path):
-    config = tiny_config(tiny_zip, tmp_path, **{"train.epochs": 6, "train.patience": 2,
-                                               "optim.learning_rate": 0.0, "optim.schedule": "constant"})
+    config = tiny_config(
+        tiny_zip,
+        tmp_path,
+        **{"train.epochs": 6, "train.patience": 2, "optim.learning_rate": 0.0, "optim.schedule": "constant"},
+    )
     results = training.train(config)
     assert results["stop_reason"] == "early_stopping"
     assert results["epochs"] == 3 and results["best_epoch"] == 1
@@ -77,15 +87,33 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_zip, tmp_path
 
 def cli_train(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "fer_jax", "train", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fer_jax", "train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     data = write_zip(make_faces({"Training": 24, "PublicTest": 2, "PrivateTest": 2}), tmp_path / "fer2013.zip")
-    common = ["--data", str(data), "--epochs", "3", "--batch-size", "8", "--seed", "3",
-              "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.eval_batch_size=16"]
+    common = [
+        "--data",
+        str(data),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "train.eval_batch_size=16",
+    ]
 
     reference = cli_train(*common, "--run-dir", str(tmp_path / "reference"))
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
@@ -123,8 +151,10 @@ def test_device_pipeline_is_reproducible_and_resumes_exactly(tiny_zip, tmp_path)
     device = {"data.pipeline": "device", "train.steps_per_dispatch": 3, "train.patience": 0}
 
     def metrics(run_dir: str) -> list[tuple[float, float, float]]:
-        return [(row["train_loss"], row["train_accuracy"], row["val_loss"])
-                for row in read_jsonl(Path(run_dir) / "metrics.jsonl")]
+        return [
+            (row["train_loss"], row["train_accuracy"], row["val_loss"])
+            for row in read_jsonl(Path(run_dir) / "metrics.jsonl")
+        ]
 
     straight = tiny_config(tiny_zip, tmp_path / "a", **device)
     training.train(straight)

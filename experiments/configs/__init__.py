@@ -47,8 +47,10 @@ def load(name_or_path: str) -> tuple[str, ModuleType]:
         module = importlib.import_module(f"{__name__}.{name_or_path}")
         name = name_or_path
     else:
-        raise ConfigError(f"unknown experiment config {name_or_path!r}; known: {', '.join(available())} "
-                          "(or give a path to a .py file)")
+        raise ConfigError(
+            f"unknown experiment config {name_or_path!r}; known: {', '.join(available())} "
+            "(or give a path to a .py file)"
+        )
     if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"{name_or_path}: the config module has no get_config() function")
     return name, module

@@ -37,8 +37,7 @@ def run(config: Config, seeds: int, run_root: Path, quick_run: bool, argv: list[
     return {
         "compare_report": str(run_root / "compare.json"),
         "frameworks": {
-            framework: {"machine": machines[framework],
-                        "run_dirs": [run["run_dir"] for run in entry["runs"]]}
+            framework: {"machine": machines[framework], "run_dirs": [run["run_dir"] for run in entry["runs"]]}
             for framework, entry in report["frameworks"].items()
         },
     }

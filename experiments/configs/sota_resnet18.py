@@ -33,7 +33,8 @@ QUICK_OVERRIDES = [
     "train.batch_size=64",
     "optim.warmup_epochs=0.5",
 ]
-"""On top of `fer_jax.config.quick` (2,048 training images, 2 epochs): a narrow float32 network, so a CPU runs it in minutes."""
+"""On top of `fer_jax.config.quick` (2,048 training images, 2 epochs): a narrow float32 network, so a CPU runs it
+in minutes."""
 
 
 def get_config() -> Config:
