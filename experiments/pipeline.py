@@ -61,8 +61,24 @@ PHOTOS = {
     "camera": (lambda: cv2.cvtColor(_skimage().camera(), cv2.COLOR_GRAY2BGR), 212, 145, 85),
     "grace_hopper": (lambda: cv2.imread(str(_matplotlib_sample("grace_hopper.jpg"))), 260, 235, 190),
 }
-FACE_FREE = ("coffee", "chelsea", "rocket", "brick", "grass", "gravel", "text", "page", "moon", "horse",
-             "hubble_deep_field", "coins", "retina", "immunohistochemistry", "logo", "clock")
+FACE_FREE = (
+    "coffee",
+    "chelsea",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "text",
+    "page",
+    "moon",
+    "horse",
+    "hubble_deep_field",
+    "coins",
+    "retina",
+    "immunohistochemistry",
+    "logo",
+    "clock",
+)
 """skimage.data images with no human face (chelsea is a cat)."""
 CLASSIFIER_BATCH = 256
 
@@ -146,11 +162,19 @@ def paste(canvas: Any, face: Any, cx: float, cy: float, side: int, angle: float)
     warped = torch.from_numpy(cv2.warpAffine(face, matrix, size, flags=cv2.INTER_LINEAR)).float()
     alpha = torch.from_numpy(cv2.warpAffine(mask.numpy(), matrix, size, flags=cv2.INTER_LINEAR))[..., None]
     region = canvas[top:bottom, left:right]
-    region[...] = (torch.from_numpy(region).float() * (1 - alpha) + warped * alpha).round().clamp(0, 255).to(torch.uint8).numpy()
+    region[...] = (
+        (torch.from_numpy(region).float() * (1 - alpha) + warped * alpha).round().clamp(0, 255).to(torch.uint8).numpy()
+    )
 
 
-def place(rng: random.Random, width: int, height: int, sides: Sequence[int], taken: list[tuple[float, float, float]],
-          angle: float = 0.0) -> tuple[float, float] | None:
+def place(
+    rng: random.Random,
+    width: int,
+    height: int,
+    sides: Sequence[int],
+    taken: list[tuple[float, float, float]],
+    angle: float = 0.0,
+) -> tuple[float, float] | None:
     """A centre where a face of this side (its rotated extent) fits inside the image without touching others."""
     side = sides[-1]
     reach = side * (abs(math.cos(math.radians(angle))) + abs(math.sin(math.radians(angle)))) / 2 + 2
@@ -162,8 +186,9 @@ def place(rng: random.Random, width: int, height: int, sides: Sequence[int], tak
     return None
 
 
-def build_fer_scenes(images: torch.Tensor, labels: torch.Tensor, seed: int, photos: Sequence[Any],
-                     counts: dict[str, int] = COUNTS) -> list[Scene]:
+def build_fer_scenes(
+    images: torch.Tensor, labels: torch.Tensor, seed: int, photos: Sequence[Any], counts: dict[str, int] = COUNTS
+) -> list[Scene]:
     """The labelled scenes: the split's faces in the layouts of COUNTS, each face used at most once."""
     rng = random.Random(seed)
     order = list(range(len(images)))
@@ -289,7 +314,9 @@ def match(truths: Sequence[Truth], boxes: Sequence[tuple[int, int, int, int]]) -
 
 
 def size_bin(side: float) -> str:
-    return next(f"<{limit}px" for limit in (32, 48, 64, 96, 128, 10**9) if side < limit).replace("<1000000000px", ">=128px")
+    return next(f"<{limit}px" for limit in (32, 48, 64, 96, 128, 10**9) if side < limit).replace(
+        "<1000000000px", ">=128px"
+    )
 
 
 def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> dict[str, Any]:
@@ -317,8 +344,15 @@ def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> di
         else:
             false_boxes_faces += len(detections) - sum(f is not None for f in found)
         for truth, which in zip(scene.faces, found):
-            record = {"scene": scene.name, "kind": scene.kind, "source": truth.source, "side": round(truth.side),
-                      "angle": truth.angle, "found": which is not None, "index": truth.index}
+            record = {
+                "scene": scene.name,
+                "kind": scene.kind,
+                "source": truth.source,
+                "side": round(truth.side),
+                "angle": truth.angle,
+                "found": which is not None,
+                "index": truth.index,
+            }
             if truth.label is not None and which is not None:
                 record["crop"] = len(labels)
                 labelled_crop.append(first + which)
@@ -361,8 +395,9 @@ def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> di
         "pipeline_faces_per_s": len(crops) / (detect_seconds + crop_seconds + classify_seconds) if crops else None,
         "pipeline_faces_per_cpu_s": len(crops) / (detect_cpu + crop_cpu + classify_cpu) if crops else None,
         "recall_by": {key: _recall_by(records, key) for key in ("kind", "source", "size", "angle")},
-        "missed": [{k: r[k] for k in ("scene", "kind", "source", "side", "angle", "index")}
-                   for r in records if not r["found"]],
+        "missed": [
+            {k: r[k] for k in ("scene", "kind", "source", "side", "angle", "index")} for r in records if not r["found"]
+        ],
     }
 
 
@@ -404,8 +439,10 @@ def classifier_speed(classifier: Any, checkpoint: str | None) -> dict[str, Any]:
     import jax.numpy as jnp
 
     faces = jnp.asarray(torch.randint(0, 256, (CLASSIFIER_BATCH, 48, 48), dtype=torch.uint8))
-    speed: dict[str, Any] = {"batch": CLASSIFIER_BATCH,
-                             "jax": faces_per_second(lambda b: jax.block_until_ready(classifier(b)), faces)}
+    speed: dict[str, Any] = {
+        "batch": CLASSIFIER_BATCH,
+        "jax": faces_per_second(lambda b: jax.block_until_ready(classifier(b)), faces),
+    }
     from fer_jax.data import DataError
     from fer_jax.onnx_export import OnnxClassifier, export_onnx
 
@@ -428,24 +465,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m experiments.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the FER-2013 archive (Kaggle zip, folder or CSV)")
-    parser.add_argument("--split", default="PrivateTest", choices=tuple(SCENE_SEED),
-                        help="faces to build the scenes from (default: %(default)s, the scored split; tune on the others)")
-    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=tuple(DETECTORS), metavar="NAME",
-                        help=f"detectors to compare (default: all of {', '.join(DETECTORS)})")
+    parser.add_argument(
+        "--split",
+        default="PrivateTest",
+        choices=tuple(SCENE_SEED),
+        help="faces to build the scenes from (default: %(default)s, the scored split; tune on the others)",
+    )
+    parser.add_argument(
+        "--detectors",
+        nargs="+",
+        default=list(DETECTORS),
+        choices=tuple(DETECTORS),
+        metavar="NAME",
+        help=f"detectors to compare (default: all of {', '.join(DETECTORS)})",
+    )
     parser.add_argument("--checkpoint", help="weights for the classifier (default: the shipped seed CNN)")
-    parser.add_argument("--out", required=True, help="the results JSON; a Markdown table is written beside (.md). "
-                        "Results of other detectors already in it (same split and archive) are kept, so the "
-                        "detectors can be run one at a time")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the results JSON; a Markdown table is written beside (.md). "
+        "Results of other detectors already in it (same split and archive) are kept, so the "
+        "detectors can be run one at a time",
+    )
     parser.add_argument("--save-scenes", metavar="DIR", help="also write the scenes as JPEGs (never commit them)")
     return parser
 
 
 def format_table(report: dict[str, Any]) -> str:
-    header = ("| detector | recall | recall (FER faces) | false boxes / face-free image | end-to-end accuracy | "
-              "accuracy on detected | ms / image | CPU ms / image |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    rows = [f"| {r['detector']} | {r['recall']:.3f} | {r['recall_fer']:.3f} | {r['false_boxes_per_face_free_image']:.2f} | "
-            f"{r['end_to_end_accuracy']:.3f} | {_fmt(r['accuracy_on_detected'])} | {r['detect_ms_per_image']:.0f} | "
-            f"{_fmt0(r.get('detect_cpu_ms_per_image'))} |" for r in report["detectors"]]
+    header = (
+        "| detector | recall | recall (FER faces) | false boxes / face-free image | end-to-end accuracy | "
+        "accuracy on detected | ms / image | CPU ms / image |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    rows = [
+        f"| {r['detector']} | {r['recall']:.3f} | {r['recall_fer']:.3f} | {r['false_boxes_per_face_free_image']:.2f} | "
+        f"{r['end_to_end_accuracy']:.3f} | {_fmt(r['accuracy_on_detected'])} | {r['detect_ms_per_image']:.0f} | "
+        f"{_fmt0(r.get('detect_cpu_ms_per_image'))} |"
+        for r in report["detectors"]
+    ]
     return "\n".join([header, *rows])
 
 
@@ -461,7 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fer_jax.cli import run_command
 
     args = build_parser().parse_args(argv)
-    return run_command("python -m experiments.pipeline", lambda: run(args, list(sys.argv[1:] if argv is None else argv)))
+    return run_command(
+        "python -m experiments.pipeline", lambda: run(args, list(sys.argv[1:] if argv is None else argv))
+    )
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -476,8 +534,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     free_photos = face_free_photos()
     backgrounds = list(free_photos.values())
     seed = SCENE_SEED[args.split]
-    scenes = [*build_fer_scenes(split.images, split.labels, seed, backgrounds), *build_photo_scenes(seed, backgrounds),
-              *build_face_free(seed, free_photos)]
+    scenes = [
+        *build_fer_scenes(split.images, split.labels, seed, backgrounds),
+        *build_photo_scenes(seed, backgrounds),
+        *build_face_free(seed, free_photos),
+    ]
     if args.save_scenes:
         Path(args.save_scenes).mkdir(parents=True, exist_ok=True)
         for scene in scenes:
@@ -488,8 +549,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "benchmark": "experiments/pipeline.py: detection + classification on scenes built from one split's faces",
         "split": args.split,
         "scene_seed": seed,
-        "scenes": {kind: sum(s.kind == kind for s in scenes) for kind in ("single", "group", "grid", "rotated", "small",
-                                                                          "photo", "lfw", "free")},
+        "scenes": {
+            kind: sum(s.kind == kind for s in scenes)
+            for kind in ("single", "group", "grid", "rotated", "small", "photo", "lfw", "free")
+        },
         "labelled_faces": sum(len(s.faces) for s in scenes if s.kind not in ("photo", "lfw")),
         "weights": classifier.info,
         "weights_note": "accuracy columns are provisional while the shipped seed CNN is the 0.35 one",
@@ -499,8 +562,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "git_commit": env["git_commit"],
         "versions": {**env["versions"], **_versions()},
         "dataset_sha256": file_sha256(args.data) if Path(args.data).is_file() else None,
-        "classifier_alone": {"accuracy_on_original_crops": _mean(
-            p == l for p, l in zip(classify(classifier, [f.numpy() for f in split.images]), split.labels.tolist()))},
+        "classifier_alone": {
+            "accuracy_on_original_crops": _mean(
+                guess == label
+                for guess, label in zip(classify(classifier, [f.numpy() for f in split.images]), split.labels.tolist())
+            )
+        },
         "detectors": [],
     }
     report["classifier_speed"] = classifier_speed(classifier, args.checkpoint)

@@ -44,8 +44,9 @@ def probabilities(classifier: Classify, faces: Sequence[Any]) -> list[list[float
     return out
 
 
-def stream(items: Iterable[tuple[Item, Sequence[Any]]], classifier: Classify,
-           max_pending: int = MAX_PENDING_ITEMS) -> Iterator[tuple[Item, list[list[float]]]]:
+def stream(
+    items: Iterable[tuple[Item, Sequence[Any]]], classifier: Classify, max_pending: int = MAX_PENDING_ITEMS
+) -> Iterator[tuple[Item, list[list[float]]]]:
     """For each (item, its 48x48 faces), in order: (item, the faces' probabilities).
 
     Faces of consecutive items share batches: items wait until BATCH_SIZE faces

@@ -34,18 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     download = commands.add_parser(
-        "download", help="download FER-2013 from Kaggle (needs Kaggle API credentials)",
+        "download",
+        help="download FER-2013 from Kaggle (needs Kaggle API credentials)",
         description="Download the Kaggle dataset msambare/fer2013 to DEST/fer2013.zip. Credentials come from "
         "~/.kaggle/kaggle.json or the KAGGLE_USERNAME and KAGGLE_KEY environment variables.",
     )
     download.add_argument("--dest", default="data", help="folder for fer2013.zip (default: %(default)s)")
     download.add_argument("--force", action="store_true", help="download again even if the zip is there")
 
-    data = commands.add_parser("data", help="inspect a copy of FER-2013 (`fer-jax data check PATH`)",
-                               description="Tools for a copy of FER-2013.")
+    data = commands.add_parser(
+        "data",
+        help="inspect a copy of FER-2013 (`fer-jax data check PATH`)",
+        description="Tools for a copy of FER-2013.",
+    )
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     check = data_commands.add_parser(
-        "check", help="per-split statistics, duplicates and warnings, with sample grids",
+        "check",
+        help="per-split statistics, duplicates and warnings, with sample grids",
         description="Load PATH and report, per split: counts and class histogram, intensity mean and std, "
         "sharpness (median mean-absolute Laplacian), blank images, and exact duplicates; across splits, exact "
         "and near copies (Training -> test leakage). Warns when one split's sharpness or intensity is far from "
@@ -53,75 +58,118 @@ def build_parser() -> argparse.ArgumentParser:
         "Training runs the same check on the data it loads and keeps the report in the run folder.",
     )
     check.add_argument("path", metavar="PATH", help="Kaggle zip, extracted folder or fer2013.csv")
-    check.add_argument("--out", default="data_check", help="folder for the report and sample grids "
-                       "(default: %(default)s)")
+    check.add_argument(
+        "--out", default="data_check", help="folder for the report and sample grids (default: %(default)s)"
+    )
     check.add_argument("--json", metavar="FILE", help="also write the report here (e.g. results/data_check.json)")
     check.add_argument("--strict", action="store_true", help="exit with status 1 when there are warnings")
 
     train = commands.add_parser(
-        "train", help="train a model and evaluate its best checkpoint on PrivateTest",
+        "train",
+        help="train a model and evaluate its best checkpoint on PrivateTest",
         description="Train on Training, select the checkpoint on PublicTest (early stopping), report PrivateTest. "
         "The run folder gets config.json, metrics.jsonl, checkpoints/, curves.png, confusion_matrix.png "
         "and results.json.",
         epilog="config keys for --set: " + ", ".join(known_keys()),
     )
-    train.add_argument("--data", help="Kaggle zip, extracted folder or fer2013.csv "
-                       "(default: $FER2013_ZIP, else data/fer2013.zip)")
+    train.add_argument(
+        "--data", help="Kaggle zip, extracted folder or fer2013.csv (default: $FER2013_ZIP, else data/fer2013.zip)"
+    )
     train.add_argument("--config", type=Path, help="start from this config.json instead of the defaults")
     train.add_argument("--run-dir", help="where the run is written (default: runs/<model>/<timestamp>)")
-    train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue the run in RUN_DIR from its latest checkpoint, with its saved config")
-    train.add_argument("--quick", action="store_true",
-                       help="2 epochs on 2,048 training images, PublicTest and PrivateTest cut to 512 each: a smoke "
-                       "test, not a result")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint, with its saved config",
+    )
+    train.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 epochs on 2,048 training images, PublicTest and PrivateTest cut to 512 each: a smoke "
+        "test, not a result",
+    )
     train.add_argument("--epochs", type=int, help="maximum epochs (config train.epochs)")
     train.add_argument("--batch-size", type=int, help="config train.batch_size")
     train.add_argument("--lr", type=float, help="learning rate (config optim.learning_rate)")
     train.add_argument("--optimizer", choices=["adam", "sgd"], help="config optim.name")
     train.add_argument("--seed", type=int, help="config train.seed")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="set any config key, e.g. --set train.patience=5 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key, e.g. --set train.patience=5 (repeatable)",
+    )
     train.add_argument("--results", help="also write the results JSON here (e.g. results/seed_cnn.json)")
 
     evaluate = commands.add_parser(
-        "evaluate", help="evaluation report of a run's best checkpoint on PrivateTest and PublicTest",
+        "evaluate",
+        help="evaluation report of a run's best checkpoint on PrivateTest and PublicTest",
         description="Load RUN_DIR's config.json and best checkpoint and write RUN_DIR/eval/: report.json (accuracy, "
         "per-class precision/recall/F1, macro-F1, confusion matrix, most confident mistakes, and the same with "
         "test-time augmentation), confusion_<split>.png (counts and row-normalised) and mistakes_<split>.png.",
     )
     evaluate.add_argument("run_dir", help="a run folder written by `fer-jax train`")
     evaluate.add_argument("--data", help="dataset path, if not the one the run was trained on")
-    evaluate.add_argument("--crops", action="store_true",
-                          help="also report TTA over the four corner crops (10 views: 5x the time of flip TTA)")
+    evaluate.add_argument(
+        "--crops",
+        action="store_true",
+        help="also report TTA over the four corner crops (10 views: 5x the time of flip TTA)",
+    )
 
     predict = commands.add_parser(
-        "predict", help="find the faces in images (or a video) and classify their expressions",
+        "predict",
+        help="find the faces in images (or a video) and classify their expressions",
         description="Find faces (--detector), crop each to 48x48 grayscale (turned upright when the detector found it "
         "rotated) and classify them in batches of up to 256 across images and frames. Writes "
         "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
         epilog="weights: by default the seed CNN shipped in fer_jax/weights/ (README: 'Evaluation report and predict')",
     )
-    predict.add_argument("paths", nargs="*", metavar="PATH",
-                         help="image files (any format OpenCV reads), folders (their images, recursively) or glob "
-                         "patterns such as 'photos/**/*.jpg' (quoted, so that '**' recurses)")
-    predict.add_argument("--checkpoint", help="exported weights (.msgpack, its .json beside) or a run folder "
-                         "(its best checkpoint); default: the shipped seed CNN")
+    predict.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="image files (any format OpenCV reads), folders (their images, recursively) or glob "
+        "patterns such as 'photos/**/*.jpg' (quoted, so that '**' recurses)",
+    )
+    predict.add_argument(
+        "--checkpoint",
+        help="exported weights (.msgpack, its .json beside) or a run folder "
+        "(its best checkpoint); default: the shipped seed CNN",
+    )
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
-    predict.add_argument("--no-detect", action="store_true",
-                         help="no face detection: each image is one face (for already-cropped faces, e.g. FER-2013's)")
+    predict.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="no face detection: each image is one face (for already-cropped faces, e.g. FER-2013's)",
+    )
     predict.add_argument("--video", help="a video file to process frame by frame")
-    predict.add_argument("--every", type=int, default=1, metavar="N", help="with --video: classify every N-th frame "
-                         "(default: %(default)s)")
-    predict.add_argument("--detector", default="haar", metavar="NAME",
-                         help="haar (default), haar-sweep (also rotated and profile faces), dlib or dlib-sweep "
-                         "(pip install 'fer-jax[dlib]'); docs/predict.md compares them")
-    predict.add_argument("--backend", default="jax", choices=("jax", "onnx"),
-                         help="run the classifier with JAX (default) or ONNX Runtime (pip install 'fer-jax[onnx]'; "
-                         "--checkpoint may then also be an .onnx file)")
+    predict.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --video: classify every N-th frame (default: %(default)s)",
+    )
+    predict.add_argument(
+        "--detector",
+        default="haar",
+        metavar="NAME",
+        help="haar (default), haar-sweep (also rotated and profile faces), dlib or dlib-sweep "
+        "(pip install 'fer-jax[dlib]'); docs/predict.md compares them",
+    )
+    predict.add_argument(
+        "--backend",
+        default="jax",
+        choices=("jax", "onnx"),
+        help="run the classifier with JAX (default) or ONNX Runtime (pip install 'fer-jax[onnx]'; "
+        "--checkpoint may then also be an .onnx file)",
+    )
 
     export = commands.add_parser(
-        "export-weights", help="write a run's best weights as a small float16 file (what `predict` ships)",
+        "export-weights",
+        help="write a run's best weights as a small float16 file (what `predict` ships)",
         description="Write RUN_DIR's best checkpoint as float16 weights OUT (.msgpack) and OUT's .json beside "
         "(model, source run, PrivateTest accuracy, sha256). To replace the weights `fer-jax predict` ships: "
         "--out fer_jax/weights/seed_cnn.msgpack",
@@ -130,18 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the .msgpack file to write")
 
     onnx = commands.add_parser(
-        "export-onnx", help="write the seed CNN as an ONNX model (onnxruntime, `predict --backend onnx`)",
+        "export-onnx",
+        help="write the seed CNN as an ONNX model (onnxruntime, `predict --backend onnx`)",
         description="Export through the PyTorch port (fer_jax.porting) with torch.onnx.export. The model takes "
         "'faces', (N, 48, 48) uint8 grayscale crops, and gives 'logits', (N, 7) in fer_jax.EMOTIONS order. Only "
         "nets with a PyTorch port (seed_cnn) export. Needs pip install 'fer-jax[onnx]'.",
     )
-    onnx.add_argument("source", nargs="?", metavar="RUN_DIR|WEIGHTS",
-                      help="a run folder (its best checkpoint) or exported weights (.msgpack); default: the shipped weights")
+    onnx.add_argument(
+        "source",
+        nargs="?",
+        metavar="RUN_DIR|WEIGHTS",
+        help="a run folder (its best checkpoint) or exported weights (.msgpack); default: the shipped weights",
+    )
     onnx.add_argument("--model", metavar="NAME", help="the zoo net to export (seed_cnn: its shipped weights)")
     onnx.add_argument("--out", required=True, help="the .onnx file to write")
 
     commands.add_parser(
-        "compare", add_help=False,
+        "compare",
+        add_help=False,
         help="train JAX and PyTorch on the same data, config and seeds; print and save the comparison "
         "(`fer-jax compare --help`)",
     )
@@ -151,10 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config a `train` invocation asks for (a resumed run keeps its saved config)."""
     if args.resume:
-        given = [flag for flag, value in (("--config", args.config), ("--run-dir", args.run_dir), ("--quick", args.quick),
-                                          ("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),
-                                          ("--optimizer", args.optimizer), ("--seed", args.seed), ("--set", args.set))
-                 if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--config", args.config),
+                ("--run-dir", args.run_dir),
+                ("--quick", args.quick),
+                ("--epochs", args.epochs),
+                ("--batch-size", args.batch_size),
+                ("--lr", args.lr),
+                ("--optimizer", args.optimizer),
+                ("--seed", args.seed),
+                ("--set", args.set),
+            )
+            if value
+        ]
         if given:
             raise ConfigError(f"--resume continues a run with its saved config; drop {', '.join(given)}")
         config_path = Path(args.resume) / "config.json"
@@ -169,8 +234,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.quick:
         quick(config)
     flags = {
-        "data.source": args.data, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
-        "optim.learning_rate": args.lr, "optim.name": args.optimizer, "train.seed": args.seed,
+        "data.source": args.data,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "optim.learning_rate": args.lr,
+        "optim.name": args.optimizer,
+        "train.seed": args.seed,
     }
     for key, value in flags.items():
         if value is not None:
@@ -230,8 +299,9 @@ def _dispatch(args: argparse.Namespace) -> None:
             records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)
             failed = [record["file"] for record in records if "error" in record]
         if args.video:
-            predict_video(args.video, args.out, classifier, detect=not args.no_detect, every=args.every,
-                          detector=args.detector)
+            predict_video(
+                args.video, args.out, classifier, detect=not args.no_detect, every=args.every, detector=args.detector
+            )
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")
     elif args.command == "export-onnx":
@@ -241,5 +311,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"Wrote {args.out} ({info['model']}; input faces (N, 48, 48) uint8, output logits (N, 7))")
     elif args.command == "export-weights":
         info = export_weights(args.run_dir, args.out)
-        print(f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "
-              f"and {Path(args.out).with_suffix('.json')}")
+        print(
+            f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "
+            f"and {Path(args.out).with_suffix('.json')}"
+        )

@@ -37,7 +37,8 @@ DETECT_MAX_SIDE = 1024
 MIN_FACE = 24
 """Smallest face searched for, in pixels of the (scaled) detection image."""
 MIN_NEIGHBORS = 8
-"""Overlapping detections a frontal face needs: OpenCV's usual 5 also found 1-2 false faces in the test photo at 640-1024 px."""
+"""Overlapping detections a frontal face needs: OpenCV's usual 5 also found 1-2 false faces in the test photo at
+640-1024 px."""
 SWEEP_ANGLES = (0.0, 30.0, -30.0, 90.0, -90.0)
 """Rotations (degrees, counter-clockwise) of the image that `*-sweep` detectors search, in order of preference."""
 SWEEP_MAX_UPSCALE = 2.0
@@ -86,11 +87,13 @@ def cascade(name: str) -> cv2.CascadeClassifier:
     return detector
 
 
-def haar_boxes(gray: Any, name: str = "haarcascade_frontalface_default.xml",
-               min_neighbors: int = MIN_NEIGHBORS) -> list[tuple[Box, float]]:
+def haar_boxes(
+    gray: Any, name: str = "haarcascade_frontalface_default.xml", min_neighbors: int = MIN_NEIGHBORS
+) -> list[tuple[Box, float]]:
     """A cascade's boxes on a (histogram-equalised) grayscale image, each with its neighbour count."""
-    boxes, neighbours = cascade(name).detectMultiScale2(cv2.equalizeHist(gray), scaleFactor=1.1,
-                                                        minNeighbors=min_neighbors, minSize=(MIN_FACE, MIN_FACE))
+    boxes, neighbours = cascade(name).detectMultiScale2(
+        cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(MIN_FACE, MIN_FACE)
+    )
     return [(tuple(int(v) for v in box), float(n)) for box, n in zip(boxes, neighbours)]
 
 
@@ -112,8 +115,12 @@ def dlib_boxes(gray: Any) -> list[tuple[Box, float]]:
     for rect, score in zip(rects, scores):
         side = (rect.width() + rect.height()) / 2
         cx, cy = rect.left() + rect.width() / 2, rect.top() + rect.height() / 2 + shift * side
-        boxes.append(((round(cx - grow * side / 2), round(cy - grow * side / 2), round(grow * side), round(grow * side)),
-                      float(score)))
+        boxes.append(
+            (
+                (round(cx - grow * side / 2), round(cy - grow * side / 2), round(grow * side), round(grow * side)),
+                float(score),
+            )
+        )
     return boxes
 
 
@@ -136,8 +143,9 @@ def rotated(gray: Any, angle: float) -> tuple[Any, Any]:
     new_width, new_height = round(height * sin + width * cos), round(height * cos + width * sin)
     matrix[0, 2] += new_width / 2 - width / 2
     matrix[1, 2] += new_height / 2 - height / 2
-    turned = cv2.warpAffine(gray, matrix, (new_width, new_height), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
+    turned = cv2.warpAffine(
+        gray, matrix, (new_width, new_height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     return turned, cv2.invertAffineTransform(matrix)
 
 
@@ -146,8 +154,10 @@ def merge(found: Sequence[Detection]) -> list[Detection]:
     kept: list[Detection] = []
     for det in found:
         cx, cy = det.box[0] + det.box[2] / 2, det.box[1] + det.box[3] / 2
-        if all(math.dist((cx, cy), (k.box[0] + k.box[2] / 2, k.box[1] + k.box[3] / 2)) >= max(det.box[2], k.box[2]) / 2
-               for k in kept):
+        if all(
+            math.dist((cx, cy), (k.box[0] + k.box[2] / 2, k.box[1] + k.box[3] / 2)) >= max(det.box[2], k.box[2]) / 2
+            for k in kept
+        ):
             kept.append(det)
     return sorted(kept, key=lambda d: (d.box[0], d.box[1]))
 
@@ -162,8 +172,12 @@ BoxFinder = Callable[[Any], list[tuple[Box, float]]]
 def single_pass(find: BoxFinder, gray: Any) -> list[Detection]:
     """Upright faces only, on the image scaled down to DETECT_MAX_SIDE."""
     image, scale = scaled(gray)
-    return merge([Detection(tuple(round(v / scale) for v in box), 0.0, score)
-                  for box, score in sorted(find(image), key=lambda item: -item[1])])
+    return merge(
+        [
+            Detection(tuple(round(v / scale) for v in box), 0.0, score)
+            for box, score in sorted(find(image), key=lambda item: -item[1])
+        ]
+    )
 
 
 def sweep(find: BoxFinder, gray: Any, angles: Sequence[float] = SWEEP_ANGLES, profiles: bool = True) -> list[Detection]:
@@ -176,15 +190,22 @@ def sweep(find: BoxFinder, gray: Any, angles: Sequence[float] = SWEEP_ANGLES, pr
         for (x, y, width, height), score in sorted(find(turned), key=lambda item: -item[1]):
             cx, cy = x + width / 2, y + height / 2
             if back is not None:
-                cx, cy = (back[0, 0] * cx + back[0, 1] * cy + back[0, 2], back[1, 0] * cx + back[1, 1] * cy + back[1, 2])
+                cx, cy = (
+                    back[0, 0] * cx + back[0, 1] * cy + back[0, 2],
+                    back[1, 0] * cx + back[1, 1] * cy + back[1, 2],
+                )
             side = (width + height) / 2 / scale
-            found.append(Detection((round(cx / scale - side / 2), round(cy / scale - side / 2), round(side), round(side)),
-                                   angle, score))
+            found.append(
+                Detection(
+                    (round(cx / scale - side / 2), round(cy / scale - side / 2), round(side), round(side)), angle, score
+                )
+            )
     if profiles:
         image_width = image.shape[1]
         for mirror in (False, True):
-            for (x, y, width, height), score in haar_boxes(cv2.flip(image, 1) if mirror else image,
-                                                           "haarcascade_profileface.xml", PROFILE_MIN_NEIGHBORS):
+            for (x, y, width, height), score in haar_boxes(
+                cv2.flip(image, 1) if mirror else image, "haarcascade_profileface.xml", PROFILE_MIN_NEIGHBORS
+            ):
                 x = image_width - x - width if mirror else x
                 found.append(Detection(tuple(round(v / scale) for v in (x, y, width, height)), 0.0, score))
     return merge(found)
@@ -192,10 +213,15 @@ def sweep(find: BoxFinder, gray: Any, angles: Sequence[float] = SWEEP_ANGLES, pr
 
 DETECTORS: dict[str, tuple[str, Detector]] = {
     "haar": ("OpenCV's frontal Haar cascade, upright faces only", lambda gray: single_pass(haar_boxes, gray)),
-    "haar-sweep": ("the Haar cascade on rotated copies, plus the profile cascade", lambda gray: sweep(haar_boxes, gray)),
+    "haar-sweep": (
+        "the Haar cascade on rotated copies, plus the profile cascade",
+        lambda gray: sweep(haar_boxes, gray),
+    ),
     "dlib": ("dlib's HOG frontal detector, upright faces only", lambda gray: single_pass(dlib_boxes, gray)),
-    "dlib-sweep": ("dlib's HOG detector on the image and on copies rotated by +-30 and +-90 degrees",
-                   lambda gray: sweep(dlib_boxes, gray, profiles=False)),
+    "dlib-sweep": (
+        "dlib's HOG detector on the image and on copies rotated by +-30 and +-90 degrees",
+        lambda gray: sweep(dlib_boxes, gray, profiles=False),
+    ),
 }
 """name -> (description, detector)."""
 DEFAULT_DETECTOR = "haar"
@@ -235,4 +261,6 @@ def crop(gray: Any, detection: Detection, align: bool = True) -> Any:
     matrix = cv2.getRotationMatrix2D((size / 2, size / 2), detection.rotation, 1.0)
     matrix[0, 2] += IMAGE_SIZE / 2 - size / 2
     matrix[1, 2] += IMAGE_SIZE / 2 - size / 2
-    return cv2.warpAffine(patch, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        patch, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )

@@ -76,10 +76,19 @@ def export_model(model: nnx.Module, name: str, out: str | Path, info: dict[str, 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
-    program = torch.onnx.export(module, (example,), input_names=["faces"], output_names=["logits"], opset_version=OPSET,
-                                dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
-    program.model.metadata_props.update({"fer_jax": json.dumps({**(info or {}), "model": name,
-                                                                 "emotions": list(EMOTIONS)})})
+    program = torch.onnx.export(
+        module,
+        (example,),
+        input_names=["faces"],
+        output_names=["logits"],
+        opset_version=OPSET,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        verbose=False,
+    )
+    program.model.metadata_props.update(
+        {"fer_jax": json.dumps({**(info or {}), "model": name, "emotions": list(EMOTIONS)})}
+    )
     partial = out.with_name(f".{out.name}.partial")
     program.save(str(partial))
     partial.replace(out)

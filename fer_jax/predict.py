@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import functools
 import glob
 import hashlib
@@ -43,13 +44,39 @@ from fer_jax.models import count_params, create_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "seed_cnn.msgpack"
+INFERENCE_CONV = "xla"
+"""Classifiers use XLA's own convolution: the seed CNN at batch 256 on the 2-core CPU ran 982 faces/s with it,
+557 with the Winograd kernels that conv_impl='auto' picks there for training (docs/predict.md)."""
 ANNOTATE_MIN_SIDE = 256
 """Smaller images (e.g. 48x48 FER faces) are enlarged before drawing, so the label is legible."""
 BATCH_MULTIPLE = 8
 """Faces are classified in batches padded to a multiple of this: few shapes, few compilations."""
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
-                            ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic"})
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".jp2",
+        ".pbm",
+        ".pgm",
+        ".ppm",
+        ".pnm",
+        ".pxm",
+        ".sr",
+        ".ras",
+        ".exr",
+        ".hdr",
+        ".pic",
+    }
+)
 """What `fer-jax predict` reads from a folder: the image formats OpenCV decodes."""
+
 
 @dataclass(frozen=True)
 class Face:
@@ -70,8 +97,13 @@ class Face:
 
     def to_dict(self) -> dict[str, Any]:
         x, y, width, height = self.box
-        return {"box": {"x": x, "y": y, "width": width, "height": height}, "rotation": self.rotation,
-                "emotion": self.emotion, "probability": self.probability, "probabilities": self.probabilities}
+        return {
+            "box": {"x": x, "y": y, "width": width, "height": height},
+            "rotation": self.rotation,
+            "emotion": self.emotion,
+            "probability": self.probability,
+            "probabilities": self.probabilities,
+        }
 
 
 class Classifier:
@@ -107,8 +139,10 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """
     run_dir, out = Path(run_dir), Path(out)
     config, state, _, record = restore_run(run_dir)
-    weights = {"params": jax.tree.map(lambda x: x.astype(jnp.float16), nnx.to_pure_dict(state.params)),
-               "model_state": nnx.to_pure_dict(state.model_state)}
+    weights = {
+        "params": jax.tree.map(lambda x: x.astype(jnp.float16), nnx.to_pure_dict(state.params)),
+        "model_state": nnx.to_pure_dict(state.model_state),
+    }
     data = flax.serialization.msgpack_serialize(weights)
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -135,16 +169,20 @@ def load_weights(path: str | Path) -> Classifier:
     info_path = path.with_suffix(".json")
     for needed in (path, info_path):
         if not needed.is_file():
-            raise FileNotFoundError(f"{needed}: no such file (weights come as NAME.msgpack + NAME.json, "
-                                    "written by `fer-jax export-weights`)")
+            raise FileNotFoundError(
+                f"{needed}: no such file (weights come as NAME.msgpack + NAME.json, "
+                "written by `fer-jax export-weights`)"
+            )
     data = path.read_bytes()
     info = json.loads(info_path.read_text())
     digest = hashlib.sha256(data).hexdigest()
     if digest != info["sha256"]:
-        raise DataError(f"{path}: sha256 {digest[:16]}... differs from {info_path.name}'s {info['sha256'][:16]}...; "
-                        "the file is corrupt or was replaced without its .json")
+        raise DataError(
+            f"{path}: sha256 {digest[:16]}... differs from {info_path.name}'s {info['sha256'][:16]}...; "
+            "the file is corrupt or was replaced without its .json"
+        )
     weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), flax.serialization.msgpack_restore(data))
-    model = create_model(ModelConfig(name=info["model"]), seed=0)
+    model = create_model(ModelConfig(name=info["model"], conv_impl=INFERENCE_CONV), seed=0)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     nnx.replace_by_pure_dict(params, weights["params"])
     nnx.replace_by_pure_dict(model_state, weights["model_state"])
@@ -159,10 +197,12 @@ def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
     if not path.is_dir():
         return load_weights(path)
     config, state, _, record = restore_run(path)
-    model = create_model(config.model, seed=0)
+    model = create_model(dataclasses.replace(config.model, conv_impl=INFERENCE_CONV), seed=0)
     nnx.update(model, state.params, state.model_state)
-    return Classifier(model, {"model": config.model.name, "source_run": str(path), "best_epoch": record["best_epoch"],
-                              "dtype": "float32"})
+    return Classifier(
+        model,
+        {"model": config.model.name, "source_run": str(path), "best_epoch": record["best_epoch"], "dtype": "float32"},
+    )
 
 
 # Images and faces ----------------------------------------------------------------------------------------------
@@ -209,6 +249,7 @@ def image_files(paths: Sequence[str | Path], skip: Path | None = None) -> list[t
     """The images `paths` name, in the order given: files; folders, recursively (image suffixes, sorted);
     glob patterns ('**' recurses). Each with '' or why it yields nothing (a folder without images, a
     pattern that matches no file); files under `skip` (the output folder) are left out."""
+
     def wanted(path: Path) -> bool:
         return path.is_file() and not (skip and path.resolve().is_relative_to(skip.resolve()))
 
@@ -245,7 +286,9 @@ def to_bgr(image: Any) -> Any:
     return cv2.cvtColor(tensor.contiguous().numpy(), conversions[channels])
 
 
-def detect_and_crop(bgr: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR) -> tuple[list[Detection], list[Any]]:
+def detect_and_crop(
+    bgr: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR
+) -> tuple[list[Detection], list[Any]]:
     """The faces of an 8-bit BGR image and their 48x48 crops; `detect=False`: the whole image is one face."""
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     found = get_detector(detector)(gray) if detect else [Detection((0, 0, gray.shape[1], gray.shape[0]))]
@@ -262,8 +305,12 @@ def classify(bgr: Any, classifier: Any, detect: bool = True, detector: str = DEF
     return to_faces(found, probabilities(classifier, crops))
 
 
-def predict(image: str | os.PathLike | Any, checkpoint: str | Path | Any | None = None, detect: bool = True,
-            detector: str = DEFAULT_DETECTOR) -> list[Face]:
+def predict(
+    image: str | os.PathLike | Any,
+    checkpoint: str | Path | Any | None = None,
+    detect: bool = True,
+    detector: str = DEFAULT_DETECTOR,
+) -> list[Face]:
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
     `checkpoint`: None for the shipped weights, an exported .msgpack, a run
@@ -299,10 +346,23 @@ def annotate(bgr: Any, faces: Sequence[Face], min_side: int = 0) -> Any:
         label = f"{face.emotion} {face.probability:.2f}"
         (text_width, text_height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = y - text_height - baseline - 4 * thickness if y > text_height + baseline + 4 * thickness else y
-        cv2.rectangle(out, (x, top), (x + text_width + 4 * thickness, top + text_height + baseline + 4 * thickness),
-                      (0, 220, 0), cv2.FILLED)
-        cv2.putText(out, label, (x + 2 * thickness, top + text_height + 2 * thickness), cv2.FONT_HERSHEY_SIMPLEX,
-                    font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        cv2.rectangle(
+            out,
+            (x, top),
+            (x + text_width + 4 * thickness, top + text_height + baseline + 4 * thickness),
+            (0, 220, 0),
+            cv2.FILLED,
+        )
+        cv2.putText(
+            out,
+            label,
+            (x + 2 * thickness, top + text_height + 2 * thickness),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
     return out
 
 
@@ -329,17 +389,25 @@ def format_faces(name: str, faces: Sequence[Face]) -> str:
     """A short table: one line per face with its box and the seven probabilities."""
     if not faces:
         return f"{name}: no face found"
-    lines = [f"{name}: {len(faces)} face{'s' if len(faces) > 1 else ''}",
-             f"  {'#':>2} {'box x,y,w,h':<20} {'emotion':<9}" + "".join(f"{e:>9}" for e in EMOTIONS)]
+    lines = [
+        f"{name}: {len(faces)} face{'s' if len(faces) > 1 else ''}",
+        f"  {'#':>2} {'box x,y,w,h':<20} {'emotion':<9}" + "".join(f"{e:>9}" for e in EMOTIONS),
+    ]
     for number, face in enumerate(faces, 1):
         box = ",".join(str(v) for v in face.box)
-        lines.append(f"  {number:>2} {box:<20} {face.emotion:<9}"
-                     + "".join(f"{face.probabilities[e]:>9.3f}" for e in EMOTIONS))
+        lines.append(
+            f"  {number:>2} {box:<20} {face.emotion:<9}" + "".join(f"{face.probabilities[e]:>9.3f}" for e in EMOTIONS)
+        )
     return "\n".join(lines)
 
 
-def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: str | Path | Any | None = None,
-                  detect: bool = True, detector: str = DEFAULT_DETECTOR) -> list[dict[str, Any]]:
+def predict_files(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    checkpoint: str | Path | Any | None = None,
+    detect: bool = True,
+    detector: str = DEFAULT_DETECTOR,
+) -> list[dict[str, Any]]:
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
     `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
@@ -378,15 +446,23 @@ def predict_files(paths: Sequence[str | Path], out_dir: str | Path, checkpoint: 
         print(format_faces(str(path), faces))
         records.append({"file": str(path), "annotated": str(out_dir / name), "faces": [f.to_dict() for f in faces]})
         rows += [[str(path), number, *face_row(face)] for number, face in enumerate(faces, 1)]
-    write_json(out_dir / "predictions.json", {"weights": classifier.info, "detect": detect,
-                                              "detector": detector if detect else None, "images": records})
+    write_json(
+        out_dir / "predictions.json",
+        {"weights": classifier.info, "detect": detect, "detector": detector if detect else None, "images": records},
+    )
     write_csv(out_dir / "predictions.csv", ("file", "face", *CSV_COLUMNS), rows)
     print(f"Annotated images, predictions.json and predictions.csv in {out_dir}/")
     return records
 
 
-def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path | Any | None = None,
-                  detect: bool = True, every: int = 1, detector: str = DEFAULT_DETECTOR) -> dict[str, Any]:
+def predict_video(
+    path: str | Path,
+    out_dir: str | Path,
+    checkpoint: str | Path | Any | None = None,
+    detect: bool = True,
+    every: int = 1,
+    detector: str = DEFAULT_DETECTOR,
+) -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
 
     The faces of up to `fer_jax.batch.MAX_PENDING_ITEMS` consecutive frames are
@@ -446,8 +522,16 @@ def predict_video(path: str | Path, out_dir: str | Path, checkpoint: str | Path 
         partial.unlink(missing_ok=True)
     csv_path = out_dir / f"{path.stem}_frames.csv"
     write_csv(csv_path, ("frame", "time_s", "faces", "face", *CSV_COLUMNS), rows)
-    summary = {"file": str(path), "frames": index, "classified_frames": -(-index // every),
-               "frames_with_faces": with_faces, "annotated": str(video_path), "csv": str(csv_path)}
-    print(f"{path}: {index} frames, {summary['classified_frames']} classified, {with_faces} with a face; "
-          f"wrote {video_path} and {csv_path}")
+    summary = {
+        "file": str(path),
+        "frames": index,
+        "classified_frames": -(-index // every),
+        "frames_with_faces": with_faces,
+        "annotated": str(video_path),
+        "csv": str(csv_path),
+    }
+    print(
+        f"{path}: {index} frames, {summary['classified_frames']} classified, {with_faces} with a face; "
+        f"wrote {video_path} and {csv_path}"
+    )
     return summary

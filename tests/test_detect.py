@@ -1,4 +1,4 @@
-"""fer_jax.detect (detectors, the rotation sweep, upright crops), fer_jax.batch, and experiments/pipeline.py's scenes."""
+"""fer_jax.detect (detectors, rotation sweep, upright crops), fer_jax.batch, and experiments/pipeline.py's scenes."""
 
 import json
 import math
@@ -45,8 +45,12 @@ def test_sweep_finds_a_face_turned_by_90_degrees_maps_it_back_and_crops_it_uprig
 
 def test_cli_detector_option_records_the_rotation(gray, tmp_path, capsys):
     pytest.importorskip("dlib")
-    cv2.imwrite(str(tmp_path / "turned.png"), cv2.rotate(gray, cv2.ROTATE_90_COUNTERCLOCKWISE))  # (x, y) -> (y, 511 - x)
-    assert main(["predict", "--detector", "dlib-sweep", "--out", str(tmp_path / "out"), str(tmp_path / "turned.png")]) == 0
+    cv2.imwrite(
+        str(tmp_path / "turned.png"), cv2.rotate(gray, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    )  # (x, y) -> (y, 511 - x)
+    assert (
+        main(["predict", "--detector", "dlib-sweep", "--out", str(tmp_path / "out"), str(tmp_path / "turned.png")]) == 0
+    )
     assert "turned.png: 1 face" in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "predictions.json").read_text())
     (face,) = report["images"][0]["faces"]
@@ -66,11 +70,18 @@ def test_crop_turns_the_box_upright_and_leaves_upright_boxes_alone():
     turned = cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)  # the bar now runs down the left side
     again = crop(turned, Detection((50, 50, 100, 100), rotation=-90.0))
     assert np.abs(again.astype(int) - upright).mean() < 8
-    assert np.abs(crop(turned, Detection((50, 50, 100, 100), rotation=-90.0), align=False).astype(int) - upright).mean() > 30
+    assert (
+        np.abs(crop(turned, Detection((50, 50, 100, 100), rotation=-90.0), align=False).astype(int) - upright).mean()
+        > 30
+    )
 
 
 def test_merge_keeps_the_first_of_overlapping_boxes_left_to_right():
-    first, echo, other = Detection((100, 100, 50, 50), 0.0), Detection((110, 105, 60, 60), 30.0), Detection((10, 0, 40, 40))
+    first, echo, other = (
+        Detection((100, 100, 50, 50), 0.0),
+        Detection((110, 105, 60, 60), 30.0),
+        Detection((10, 0, 40, 40)),
+    )
     assert merge([first, echo, other]) == [other, first]
 
 
@@ -107,8 +118,10 @@ class Recording:
 
 def test_batches_have_fixed_shapes_and_results_keep_their_order():
     classifier = Recording()
-    items = [(n, [np.full((48, 48), (n + i) % 256, np.uint8) for i in range(count)])
-             for n, count in enumerate([0, 3, 200, 100, 1, 0, 300, 2])]
+    items = [
+        (n, [np.full((48, 48), (n + i) % 256, np.uint8) for i in range(count)])
+        for n, count in enumerate([0, 3, 200, 100, 1, 0, 300, 2])
+    ]
     results = list(stream(items, classifier))
     assert [item for item, _ in results] == list(range(8))
     for (n, faces), (_, got) in zip(items, results):
@@ -146,8 +159,10 @@ def test_evaluate_detector_scores_a_photo_and_a_face_free_image():
     astronaut = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     x, y = ASTRONAUT_CENTRE
     face = pipeline.Truth(x, y, 95, 0.0, "fer", label=3)  # scored as a labelled face: 'happy'
-    scenes = [pipeline.Scene("astronaut", "photo", astronaut, [face]),
-              pipeline.Scene("blank", "free", np.full((300, 400, 3), 128, np.uint8))]
+    scenes = [
+        pipeline.Scene("astronaut", "photo", astronaut, [face]),
+        pipeline.Scene("blank", "free", np.full((300, 400, 3), 128, np.uint8)),
+    ]
 
     def always_happy(faces):
         return np.eye(7, dtype=np.float32)[[3] * len(faces)]

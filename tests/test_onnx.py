@@ -42,15 +42,31 @@ def test_onnx_logits_agree_with_jax_within_1e_4(exported, faces):
     onnx_logits = np.asarray(onnx.logits(faces))
     assert onnx_logits.shape == (len(faces), 7)
     assert np.abs(onnx_logits - jax_logits).max() < 1e-4
-    assert np.abs(np.asarray(probabilities(onnx, list(faces))) - np.asarray(probabilities(classifier, list(faces)))).max() < 1e-5
+    assert (
+        np.abs(np.asarray(probabilities(onnx, list(faces))) - np.asarray(probabilities(classifier, list(faces)))).max()
+        < 1e-5
+    )
     assert onnx.info["model"] == "seed_cnn" and onnx.info["sha256"] == classifier.info["sha256"]
 
 
 def test_predict_with_the_onnx_backend_matches_jax(exported, faces, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "face.png"), faces[3])
     for backend in ("jax", "onnx"):
-        assert main(["predict", "--no-detect", "--backend", backend, "--out", str(tmp_path / backend),
-                     *(["--checkpoint", str(exported)] if backend == "onnx" else []), str(tmp_path / "face.png")]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--no-detect",
+                    "--backend",
+                    backend,
+                    "--out",
+                    str(tmp_path / backend),
+                    *(["--checkpoint", str(exported)] if backend == "onnx" else []),
+                    str(tmp_path / "face.png"),
+                ]
+            )
+            == 0
+        )
     jax_run, onnx_run = (json.loads((tmp_path / b / "predictions.json").read_text()) for b in ("jax", "onnx"))
     assert onnx_run["weights"]["backend"] == "onnxruntime" and onnx_run["weights"]["onnx"] == str(exported)
     got, want = (run["images"][0]["faces"][0]["probabilities"] for run in (onnx_run, jax_run))
@@ -59,8 +75,9 @@ def test_predict_with_the_onnx_backend_matches_jax(exported, faces, tmp_path, ca
 
 def test_nets_without_a_pytorch_port_are_refused_in_one_line(capsys):
     assert main(["export-onnx", "--model", "resnet18", "--out", "never.onnx"]) == 2
-    assert capsys.readouterr().err == ("fer-jax export-onnx: error: resnet18: no PyTorch port, so no ONNX export "
-                                       "(supported: seed_cnn)\n")
+    assert capsys.readouterr().err == (
+        "fer-jax export-onnx: error: resnet18: no PyTorch port, so no ONNX export (supported: seed_cnn)\n"
+    )
     assert not Path("never.onnx").exists()
     with pytest.raises(DataError, match=r"^resnet18: no PyTorch port, so no ONNX export \(supported: seed_cnn\)$"):
         torch_module(None, "resnet18")
