@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make train          create/update .venv, train the seed CNN (quick smoke run) and evaluate it
 #   make train FULL=1   the full recipe; writes results/seed_cnn.json
-#   make test           create/update .venv and run the test suite
+#   make test           create/update .venv, lint (ruff check, ruff format --check) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -33,6 +33,8 @@ train: $(STAMP) $(FER2013_ZIP)
 	$(BIN)/fer-jax train --data $(FER2013_ZIP) $(if $(FULL),--results results/seed_cnn.json,--quick) $(ARGS)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -218,7 +218,9 @@ def test_no_detect_on_a_fer_face_is_what_the_model_sees_in_evaluation(fer2013_zi
 
 @pytest.mark.real_data
 @pytest.mark.slow
-@pytest.mark.skipif(not (SEED_RUN / "checkpoints" / "best").is_dir(), reason=f"{SEED_RUN} (a local training run) is absent")
+@pytest.mark.skipif(
+    not (SEED_RUN / "checkpoints" / "best").is_dir(), reason=f"{SEED_RUN} (a local training run) is absent"
+)
 def test_float16_weights_predict_like_the_checkpoint(fer2013_zip):
     faces, _, _ = private_test_faces(fer2013_zip, limit=512)
     shipped = load_classifier()(jnp.asarray(faces))
@@ -232,8 +234,9 @@ def test_float16_weights_predict_like_the_checkpoint(fer2013_zip):
 def test_shipped_weights_score_the_recorded_private_test_accuracy(fer2013_zip):
     faces, labels, _ = private_test_faces(fer2013_zip)
     classifier = load_classifier()
-    predictions = jnp.concatenate([classifier(jnp.asarray(faces[i : i + 512])).argmax(-1)
-                                   for i in range(0, len(faces), 512)])
+    predictions = jnp.concatenate(
+        [classifier(jnp.asarray(faces[i : i + 512])).argmax(-1) for i in range(0, len(faces), 512)]
+    )
     accuracy = int((predictions == jnp.asarray(labels)).sum()) / len(labels)
     assert accuracy == pytest.approx(classifier.info["test_accuracy"], abs=2 / len(labels))
 
@@ -255,9 +258,13 @@ def test_folders_and_glob_patterns(astronaut, tmp_path, capsys):
     assert main(args) == 2  # now the out folder holds annotated JPEGs, and they are still not read
     captured = capsys.readouterr()
     images = json.loads((out / "predictions.json").read_text())["images"]
-    assert [r["file"] for r in images] == [str(photos / "a.png"), str(photos / "trip" / "day2" / "b.jpg"),
-                                           str(photos / "trip" / "day2" / "b.jpg"), str(tmp_path / "empty"),
-                                           str(tmp_path / "none*.png")]
+    assert [r["file"] for r in images] == [
+        str(photos / "a.png"),
+        str(photos / "trip" / "day2" / "b.jpg"),
+        str(photos / "trip" / "day2" / "b.jpg"),
+        str(tmp_path / "empty"),
+        str(tmp_path / "none*.png"),
+    ]
     assert all(len(r["faces"]) == 1 for r in images[:3]) and images == first
     errors = captured.err.strip().splitlines()[-3:]
     assert errors[0] == f"{tmp_path / 'empty'}: a folder without image files; skipped"
