@@ -24,7 +24,8 @@ def test_every_config_module_loads_and_returns_a_config(name: str) -> None:
     assert loaded_name == name
     config = module.get_config()
     assert isinstance(config, Config)
-    assert "Command:" in module.__doc__ and "python -m experiments.run" in module.__doc__
+    assert "Command:" in module.__doc__
+    assert "python -m experiments.run" in module.__doc__ or "python -m experiments.ablation" in module.__doc__
     assert "Expected runtime" in module.__doc__ and "Expected result" in module.__doc__
     Config.from_dict(config.to_dict())  # every value fits its field
     for item in getattr(module, "QUICK_OVERRIDES", []):

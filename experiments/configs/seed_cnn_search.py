@@ -8,7 +8,8 @@ faces with the on-device pipeline, and is compared on PublicTest only (PrivateTe
 choose a recipe). A cosine schedule decays to 0 at the end of the 5 epochs: a short-schedule stand-in
 for the same schedule over a full run. `--continue` keeps the variants already measured.
 
-Expected runtime: CPU (2-core AMD EPYC): about 2 minutes an epoch, so about 11 minutes a variant.
+Expected runtime: CPU (2-core AMD EPYC): about 2 minutes an epoch with the machine to itself, so about 11
+minutes a variant; the measured variants took 18-30 minutes each with other work on the machine.
 Expected result: see results/seed_cnn_search.json and the README's recipe table.
 """
 
