@@ -113,4 +113,4 @@ def test_evaluate_without_a_best_checkpoint_is_one_line(tmp_path, capsys):
     write_json(tmp_path / "config.json", Config().to_dict())
     assert main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "no best checkpoint yet" in err and "\n" not in err
+    assert "no checkpoint yet" in err and "\n" not in err
