@@ -8,7 +8,9 @@ thread pools and compilation caches are its own), alternating which goes first.
 A worker measures, on the same real FER-2013 images and config:
 
 - train step images/s: one fixed batch from the host, steady state after the
-  first (compiling) call, which is reported as compile seconds;
+  first (compiling) call, which is reported as compile seconds, and a few
+  untimed warm-up steps; the timed steps run in 4 blocks, whose images/s are
+  kept too (`train_step_block_images_per_s`: the spread within one process);
 - JAX only, the fast path: `train.steps_per_dispatch` steps per call that
   gather and augment their batches on the device (`data.pipeline=device`);
 - whole epoch seconds over `--epoch-images` training images, input pipeline
@@ -23,8 +25,10 @@ GLIBC_TUNABLES is set already, or with --no-huge-pages): malloc then backs large
 buffers with transparent huge pages instead of faulting them in 4 KB at a time.
 The JSON records the workers' environment.
 
-The table shows the median and the [min, max] over repeats; the JSON holds every
-repeat, medians, and JAX/PyTorch ratios of the medians.
+The table shows the median and the [min, max] over repeats, the JAX/PyTorch
+ratio of the medians, and the median [min, max] of the per-repeat ratios (each
+repeat's two workers run back to back, so the machine's slow drift in speed
+mostly cancels in their ratio). The JSON holds every repeat as well.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ FRAMEWORKS = ("jax", "pytorch")
 HUGE_PAGE_MALLOC = "glibc.malloc.hugetlb=1"
 """GLIBC_TUNABLES for both workers: glibc's malloc asks for transparent huge pages, so the step's
 large temporary buffers are not faulted in 4 KB at a time (53,000 page faults per JAX step here)."""
+TIMED_BLOCKS = 4
 REPORTED_ENVIRONMENT = ("GLIBC_TUNABLES", "XLA_FLAGS", "OMP_NUM_THREADS", "XLA_PYTHON_CLIENT_PREALLOCATE")
 
 # metric: (table label, divisor, format, ratio name or None); larger is better for rates, smaller for times.
@@ -82,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="runs per framework (default: %(default)s)")
     parser.add_argument(
         "--steps", type=int, default=20, help="timed train steps per measurement (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=5,
+        help="untimed train steps after the compiling one (default: %(default)s)",
     )
     parser.add_argument(
         "--epoch-images",
@@ -136,6 +147,20 @@ def timed(function: Callable[[], Any], sync: Callable[[Any], Any]) -> float:
     return time.perf_counter() - start
 
 
+def timed_steps(
+    step_run: Callable[[int], Any], sync: Callable[[Any], Any], args: argparse.Namespace, batch: int
+) -> dict[str, Any]:
+    """Compile seconds (the first call), untimed warm-up steps, then `args.steps` steps timed in blocks."""
+    result: dict[str, Any] = {"compile_seconds": timed(lambda: step_run(1), sync)}
+    if args.warmup_steps:
+        timed(lambda: step_run(args.warmup_steps), sync)
+    sizes = [len(part) for part in (range(args.steps)[i::TIMED_BLOCKS] for i in range(TIMED_BLOCKS)) if part]
+    seconds = [timed(lambda size=size: step_run(size), sync) for size in sizes]
+    result["train_step_images_per_s"] = sum(sizes) * batch / sum(seconds)
+    result["train_step_block_images_per_s"] = [size * batch / s for size, s in zip(sizes, seconds)]
+    return result
+
+
 def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Measure the JAX trainer's steps, epochs and evaluation."""
     import jax
@@ -162,8 +187,7 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
             state, out = steps.train(state, images, labels)
         return out
 
-    result["compile_seconds"] = timed(lambda: step_run(1), block)
-    result["train_step_images_per_s"] = args.steps * batch / timed(lambda: step_run(args.steps), block)
+    result.update(timed_steps(step_run, block, args, batch))
 
     per_call = config.train.steps_per_dispatch
     device_images = jax.device_put(fer_data.to_jax(train.images), parallel.replicated(steps.mesh))
@@ -237,8 +261,7 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
             out = torch_train_step(model, optimizer, images, labels, schedule(step), step)
         return out
 
-    result: dict[str, Any] = {"compile_seconds": timed(lambda: step_run(1), sync)}
-    result["train_step_images_per_s"] = args.steps * batch / timed(lambda: step_run(args.steps), sync)
+    result = timed_steps(step_run, sync, args, batch)
     result["epoch_seconds"] = timed(
         lambda: torch_train_epoch(model, optimizer, schedule, 0, train, config, 1, device), sync
     )
@@ -283,16 +306,40 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     return summary
 
 
+TORCH_COUNTERPART = {"fast_train_images_per_s": "train_step_images_per_s", "fast_epoch_seconds": "epoch_seconds"}
+"""JAX's fast-path metrics are compared with PyTorch's one path."""
+
+
 def ratios(summaries: dict[str, Any]) -> dict[str, float | None]:
     """JAX median / PyTorch median per metric (the fast path's over PyTorch's one path)."""
     if set(FRAMEWORKS) - set(summaries):
         return {}
-    torch_of = {"fast_train_images_per_s": "train_step_images_per_s", "fast_epoch_seconds": "epoch_seconds"}
+    torch_of = TORCH_COUNTERPART
     out = {}
     for metric, (_, _, _, name) in METRICS.items():
         numerator = summaries["jax"][metric]["median"]
         denominator = summaries["pytorch"][torch_of.get(metric, metric)]["median"]
         out[name] = numerator / denominator if numerator is not None and denominator else None
+    return out
+
+
+def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
+    """Per ratio: median, min and max over repeats of JAX / PyTorch within the same repeat."""
+    if set(FRAMEWORKS) - set(runs):
+        return {}
+    out = {}
+    for metric, (_, _, _, name) in METRICS.items():
+        values = [
+            jax_run[metric] / torch_run[TORCH_COUNTERPART.get(metric, metric)]
+            for jax_run, torch_run in zip(runs["jax"], runs["pytorch"])
+            if jax_run.get(metric) is not None and torch_run.get(TORCH_COUNTERPART.get(metric, metric))
+        ]
+        out[name] = {
+            "median": statistics.median(values) if values else None,
+            "min": min(values) if values else None,
+            "max": max(values) if values else None,
+            "n": len(values),
+        }
     return out
 
 
@@ -304,15 +351,20 @@ def format_table(report: dict[str, Any]) -> str:
         return f"{format(stats['median'] / divisor, fmt)} [{low}, {high}]"
 
     summaries = report["summaries"]
+    paired = report.get("paired_ratios", {})
     lines = [
         f"{report['machine']} | {report['settings']['repeats']} repeats | batch "
         f"{report['settings']['batch_size']} | epoch of {report['settings']['epoch_images']} images",
-        f"{'metric':<34}" + "".join(f"{f:>26}" for f in summaries) + f"{'jax/pytorch':>13}",
+        f"{'metric':<34}"
+        + "".join(f"{f:>26}" for f in summaries)
+        + f"{'jax/pytorch':>13}"
+        + (f"{'per repeat':>26}" if paired else ""),
     ]
     for metric, (label, divisor, fmt, ratio_name) in METRICS.items():
         cells = "".join(f"{cell(summaries[f].get(metric), divisor, fmt):>26}" for f in summaries)
         ratio = report["ratios"].get(ratio_name)
-        lines.append(f"{label:<34}{cells}{'-' if ratio is None else f'{ratio:.3f}':>13}")
+        row = f"{label:<34}{cells}{'-' if ratio is None else f'{ratio:.3f}':>13}"
+        lines.append(row + (f"{cell(paired.get(ratio_name), 1, '.3f'):>26}" if paired else ""))
     return "\n".join(lines)
 
 
@@ -339,6 +391,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "settings": {
             "repeats": args.repeats,
             "timed_steps": args.steps,
+            "warmup_steps": args.warmup_steps,
             "batch_size": config.train.batch_size,
             "steps_per_dispatch": config.train.steps_per_dispatch,
             "epoch_images": args.epoch_images or "all",
@@ -348,6 +401,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "config": config.to_dict(),
         "summaries": summaries,
         "ratios": ratios(summaries),
+        "paired_ratios": paired_ratios(runs),
         "ratio_notes": RATIO_NOTES,
         "runs": runs,
     }
