@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make train          create/update .venv, train the seed CNN (quick smoke run) and evaluate it
-#   make train FULL=1   the full recipe; writes results/seed_cnn.json
+#   make train FULL=1   the full recipe (on-device pipeline); writes results/seed_cnn.json
 #   make test           create/update .venv, lint (ruff check, ruff format --check) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,7 +30,7 @@ $(FER2013_ZIP): | $(STAMP)
 download: $(FER2013_ZIP)
 
 train: $(STAMP) $(FER2013_ZIP)
-	$(BIN)/fer-jax train --data $(FER2013_ZIP) $(if $(FULL),--results results/seed_cnn.json,--quick) $(ARGS)
+	$(BIN)/fer-jax train --data $(FER2013_ZIP) $(if $(FULL),--set data.pipeline=device --results results/seed_cnn.json,--quick) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

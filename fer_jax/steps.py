@@ -6,7 +6,7 @@ inside the step (train graph with dropout, eval graph without). They run
 data-parallel over a 1-D device mesh (`fer_jax.parallel`): batches are split
 along the mesh, the state is replicated, XLA inserts the gradient all-reduce.
 
-Recipe ingredients (all off by default, so the seed recipe is unchanged):
+Recipe ingredients, all off by default:
 linear learning-rate warmup, label smoothing, weight decay on kernels only,
 and an exponential moving average (EMA) of the weights, which then are the
 weights validated, selected and reported (`selected_weights`).

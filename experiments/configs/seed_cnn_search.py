@@ -16,8 +16,8 @@ Expected result: see results/seed_cnn_search.json and the README's recipe table.
 from fer_jax.config import Config
 
 VARIANTS: dict[str, list[str]] = {
-    "seed: adam 1e-4 constant": [],
-    "adam 1e-3 constant": ["optim.learning_rate=1e-3"],
+    "seed: adam 1e-4 constant": ["optim.learning_rate=1e-4", "optim.schedule=constant"],
+    "adam 1e-3 constant": ["optim.learning_rate=1e-3", "optim.schedule=constant"],
     "adam 1e-3 cosine": ["optim.learning_rate=1e-3", "optim.schedule=cosine"],
     "sgd 0.01 cosine": ["optim.name=sgd", "optim.learning_rate=0.01", "optim.schedule=cosine"],
     "adam 1e-3 cosine, bilinear + edge fill": [
@@ -31,7 +31,7 @@ VARIANTS: dict[str, list[str]] = {
     "sgd 0.05 cosine": ["optim.name=sgd", "optim.learning_rate=0.05", "optim.schedule=cosine"],
     "adam 1e-3 warmup 1 + cosine": ["optim.learning_rate=1e-3", "optim.schedule=cosine", "optim.warmup_epochs=1"],
 }
-"""Variant name -> overrides of `get_config()`; the first row is the seed's recipe."""
+"""Variant name -> overrides of `get_config()`; the first row is the seed's original recipe."""
 
 
 def get_config() -> Config:
