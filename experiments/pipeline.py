@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         help="the results JSON; a Markdown table is written beside (.md). "
-        "Results of other detectors already in it (same split and archive) are kept, so the "
+        "Results of other detectors already in it (same split, archive and weights) are kept, so the "
         "detectors can be run one at a time",
     )
     parser.add_argument("--save-scenes", metavar="DIR", help="also write the scenes as JPEGs (never commit them)")
@@ -555,7 +555,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         },
         "labelled_faces": sum(len(s.faces) for s in scenes if s.kind not in ("photo", "lfw")),
         "weights": classifier.info,
-        "weights_note": "accuracy columns are provisional while the shipped seed CNN is the 0.35 one",
         "machine": device_description(),
         "load_average": os.getloadavg(),
         "command": " ".join(["python", "-m", "experiments.pipeline", *argv]),
@@ -577,7 +576,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         print(format_table({"detectors": report["detectors"][-1:]}).splitlines()[-1], flush=True)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    if (previous.get("split"), previous.get("dataset_sha256")) == (args.split, report["dataset_sha256"]):
+    if all(previous.get(key) == report[key] for key in ("split", "dataset_sha256", "weights")):
         kept = [d for d in previous.get("detectors", []) if d["detector"] not in args.detectors]
         order = list(DETECTORS)
         report["detectors"] = sorted(kept + report["detectors"], key=lambda d: order.index(d["detector"]))
