@@ -19,6 +19,7 @@ from fer_jax import plotting
 from fer_jax.checkpoints import move_aside, set_aside_stamp
 from fer_jax.config import Config
 from fer_jax.data import Split
+from fer_jax.datacheck import REPORT_FILE
 from fer_jax.environment import environment_info
 from fer_jax.files import read_jsonl, write_json, write_jsonl
 
@@ -166,7 +167,9 @@ def summarize(
     holds the 'val' and 'test' accuracies with flip TTA (softmax averaged over each
     face and its mirror image). `weights` says whether the checkpoint holds the EMA
     weights or the trained ones. `git_commit` is the one the run started (or last
-    resumed) from, as environment.json records it.
+    resumed) from, as environment.json records it; `dataset_sha256` is the trained-on
+    archive's, as the run's data check records it (None for a folder); `train_seconds`
+    is the sum of the epochs' wall seconds (evaluation on PublicTest included).
     """
     run_dir = Path(config.run_dir)
     plotting.plot_confusion_matrix(
@@ -177,6 +180,8 @@ def summarize(
         f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})"
     )
     seconds = [row["seconds"] for row in read_jsonl(run_dir / "metrics.jsonl")]
+    data_check = run_dir / REPORT_FILE
+    dataset_sha256 = json.loads(data_check.read_text()).get("dataset_sha256") if data_check.is_file() else None
     return {
         "model": config.model.name,
         "test_accuracy": test["accuracy"],
@@ -192,12 +197,14 @@ def summarize(
         "epochs": len(seconds),
         "seconds_per_epoch": sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0],
         "first_epoch_seconds": seconds[0],
+        "train_seconds": sum(seconds),
         "train_images": len(splits["Training"]),
         "val_images": len(splits["PublicTest"]),
         "test_images": len(splits["PrivateTest"]),
         "parameters": parameters,
         "confusion_matrix": matrix,
         "device": device,
+        "dataset_sha256": dataset_sha256,
         "git_commit": json.loads((run_dir / "environment.json").read_text())["git_commit"],
         "run_dir": str(run_dir),
     }

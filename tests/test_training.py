@@ -1,5 +1,6 @@
 """The trainer end to end on tiny fixtures: run folder, early stopping, NaN guard, exact resume after kill -9."""
 
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,8 @@ def test_run_folder_holds_everything(tiny_zip, tmp_path):
     assert (run / "checkpoints" / "best").is_dir() and (run / "checkpoints" / "latest").is_dir()
     assert results["selected_on"] == "PublicTest" and results["reported_on"] == "PrivateTest"
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_images"] == 14
+    assert results["dataset_sha256"] == hashlib.sha256(tiny_zip.read_bytes()).hexdigest()
+    assert results["train_seconds"] == pytest.approx(sum(row["seconds"] for row in rows))
     assert json.loads((tmp_path / "results" / "copy.json").read_text()) == results
     assert evaluate_run(run)["test_accuracy"] == results["test_accuracy"]
     with pytest.raises(training.TrainingError, match="already holds a run"):
