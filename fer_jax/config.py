@@ -100,7 +100,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 64
     eval_batch_size: int = 256
     patience: int = 10
