@@ -200,6 +200,13 @@ def readme_block(results: Path) -> str:
             f"{speed['settings']['repeats']} repeats, commit {str(speed.get('git_commit'))[:7]}):\n\n"
             f"```\n{speed['command']}\n{bench.format_table(speed)}\n```"
         )
+    faces = load("pipeline_cpu.json")
+    if faces:
+        sections.append(
+            "**Faces in the wild** (`results/pipeline_cpu.json`, `python -m experiments.pipeline`: detection + "
+            "classification; end-to-end accuracy counts a missed face as wrong; more in "
+            "[docs/predict.md](docs/predict.md)):\n\n" + pipeline_section(faces)
+        )
     frameworks = load("compare_cpu.json")
     if frameworks:
         sections.append(
@@ -209,16 +216,74 @@ def readme_block(results: Path) -> str:
     return "\n\n".join([README_BEGIN, *sections, README_END])
 
 
-def rewrite_readme(readme: Path, results: Path) -> bool:
-    """Replace the block between README_BEGIN and README_END with `readme_block`; True if it changed."""
-    text = readme.read_text()
-    start, end = text.find(README_BEGIN), text.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme}: no generated results block (a line {README_BEGIN!r} ... {README_END!r})")
-    updated = text[:start] + readme_block(results) + text[end + len(README_END) :]
+PIPELINE_DOC = Path("docs") / "predict.md"
+"""The page (beside the README) whose detector tables are generated from results/pipeline_cpu.json."""
+PIPELINE_BEGIN = (
+    "<!-- pipeline: generated from results/pipeline_cpu.json by `python -m experiments.table --readme README.md` -->"
+)
+PIPELINE_END = "<!-- /pipeline -->"
+
+
+def pipeline_section(report: dict[str, Any]) -> str:
+    """The end-to-end benchmark in brief: the weights it scored, the classifier's speed, the detector table."""
+    from experiments import pipeline
+
+    weights, speed = report["weights"], report["classifier_speed"]
+    onnx = speed.get("onnx") or {}
+    return (
+        f"Scenes from {report['split']} faces ({report['labelled_faces']} labelled FER faces, "
+        f"{report['scenes']['free']} face-free images), {report['machine']}; classifier: the shipped "
+        f"`{weights['file']}` ({weights['model']}, PrivateTest {weights['test_accuracy']:.3f} on the original "
+        f"crops). Classifier alone, batch {speed['batch']}: {speed['jax']['faces_per_s']:,.0f} faces/s in JAX"
+        + (f", {onnx['faces_per_s']:,.0f} with ONNX Runtime" if onnx else "")
+        + ".\n\n"
+        + pipeline.format_table(report)
+    )
+
+
+def pipeline_block(results: Path) -> str:
+    """docs/predict.md's generated block: the detector table, recall by scene/size/rotation, upright crops."""
+    from experiments import pipeline
+
+    path = results / "pipeline_cpu.json"
+    if not path.is_file():
+        return "\n\n".join([PIPELINE_BEGIN, "_Not measured yet._", PIPELINE_END])
+    report = json.loads(path.read_text())
+    commands = "\n".join(report.get("commands") or [report["command"]])
+    return "\n\n".join(
+        [
+            PIPELINE_BEGIN,
+            f"```\n{commands}\n```",
+            pipeline_section(report),
+            "Recall by kind of scene, face size and rotation (*turned 15-45* pools the +-15, 30 and 45 degree "
+            "faces, *turned 90* the +-90 ones):",
+            pipeline.format_recall_table(report),
+            "Accuracy on the rotated FER faces each detector found, crop turned upright vs as found:",
+            pipeline.format_alignment(report),
+            PIPELINE_END,
+        ]
+    )
+
+
+def rewrite_block(path: Path, begin: str, end: str, block: str) -> bool:
+    """Replace the block from `begin` to `end` in `path` with `block`; True if it changed."""
+    text = path.read_text()
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"{path}: no generated block (a line {begin!r} ... {end!r})")
+    updated = text[:start] + block + text[stop + len(end) :]
     if updated != text:
-        readme.write_text(updated)
+        path.write_text(updated)
     return updated != text
+
+
+def rewrite_readme(readme: Path, results: Path) -> bool:
+    """Rewrite the README's results block and docs/predict.md's pipeline block; True if either changed."""
+    changed = rewrite_block(readme, README_BEGIN, README_END, readme_block(results))
+    doc = readme.parent / PIPELINE_DOC
+    if doc.is_file():
+        changed = rewrite_block(doc, PIPELINE_BEGIN, PIPELINE_END, pipeline_block(results)) or changed
+    return changed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Markdown table (default: %(default)s); the PNG goes beside it",
     )
     parser.add_argument(
-        "--readme", type=Path, metavar="README", help="instead, rewrite README's generated results block from --results"
+        "--readme",
+        type=Path,
+        metavar="README",
+        help="instead, rewrite README's generated results block (and docs/predict.md's pipeline block) from --results",
     )
     return parser
 
@@ -262,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as err:
             print(f"experiments.table: error: {err}", file=sys.stderr)
             return 2
-        print(f"{args.readme}: results block {'rewritten' if changed else 'already current'}")
+        print(f"{args.readme} and {PIPELINE_DOC}: generated blocks {'rewritten' if changed else 'already current'}")
         return 0
 
     try:

@@ -3,7 +3,15 @@
 import re
 from pathlib import Path
 
-from experiments.table import README_BEGIN, README_END, readme_block
+from experiments.table import (
+    PIPELINE_BEGIN,
+    PIPELINE_DOC,
+    PIPELINE_END,
+    README_BEGIN,
+    README_END,
+    pipeline_block,
+    readme_block,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -14,6 +22,14 @@ def test_the_results_block_is_generated_from_the_committed_results():
     block = text[text.index(README_BEGIN) : text.index(README_END) + len(README_END)]
     assert block == readme_block(ROOT / "results"), (
         "README.md's results block is stale: run `python -m experiments.table --readme README.md`"
+    )
+
+
+def test_the_detector_tables_of_the_predict_page_are_generated_too():
+    text = (ROOT / PIPELINE_DOC).read_text()
+    block = text[text.index(PIPELINE_BEGIN) : text.index(PIPELINE_END) + len(PIPELINE_END)]
+    assert block == pipeline_block(ROOT / "results"), (
+        f"{PIPELINE_DOC}'s pipeline block is stale: run `python -m experiments.table --readme README.md`"
     )
 
 
