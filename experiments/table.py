@@ -146,8 +146,8 @@ README_END = "<!-- /results -->"
 def accuracy_table(results: Path) -> str:
     """The training results in `results` (one seed each) with flip TTA beside the plain PrivateTest accuracy."""
     lines = [
-        "| result | PrivateTest acc | + flip TTA | PublicTest acc | epochs | s/epoch | machine |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| result | PrivateTest acc | + flip TTA | PublicTest acc | epochs | s/epoch | train min | machine |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for path in sorted(results.glob("*.json")):
         result = json.loads(path.read_text())
@@ -158,7 +158,8 @@ def accuracy_table(results: Path) -> str:
         lines.append(
             f"| `{path.name}` | {result['test_accuracy']:.4f} | {tta_cell} | "
             f"{result.get('val_accuracy', float('nan')):.4f} | {result.get('epochs', '-')} | "
-            f"{result.get('seconds_per_epoch', float('nan')):.0f} | {_cell(result.get('device', ''))} |"
+            f"{result.get('seconds_per_epoch', float('nan')):.0f} | "
+            f"{result.get('train_seconds', float('nan')) / 60:.0f} | {_cell(result.get('device', ''))} |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
 
