@@ -16,5 +16,5 @@ from fer_jax.config import Config
 
 def get_config() -> Config:
     config = Config()  # the defaults in fer_jax/config.py are this recipe
-    config.data.pipeline = "device"  # as `make train FULL=1`: the faster input pipeline on a CPU
+    config.data.pipeline = "device"  # as `make train FULL=1`
     return config
