@@ -293,17 +293,18 @@ def run_worker(framework: str, argv: Sequence[str], env: dict[str, str]) -> dict
         return json.loads(out.read_text())
 
 
+def spread(values: list[float]) -> dict[str, float | None]:
+    """Median, min, max and count of some repeats' values (None where there are none)."""
+    return {
+        "median": statistics.median(values) if values else None,
+        "min": min(values) if values else None,
+        "max": max(values) if values else None,
+        "n": len(values),
+    }
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    summary = {}
-    for metric in METRICS:
-        values = [run[metric] for run in runs if run.get(metric) is not None]
-        summary[metric] = {
-            "median": statistics.median(values) if values else None,
-            "min": min(values) if values else None,
-            "max": max(values) if values else None,
-            "n": len(values),
-        }
-    return summary
+    return {metric: spread([run[metric] for run in runs if run.get(metric) is not None]) for metric in METRICS}
 
 
 TORCH_COUNTERPART = {"fast_train_images_per_s": "train_step_images_per_s", "fast_epoch_seconds": "epoch_seconds"}
@@ -314,11 +315,10 @@ def ratios(summaries: dict[str, Any]) -> dict[str, float | None]:
     """JAX median / PyTorch median per metric (the fast path's over PyTorch's one path)."""
     if set(FRAMEWORKS) - set(summaries):
         return {}
-    torch_of = TORCH_COUNTERPART
     out = {}
     for metric, (_, _, _, name) in METRICS.items():
         numerator = summaries["jax"][metric]["median"]
-        denominator = summaries["pytorch"][torch_of.get(metric, metric)]["median"]
+        denominator = summaries["pytorch"][TORCH_COUNTERPART.get(metric, metric)]["median"]
         out[name] = numerator / denominator if numerator is not None and denominator else None
     return out
 
@@ -334,12 +334,7 @@ def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, 
             for jax_run, torch_run in zip(runs["jax"], runs["pytorch"])
             if jax_run.get(metric) is not None and torch_run.get(TORCH_COUNTERPART.get(metric, metric))
         ]
-        out[name] = {
-            "median": statistics.median(values) if values else None,
-            "min": min(values) if values else None,
-            "max": max(values) if values else None,
-            "n": len(values),
-        }
+        out[name] = spread(values)
     return out
 
 
@@ -369,6 +364,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from fer_jax.cache import file_sha256
     from fer_jax.compare import device_slug, machine_fields
     from fer_jax.files import write_json
 
@@ -387,6 +383,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report = {
         **machine_fields(),
         "command": "python -m experiments.bench " + shlex.join(argv),
+        "dataset_sha256": file_sha256(source) if (source := Path(config.data.resolved_source())).is_file() else None,
         "worker_environment": {name: env.get(name) for name in REPORTED_ENVIRONMENT},
         "settings": {
             "repeats": args.repeats,

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import torch
 
+from fer_jax.cache import file_sha256
 from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
@@ -164,6 +165,7 @@ def compare(config: Config, seeds: int, out: Path, quick_run: bool, argv: list[s
     report = {
         **machine_fields(),
         "command": shlex.join(sys.argv),
+        "dataset_sha256": file_sha256(source) if (source := Path(config.data.resolved_source())).is_file() else None,
         "argv": argv,
         "settings": {
             "quick": quick_run,
