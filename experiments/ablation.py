@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data:
             base.set("data.source", args.data)
         base.apply_overrides(args.set)
-        variants = getattr(module, "VARIANTS", VARIANTS)
+        variants = all_variants = getattr(module, "VARIANTS", VARIANTS)
         if args.only:
             wanted = [v.strip() for v in args.only.split(",")]
             unknown = [v for v in wanted if v not in variants]
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             earlier = json.loads(args.out.read_text())
             if earlier.get("base_config") != name:
                 raise ConfigError(f"{args.out} holds an ablation of {earlier.get('base_config')!r}, not {name!r}")
-            keep = [row for row in earlier["variants"] if row["variant"] in variants]
+            keep = [row for row in earlier["variants"] if row["variant"] in all_variants]
         run_ablation(name, base, variants, args.out, args.runs, argv, keep)
 
     return run_command("experiments.ablation", run)

@@ -211,3 +211,31 @@ def test_saliency_is_input_shaped_and_finite() -> None:
         ("angry", "neutral", 1),
     ]
     assert math.isclose(pairs[0]["share_of_true"], 3 / 9)
+
+
+def test_ablation_only_with_continue_keeps_the_other_measured_variants(tmp_path: Path, monkeypatch) -> None:
+    from experiments import ablation
+    from fer_jax import training
+    from fer_jax.files import write_json
+
+    def fake_train(config: Config) -> dict:
+        Path(config.run_dir).mkdir(parents=True)
+        (Path(config.run_dir) / "metrics.jsonl").write_text(json.dumps({"val_accuracy": 0.5, "train_accuracy": 0.4}))
+        return {
+            "val_accuracy": 0.5,
+            "val_accuracy_tta": 0.51,
+            "best_epoch": 1,
+            "seconds_per_epoch": 1.0,
+            "git_commit": "",
+        }
+
+    monkeypatch.setattr(training, "train", fake_train)
+    out = tmp_path / "search.json"
+    first, second = list(configs.load("seed_cnn_search")[1].VARIANTS)[:2]
+    earlier = {"variant": first, "val_accuracy": 0.4, "val_accuracy_tta": 0.4, "best_epoch": 5}
+    earlier.update(last_train_accuracy=0.3, seconds=60.0)
+    write_json(out, {"base_config": "seed_cnn_search", "variants": [earlier]})
+    argv = ["seed_cnn_search", "--scale", "none", "--only", second, "--continue", "--out", str(out)]
+    assert ablation.main([*argv, "--runs", str(tmp_path / "runs")]) == 0
+    rows = json.loads(out.read_text())["variants"]
+    assert [row["variant"] for row in rows] == [first, second]  # the third is neither run nor lost
