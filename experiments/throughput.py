@@ -1,0 +1,218 @@
+"""Train throughput of candidate networks in JAX on this machine: which nets fit a CPU-hours budget.
+
+    python -m experiments.throughput --data ../shared/datasets/fer2013.zip --out results/throughput_cpu.json
+    python -m experiments.throughput --only "seed_cnn,vgg_bn x0.5" --set train.batch_size=128
+
+Each candidate (a zoo model and width, `CANDIDATES`) is measured in a fresh subprocess, the
+candidates in reverse order on every other repeat, so the machine's drift spreads over all of
+them. A worker builds the trainer exactly as `fer-jax train` does with `data.pipeline=device`
+(augmentation, dropout and BatchNorm included), compiles the fused on-device steps, runs one
+untimed call, then times `--blocks` blocks of `--calls` calls each. It also records the
+parameter count and XLA's count of forward FLOPs per image (of `conv_impl='xla'`, so the number
+does not depend on the convolution algorithm). The table gives median [min, max] images/s over
+repeats and blocks, and what that means for an epoch of 28,709 faces and for a 2-hour budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.bench import DeviceChunks, spread, worker_environment
+
+CANDIDATES: dict[str, list[str]] = {
+    "seed_cnn": ["model.name=seed_cnn"],
+    "vgg_bn x0.25": ["model.name=vgg_bn", "model.width=0.25"],
+    "vgg_bn x0.375": ["model.name=vgg_bn", "model.width=0.375"],
+    "vgg_bn x0.5": ["model.name=vgg_bn", "model.width=0.5"],
+    "resnet18 x0.25": ["model.name=resnet18", "model.width=0.25"],
+    "resnet18 x0.375": ["model.name=resnet18", "model.width=0.375"],
+}
+"""Candidate name -> config overrides (on top of `--set`)."""
+TRAINING_IMAGES = 28_709
+BUDGET_SECONDS = 7_200
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="workers per candidate (default: %(default)s)")
+    parser.add_argument("--blocks", type=int, default=3, help="timed blocks per worker (default: %(default)s)")
+    parser.add_argument(
+        "--calls", type=int, default=1, help="fused calls (train.steps_per_dispatch steps each) per block"
+    )
+    parser.add_argument("--only", help="comma-separated candidate names (default: all)")
+    parser.add_argument(
+        "--data", help="Kaggle zip, extracted folder or fer2013.csv (default: $FER2013_ZIP, else data/fer2013.zip)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides for every candidate"
+    )
+    parser.add_argument("--out", type=Path, help="results JSON (default: results/throughput_<device>.json)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def candidate_config(args: argparse.Namespace, name: str) -> Any:
+    from fer_jax.config import Config
+
+    config = Config()
+    if args.data:
+        config.data.source = args.data
+    config.data.pipeline = "device"
+    config.data.eval_limit = 1
+    return config.apply_overrides([*args.set, *CANDIDATES[name]])
+
+
+def forward_flops_per_image(config: Any) -> float | None:
+    """XLA's FLOP count of one eval-mode forward pass, per image, with XLA's own convolution."""
+    import copy
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from fer_jax.models import create_model
+
+    model_config = copy.deepcopy(config.model)
+    model_config.conv_impl = "xla"
+    model = create_model(model_config, 0)
+    model.eval()
+    graph, weights = nnx.split(model)
+    batch = 8
+    forward = jax.jit(lambda weights, x: nnx.merge(graph, weights)(x))
+    compiled = forward.lower(weights, jnp.zeros((batch, 48, 48, 1))).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return cost["flops"] / batch if cost and "flops" in cost else None
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One candidate's measurement in this process."""
+    import jax
+
+    from fer_jax.evaluation import load_splits
+    from fer_jax.models import count_params, create_model
+    from fer_jax.steps import init_state
+
+    config = candidate_config(args, args.worker)
+    train = load_splits(config)["Training"]
+    state, steps = init_state(config, len(train) // config.train.batch_size)
+    chunks = DeviceChunks(config, steps, train, state)
+    start = time.perf_counter()
+    jax.block_until_ready(chunks.run(1))
+    compile_seconds = time.perf_counter() - start
+    jax.block_until_ready(chunks.run(1))
+    rates = []
+    for _ in range(args.blocks):
+        start = time.perf_counter()
+        jax.block_until_ready(chunks.run(args.calls))
+        rates.append(args.calls * chunks.images_per_call / (time.perf_counter() - start))
+    return {
+        "parameters": count_params(create_model(config.model, 0)),
+        "forward_flops_per_image": forward_flops_per_image(config),
+        "first_call_seconds": compile_seconds,
+        "block_images_per_s": rates,
+    }
+
+
+def run_worker(name: str, argv: Sequence[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "experiments.throughput", *argv, "--worker", name, "--worker-out", str(out)]
+        done = subprocess.run(command, env=worker_environment(huge_pages=True))
+        if done.returncode != 0 or not out.is_file():
+            raise SystemExit(f"experiments.throughput: the worker for {name!r} failed (exit {done.returncode})")
+        return json.loads(out.read_text())
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rates = [rate for run in runs for rate in run["block_images_per_s"]]
+    median = statistics.median(rates)
+    return {
+        "parameters": runs[0]["parameters"],
+        "forward_mflops_per_image": runs[0]["forward_flops_per_image"] / 1e6,
+        "images_per_s": spread(rates),
+        "epoch_seconds": TRAINING_IMAGES / median,
+        "epochs_in_2_hours": BUDGET_SECONDS * median / TRAINING_IMAGES,
+        "first_call_seconds": spread([run["first_call_seconds"] for run in runs]),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['machine']} | batch {report['config']['train']['batch_size']} | {report['settings']['repeats']} "
+        f"repeats x {report['settings']['blocks']} blocks",
+        "| candidate | parameters | forward MFLOP/img | train img/s | epoch s | epochs in 2 h |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for name, row in report["candidates"].items():
+        rate = row["images_per_s"]
+        lines.append(
+            f"| {name} | {row['parameters']:,} | {row['forward_mflops_per_image']:.0f} | "
+            f"{rate['median']:.0f} [{rate['min']:.0f}, {rate['max']:.0f}] | {row['epoch_seconds']:.0f} | "
+            f"{row['epochs_in_2_hours']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def throughput(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from fer_jax.cache import file_sha256
+    from fer_jax.compare import device_slug, machine_fields
+    from fer_jax.config import ConfigError
+    from fer_jax.files import write_json
+
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(CANDIDATES)
+    if unknown := [n for n in names if n not in CANDIDATES]:
+        raise ConfigError(f"unknown candidate(s) {unknown}; known: {', '.join(CANDIDATES)}")
+    config = candidate_config(args, names[0])
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            print(f"[throughput] repeat {repeat + 1}/{args.repeats}: {name}", flush=True)
+            runs[name].append(run_worker(name, argv))
+    source = Path(config.data.resolved_source())
+    report = {
+        **machine_fields(),
+        "command": "python -m experiments.throughput " + shlex.join(argv),
+        "dataset_sha256": file_sha256(source) if source.is_file() else None,
+        "settings": {"repeats": args.repeats, "blocks": args.blocks, "calls": args.calls, "overrides": args.set},
+        "config": config.to_dict(),
+        "candidate_overrides": {name: CANDIDATES[name] for name in names},
+        "candidates": {name: summarize(runs[name]) for name in names},
+        "runs": runs,
+    }
+    out = args.out or Path(f"results/throughput_{device_slug()}.json")
+    write_json(out, report)
+    print(format_table(report))
+    print(f"Wrote {out}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from fer_jax.commands import run_command
+
+    if args.worker:
+        from fer_jax.files import write_json
+
+        return run_command("experiments.throughput", lambda: write_json(args.worker_out, worker(args)))
+    return run_command("experiments.throughput", lambda: throughput(args, argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
