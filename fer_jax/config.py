@@ -87,7 +87,8 @@ class OptimConfig:
     learning_rate: float = 1e-3
     """The seed used 1e-4; 1e-3 learned faster in the 5-epoch recipe search (results/seed_cnn_search.json)."""
     schedule: str = "cosine"
-    """'constant' or 'cosine' (decays to 0 at the end of `train.epochs`)."""
+    """'constant', 'cosine' or 'linear' (both decay to 0 at the end of `train.epochs`; with `warmup_epochs`,
+    'linear' is the triangular one-cycle schedule)."""
     warmup_epochs: float = 0.0
     """Linear warmup from 0 to `learning_rate` over this many epochs, then `schedule` over the rest."""
     momentum: float = 0.9

@@ -80,7 +80,8 @@ def warmup_steps(config: Config, steps_per_epoch: int) -> int:
 
 
 def make_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warmup from 0 over `warmup_steps`, then a constant rate or a cosine decay to 0 at the run's end."""
+    """Linear warmup from 0 over `warmup_steps`, then a constant rate, or a cosine or linear decay to 0 at the
+    run's end (warmup + linear decay is the triangular one-cycle schedule of the CIFAR-10 speedruns)."""
     opt = config.optim
     total = max(1, config.train.epochs * steps_per_epoch)
     warmup = warmup_steps(config, steps_per_epoch)
@@ -88,8 +89,10 @@ def make_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
         main = optax.constant_schedule(opt.learning_rate)
     elif opt.schedule == "cosine":
         main = optax.cosine_decay_schedule(opt.learning_rate, max(1, total - warmup))
+    elif opt.schedule == "linear":
+        main = optax.linear_schedule(opt.learning_rate, 0.0, max(1, total - warmup))
     else:
-        raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
+        raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant', 'cosine' or 'linear'")
     if not warmup:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, opt.learning_rate, warmup), main], [warmup])

@@ -95,12 +95,12 @@ def torch_device_description(device: torch.device) -> str:
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning rate at each step, as `fer_jax.steps.make_schedule` gives it (linear warmup, then constant
-    or cosine)."""
+    """The learning rate at each step, as `fer_jax.steps.make_schedule` gives it (linear warmup, then constant,
+    cosine or linear)."""
     opt = config.optim
     warmup = warmup_steps(config, steps_per_epoch)
-    if opt.schedule not in ("constant", "cosine"):
-        raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant' or 'cosine'")
+    if opt.schedule not in ("constant", "cosine", "linear"):
+        raise ConfigError(f"unknown optim.schedule {opt.schedule!r}: expected 'constant', 'cosine' or 'linear'")
     decay_steps = max(1, config.train.epochs * steps_per_epoch - warmup)
 
     def rate(step: int) -> float:
@@ -108,7 +108,10 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[in
             return opt.learning_rate * step / warmup
         if opt.schedule == "constant":
             return opt.learning_rate
-        return opt.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step - warmup, decay_steps) / decay_steps))
+        progress = min(step - warmup, decay_steps) / decay_steps
+        if opt.schedule == "linear":
+            return opt.learning_rate * (1 - progress)
+        return opt.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
     return rate
 

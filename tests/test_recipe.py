@@ -65,6 +65,15 @@ def test_warmup_then_cosine_by_hand_and_in_pytorch():
         assert torch_schedule(step) == pytest.approx(float(schedule(step)), abs=1e-7), step
 
 
+def test_one_cycle_is_warmup_then_linear_decay_to_zero_in_both_frameworks():
+    config = schedule_config("linear", 0.5)  # 10 steps an epoch: 5 warmup steps, then 15 of linear decay
+    schedule, torch_schedule = make_schedule(config, 10), learning_rate_schedule(config, 10)
+    expected = {0: 0.0, 4: 0.08, 5: 0.1, 8: 0.08, 14: 0.04, 20: 0.0, 25: 0.0}
+    for step, rate in expected.items():
+        assert float(schedule(step)) == pytest.approx(rate, abs=1e-7), step
+        assert torch_schedule(step) == pytest.approx(rate, abs=1e-7), step
+
+
 def test_warmup_then_constant_and_no_warmup_is_the_old_schedule():
     schedule = make_schedule(schedule_config("constant", 1.0), 4)
     assert [float(schedule(s)) for s in (0, 2, 4, 7)] == pytest.approx([0.0, 0.05, 0.1, 0.1])
