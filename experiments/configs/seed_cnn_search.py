@@ -26,7 +26,7 @@ VARIANTS: dict[str, list[str]] = {
         "data.interpolation=bilinear",
         "data.fill=edge",
     ],
-    "adam 1e-3 cosine, batch 128": ["optim.learning_rate=1e-3", "optim.schedule=cosine", "train.batch_size=128"],
+    "adam 1e-3 cosine batch 128": ["optim.learning_rate=1e-3", "optim.schedule=cosine", "train.batch_size=128"],
     "adam 3e-4 cosine": ["optim.learning_rate=3e-4", "optim.schedule=cosine"],
     "sgd 0.05 cosine": ["optim.name=sgd", "optim.learning_rate=0.05", "optim.schedule=cosine"],
     "adam 1e-3 warmup 1 + cosine": ["optim.learning_rate=1e-3", "optim.schedule=cosine", "optim.warmup_epochs=1"],
