@@ -44,6 +44,9 @@ class DataConfig:
     """Probability of erasing a random rectangle to 0 (torchvision's RandomErasing: area 2-33%,
     aspect ratio 0.3-3.3), after the affine transform and flip; 0: off."""
     horizontal_flip: bool = True
+    mixup: float = 0.0
+    """Mixup's alpha: each training batch is blended with a shuffled copy of itself, images and targets by the
+    same weight drawn from Beta(alpha, alpha), inside the train step (0: off; 0.2-0.4 is usual)."""
     interpolation: str = "nearest"
     """Sampling of the rotation and zoom: 'nearest' (torchvision's RandomAffine default) or 'bilinear' (Keras')."""
     fill: str = "zero"

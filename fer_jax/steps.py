@@ -7,7 +7,7 @@ data-parallel over a 1-D device mesh (`fer_jax.parallel`): batches are split
 along the mesh, the state is replicated, XLA inserts the gradient all-reduce.
 
 Recipe ingredients, all off by default:
-linear learning-rate warmup, label smoothing, weight decay on kernels only,
+linear learning-rate warmup, label smoothing, mixup, weight decay on kernels only,
 and an exponential moving average (EMA) of the weights, which then are the
 weights validated, selected and reported (`selected_weights`).
 """
@@ -133,6 +133,13 @@ def training_loss(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
     return optax.softmax_cross_entropy(logits, targets).mean()
 
 
+def mixup_pairs(key: jax.Array, alpha: float, batch: int) -> tuple[jax.Array, jax.Array]:
+    """Mixup's blend weight ~ Beta(alpha, alpha) and each image's partner (a permutation of the batch).
+    The cross-entropy is linear in the targets, so the mixed loss is the same blend of both labels' losses."""
+    weight_key, partner_key = jax.random.split(key)
+    return jax.random.beta(weight_key, alpha, alpha), jax.random.permutation(partner_key, batch)
+
+
 def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
     """The EMA decay used after update `step` (0-based): min(decay, (1 + step) / (10 + step)).
 
@@ -195,8 +202,13 @@ def init_state(config: Config, steps_per_epoch: int) -> tuple[TrainState, Steps]
     def loss_and_logits(params, model_state, images, labels, key):
         # copy=True: fresh Variables created inside the trace, which BatchNorm may update.
         model = nnx.merge(train_graph, params, model_state, copy=True)
+        if config.data.mixup:  # its own key, so the dropout masks are those of the same run without mixup
+            weight, partner = mixup_pairs(jax.random.fold_in(key, 1), config.data.mixup, labels.shape[0])
+            images = weight * images + (1.0 - weight) * images[partner]
         logits = model(as_nhwc(images), rngs=nnx.Rngs(dropout=key))
         loss = training_loss(logits, labels, config.optim.label_smoothing)
+        if config.data.mixup:
+            loss = weight * loss + (1.0 - weight) * training_loss(logits, labels[partner], config.optim.label_smoothing)
         return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array) -> tuple[TrainState, Metrics]:

@@ -190,9 +190,9 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train (or with `resume`, continue) the PyTorch baseline in `config.run_dir`; return its results."""
     if config.model.name != "seed_cnn":
         raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
-    if config.optim.label_smoothing or config.train.ema_decay:
+    if config.optim.label_smoothing or config.train.ema_decay or config.data.mixup:
         raise ConfigError(
-            "the PyTorch baseline does not mirror optim.label_smoothing or train.ema_decay; set them to 0"
+            "the PyTorch baseline does not mirror optim.label_smoothing, train.ema_decay or data.mixup; set them to 0"
         )
     run_dir = Path(config.run_dir)
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)

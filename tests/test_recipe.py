@@ -20,7 +20,7 @@ from fer_jax import loop, training
 from fer_jax.augment import ERASING_RATIO, ERASING_SCALE, affine, augment, erase, sample_erasing, sample_params
 from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.config import Config, ConfigError, DataConfig
-from fer_jax.data import FER2013, train_transform
+from fer_jax.data import FER2013, as_nhwc, train_transform
 from fer_jax.evaluation import averaged_accuracy, evaluate_split, load_splits, restore_run
 from fer_jax.models import count_params, create_model
 from fer_jax.steps import (
@@ -31,6 +31,7 @@ from fer_jax.steps import (
     init_state,
     make_optimizer,
     make_schedule,
+    mixup_pairs,
     selected_weights,
     training_loss,
     update_ema,
@@ -98,6 +99,22 @@ def test_label_smoothing_loss_by_hand_and_as_pytorch():
     labels = jnp.arange(16) % 7
     in_torch = F.cross_entropy(torch.tensor(many.tolist()), torch.tensor(labels.tolist()), label_smoothing=0.1)
     assert float(training_loss(many, labels, 0.1)) == pytest.approx(float(in_torch), rel=1e-5)
+
+
+def test_mixup_blends_pairs_of_images_and_their_losses():
+    config = Config().apply_overrides(["train.batch_size=8", "optim.schedule=constant", "data.mixup=0.4"])
+    images = jax.random.uniform(jax.random.key(0), (8, 1, 48, 48))
+    labels = jnp.arange(8) % 7
+    state, steps = init_state(config, 1)
+    _, out = steps.train(state, images, labels)
+    key = jax.random.fold_in(jax.random.key(config.train.seed), 0)  # the step's dropout key at step 0
+    weight, partner = mixup_pairs(jax.random.fold_in(key, 1), 0.4, 8)
+    assert 0.0 < float(weight) < 1.0 and sorted(partner.tolist()) == list(range(8))
+    model = create_model(config.model, config.train.seed)
+    model.train()
+    logits = model(as_nhwc(weight * images + (1 - weight) * images[partner]), rngs=nnx.Rngs(dropout=key))
+    expected = weight * training_loss(logits, labels, 0.0) + (1 - weight) * training_loss(logits, labels[partner], 0.0)
+    assert float(out["loss"]) == pytest.approx(8 * float(expected), rel=1e-4)
 
 
 def narrow_resnet_config(**overrides) -> Config:
@@ -268,7 +285,7 @@ def test_erasing_is_in_both_pipelines_and_off_leaves_the_affine_draws_unchanged(
 
 
 def test_pytorch_baseline_refuses_what_it_does_not_mirror(tmp_path):
-    for key in ("optim.label_smoothing=0.1", "train.ema_decay=0.99"):
+    for key in ("optim.label_smoothing=0.1", "train.ema_decay=0.99", "data.mixup=0.2"):
         config = Config().apply_overrides([key, f"run_dir={tmp_path / 'run'}"])
         with pytest.raises(ConfigError, match="does not mirror"):
             train_torch(config)
