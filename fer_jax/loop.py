@@ -23,6 +23,9 @@ from fer_jax.datacheck import REPORT_FILE
 from fer_jax.environment import environment_info
 from fer_jax.files import read_jsonl, write_json, write_jsonl
 
+CURVE_KEYS = ("seconds", "train_accuracy", "val_accuracy")
+"""The per-epoch fields of metrics.jsonl that results.json keeps as its `curve`."""
+
 
 class TrainingError(Exception):
     """The run cannot start or continue; the message says why in one line."""
@@ -169,7 +172,8 @@ def summarize(
     weights or the trained ones. `git_commit` is the one the run started (or last
     resumed) from, as environment.json records it; `dataset_sha256` is the trained-on
     archive's, as the run's data check records it (None for a folder); `train_seconds`
-    is the sum of the epochs' wall seconds (evaluation on PublicTest included).
+    is the sum of the epochs' wall seconds (evaluation on PublicTest included); `curve` holds
+    each epoch's `CURVE_KEYS` (for time-to-accuracy plots, without the run folder).
     """
     run_dir = Path(config.run_dir)
     plotting.plot_confusion_matrix(
@@ -179,7 +183,8 @@ def summarize(
         f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
         f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})"
     )
-    seconds = [row["seconds"] for row in read_jsonl(run_dir / "metrics.jsonl")]
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    seconds = [row["seconds"] for row in history]
     data_check = run_dir / REPORT_FILE
     dataset_sha256 = json.loads(data_check.read_text()).get("dataset_sha256") if data_check.is_file() else None
     return {
@@ -207,6 +212,7 @@ def summarize(
         "dataset_sha256": dataset_sha256,
         "git_commit": json.loads((run_dir / "environment.json").read_text())["git_commit"],
         "run_dir": str(run_dir),
+        "curve": {key: [row[key] for row in history] for key in CURVE_KEYS},
     }
 
 

@@ -127,3 +127,18 @@ def plot_confusion_matrices(matrix: Sequence[Sequence[int]], path: str | os.Path
 
 def plot_mistakes(images: Sequence[Any], captions: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
     save_figure(image_grid_figure(images, captions, title), path)
+
+
+def time_to_accuracy_figure(curves: dict[str, dict[str, Sequence[float]]]) -> Figure:
+    """PublicTest accuracy after each epoch against cumulative wall-clock minutes, one line per run.
+
+    `curves`: run label -> {'minutes': [...], 'val_accuracy': [...]}, as `experiments.time_to_accuracy` builds it.
+    """
+    figure, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for label, curve in curves.items():
+        ax.plot(curve["minutes"], curve["val_accuracy"], "o-", markersize=3, label=label)
+    ax.set_xlabel("wall-clock minutes (training + PublicTest evaluation)")
+    ax.set_ylabel("PublicTest accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return figure

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 from experiments import configs, run, table
-from fer_jax.config import Config, ModelConfig
+from fer_jax.config import Config, ConfigError, ModelConfig
 from fer_jax.models import create_model
 
 
@@ -239,3 +239,24 @@ def test_ablation_only_with_continue_keeps_the_other_measured_variants(tmp_path:
     assert ablation.main([*argv, "--runs", str(tmp_path / "runs")]) == 0
     rows = json.loads(out.read_text())["variants"]
     assert [row["variant"] for row in rows] == [first, second]  # the third is neither run nor lost
+
+
+def test_time_to_accuracy_accumulates_minutes_and_refuses_mixed_machines(tmp_path: Path) -> None:
+    from experiments import time_to_accuracy
+
+    def result(name: str, device: str, seconds: list[float]) -> Path:
+        curve = {"seconds": seconds, "val_accuracy": [0.3, 0.5], "train_accuracy": [0.2, 0.4]}
+        fields = {"model": name, "device": device, "command": "fer-jax train", "test_accuracy": 0.5}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**fields, "curve": curve}))
+        return path
+
+    out = tmp_path / "tta.json"
+    report = time_to_accuracy.time_to_accuracy([result("a", "cpu", [60.0, 120.0]), result("b", "cpu", [30, 30])], out)
+    assert report["curves"]["a"]["minutes"] == [1.0, 3.0] and report["curves"]["b"]["minutes"] == [0.5, 1.0]
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert time_to_accuracy.main([str(result("c", "gpu", [1.0, 1.0])), str(result("a", "cpu", [1, 1]))]) == 2
+    no_curve = tmp_path / "old.json"
+    no_curve.write_text(json.dumps({"model": "seed_cnn"}))
+    with pytest.raises(ConfigError, match="no per-epoch 'curve'"):
+        time_to_accuracy.curve_of(json.loads(no_curve.read_text()), no_curve)

@@ -56,6 +56,7 @@ def test_run_folder_holds_everything(tiny_zip, tmp_path):
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_images"] == 14
     assert results["dataset_sha256"] == hashlib.sha256(tiny_zip.read_bytes()).hexdigest()
     assert results["train_seconds"] == pytest.approx(sum(row["seconds"] for row in rows))
+    assert results["curve"]["val_accuracy"] == [row["val_accuracy"] for row in rows]
     assert json.loads((tmp_path / "results" / "copy.json").read_text()) == results
     assert evaluate_run(run)["test_accuracy"] == results["test_accuracy"]
     with pytest.raises(training.TrainingError, match="already holds a run"):
