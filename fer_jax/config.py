@@ -114,6 +114,9 @@ class TrainConfig:
     """Devices to split each batch over (data parallelism; 0: all local devices)."""
     steps_per_dispatch: int = 32
     """With data.pipeline='device': train steps fused into one jitted call (a `lax.scan`)."""
+    crops_tta: bool = False
+    """Also report the 'crops' TTA of `fer-jax evaluate --crops` in results.json (`test_accuracy_crops`: 10 views,
+    the face, its four 44x44 corner crops scaled back, and their mirror images; 5x the flip TTA's cost)."""
     ema_decay: float = 0.0
     """Exponential moving average of the weights (e.g. 0.999; 0: off). When on, the EMA weights are
     the ones validated, selected, saved as the best checkpoint and reported."""

@@ -29,6 +29,8 @@ REPORTED_SPLIT = "PrivateTest"
 """The split only the final evaluation of the selected checkpoint reads."""
 TTA = "flip"
 """Test-time augmentation reported beside the plain numbers: softmax averaged over each face and its mirror image."""
+CROP_SIZE = 44
+"""The 'crops' TTA's corner crops: 44x44 of 48x48, a zoom of 1.09, inside the training augmentation's range."""
 
 
 def evaluate_split(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int) -> dict[str, Any]:
@@ -73,6 +75,34 @@ def flip_tta_accuracy(
     return averaged_accuracy([plain_logits, mirrored], fer_data.to_jax(split.labels))
 
 
+def corner_crop(top: int, left: int) -> Callable[[jax.Array], jax.Array]:
+    """A view: the CROP_SIZE square at (top, left) of (N, 1, 48, 48) faces, scaled back to 48x48."""
+
+    def view(images: jax.Array) -> jax.Array:
+        crop = images[..., top : top + CROP_SIZE, left : left + CROP_SIZE]
+        return jax.image.resize(crop, (*images.shape[:2], fer_data.IMAGE_SIZE, fer_data.IMAGE_SIZE), "bilinear")
+
+    return view
+
+
+View = Callable[[jax.Array], jax.Array] | None
+"""A test-time view of a batch of (N, 1, 48, 48) faces; None: the faces as they are."""
+
+
+def tta_views(crops: bool) -> dict[str, list[View]]:
+    """The jitted views of each TTA variant ('flip', and 'crops' if asked)."""
+    corners = [
+        corner_crop(top, left)
+        for top in (0, fer_data.IMAGE_SIZE - CROP_SIZE)
+        for left in (0, fer_data.IMAGE_SIZE - CROP_SIZE)
+    ]
+    flip: list[View] = [None, jax.jit(mirror)]
+    if not crops:
+        return {"flip": flip}
+    mirrored_corners = [lambda x, corner=corner: corner(mirror(x)) for corner in corners]
+    return {"flip": flip, "crops": flip + [jax.jit(view) for view in corners + mirrored_corners]}
+
+
 def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int = len(fer_data.EMOTIONS)) -> jax.Array:
     """Counts: row = true class, column = predicted class."""
     flat = jnp.asarray(labels) * num_classes + jnp.asarray(predictions)
@@ -93,7 +123,7 @@ def evaluate_checkpoint(
         "test": flip_tta_accuracy(best_state, steps, splits[REPORTED_SPLIT], batch_size, test["logits"]),
     }
     matrix = confusion_matrix(splits[REPORTED_SPLIT].labels.tolist(), test["predictions"]).tolist()
-    return summarize(
+    results = summarize(
         config,
         record["best_epoch"],
         val,
@@ -104,6 +134,13 @@ def evaluate_checkpoint(
         matrix,
         tta,
     )
+    if config.train.crops_tta:
+        views = tta_views(crops=True)["crops"]
+        for key, split in (("val", splits["PublicTest"]), ("test", splits[REPORTED_SPLIT])):
+            logits = [split_logits(best_state, steps, split, batch_size, view) for view in views]
+            results[f"{key}_accuracy_crops"] = averaged_accuracy(logits, fer_data.to_jax(split.labels))
+        results["crops_views"] = len(views)
+    return results
 
 
 def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[str, Any]:

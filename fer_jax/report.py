@@ -15,7 +15,7 @@ views of each face: 'flip' the face and its mirror image; 'crops' (optional,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,22 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax import plotting
-from fer_jax.data import EMOTIONS, IMAGE_SIZE, Split
+from fer_jax.data import EMOTIONS, Split
 from fer_jax.environment import device_description
-from fer_jax.evaluation import averaged_probabilities, confusion_matrix, load_splits, mirror, restore_run, split_logits
+from fer_jax.evaluation import (
+    CROP_SIZE,
+    View,
+    averaged_probabilities,
+    confusion_matrix,
+    load_splits,
+    restore_run,
+    split_logits,
+    tta_views,
+)
 from fer_jax.files import write_json
 from fer_jax.steps import Steps, TrainState
 
 REPORT_SPLITS = ("PrivateTest", "PublicTest")
-CROP_SIZE = 44
 MISTAKES_SHOWN = 24
 
 
@@ -59,30 +67,6 @@ def classification_metrics(
         },
         "confusion_matrix": matrix.tolist(),
     }
-
-
-def corner_crop(top: int, left: int) -> Callable[[jax.Array], jax.Array]:
-    """A view: the CROP_SIZE square at (top, left) of (N, 1, 48, 48) faces, scaled back to 48x48."""
-
-    def view(images: jax.Array) -> jax.Array:
-        crop = images[..., top : top + CROP_SIZE, left : left + CROP_SIZE]
-        return jax.image.resize(crop, (*images.shape[:2], IMAGE_SIZE, IMAGE_SIZE), "bilinear")
-
-    return view
-
-
-View = Callable[[jax.Array], jax.Array] | None
-"""A test-time view of a batch of (N, 1, 48, 48) faces; None: the faces as they are."""
-
-
-def tta_views(crops: bool) -> dict[str, list[View]]:
-    """The jitted views of each TTA variant ('flip', and 'crops' if asked)."""
-    corners = [corner_crop(top, left) for top in (0, IMAGE_SIZE - CROP_SIZE) for left in (0, IMAGE_SIZE - CROP_SIZE)]
-    flip: list[View] = [None, jax.jit(mirror)]
-    if not crops:
-        return {"flip": flip}
-    mirrored_corners = [lambda x, corner=corner: corner(mirror(x)) for corner in corners]
-    return {"flip": flip, "crops": flip + [jax.jit(view) for view in corners + mirrored_corners]}
 
 
 def split_report(

@@ -10,10 +10,10 @@ from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.data import EMOTIONS
-from fer_jax.evaluation import evaluate_split, load_splits, restore_run
+from fer_jax.evaluation import corner_crop, evaluate_split, load_splits, mirror, restore_run, tta_views
 from fer_jax.files import write_json
 from fer_jax.loop import new_record
-from fer_jax.report import classification_metrics, confident_mistakes, corner_crop, mirror, tta_views
+from fer_jax.report import classification_metrics, confident_mistakes
 from fer_jax.steps import init_state
 
 

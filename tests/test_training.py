@@ -34,6 +34,7 @@ def tiny_config(data: Path, tmp_path: Path, **overrides) -> Config:
 
 def test_run_folder_holds_everything(tiny_zip, tmp_path):
     config = tiny_config(tiny_zip, tmp_path)
+    config.train.crops_tta = True
     results = training.train(config, results_copy=str(tmp_path / "results" / "copy.json"))
     run = Path(config.run_dir)
     for name in (
@@ -57,6 +58,7 @@ def test_run_folder_holds_everything(tiny_zip, tmp_path):
     assert results["dataset_sha256"] == hashlib.sha256(tiny_zip.read_bytes()).hexdigest()
     assert results["train_seconds"] == pytest.approx(sum(row["seconds"] for row in rows))
     assert results["curve"]["val_accuracy"] == [row["val_accuracy"] for row in rows]
+    assert results["crops_views"] == 10 and 0.0 <= results["test_accuracy_crops"] <= 1.0
     assert json.loads((tmp_path / "results" / "copy.json").read_text()) == results
     assert evaluate_run(run)["test_accuracy"] == results["test_accuracy"]
     with pytest.raises(training.TrainingError, match="already holds a run"):
