@@ -146,8 +146,9 @@ README_END = "<!-- /results -->"
 def accuracy_table(results: Path) -> str:
     """The training results in `results` (one seed each) with flip TTA beside the plain PrivateTest accuracy."""
     lines = [
-        "| result | PrivateTest acc | + flip TTA | PublicTest acc | epochs | s/epoch | train min | machine |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| result | PrivateTest acc | + flip TTA | + 10-view TTA | PublicTest acc | epochs | s/epoch | train min | "
+        "machine |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for path in sorted(results.glob("*.json")):
         result = json.loads(path.read_text())
@@ -155,8 +156,10 @@ def accuracy_table(results: Path) -> str:
             continue
         tta = result.get("test_accuracy_tta")
         tta_cell = "-" if tta is None else f"{tta:.4f} ({result.get('tta', '?')})"
+        crops = result.get("test_accuracy_crops")
         lines.append(
             f"| `{path.name}` | {result['test_accuracy']:.4f} | {tta_cell} | "
+            f"{'-' if crops is None else f'{crops:.4f}'} | "
             f"{result.get('val_accuracy', float('nan')):.4f} | {result.get('epochs', '-')} | "
             f"{result.get('seconds_per_epoch', float('nan')):.0f} | "
             f"{result.get('train_seconds', float('nan')) / 60:.0f} | {_cell(result.get('device', ''))} |"
@@ -166,7 +169,7 @@ def accuracy_table(results: Path) -> str:
 
 def readme_block(results: Path) -> str:
     """The README's generated results: one section per committed results JSON that exists."""
-    from experiments import ablation, bench
+    from experiments import ablation, bench, throughput
     from fer_jax import compare, datacheck
 
     def load(name: str) -> dict[str, Any] | None:
@@ -187,6 +190,26 @@ def readme_block(results: Path) -> str:
             f"```\n{search['command']}\n```\n\n"
             + ablation.format_table(search["variants"])
             + "\n\n(s: wall seconds per variant, with other work on the machine: not a speed measurement.)"
+        )
+    speedrun = load("time_to_accuracy.json")
+    if speedrun:
+        sections.append(
+            "**Time to accuracy** (`results/time_to_accuracy.json`: PublicTest accuracy against wall-clock minutes, "
+            f"same machine):\n\n```\n{speedrun['command']}\n```\n\n![time to accuracy](results/time_to_accuracy.png)"
+        )
+    candidates = load("throughput_cpu.json")
+    if candidates:
+        sections.append(
+            "**Candidate nets for the CPU** (`results/throughput_cpu.json`: train images/s with the on-device "
+            f"pipeline, median [min, max] over workers and blocks):\n\n```\n{candidates['command']}\n```\n\n"
+            + throughput.format_table(candidates).split("\n", 1)[1]
+        )
+    cpu_best = load("cpu_best_ablation.json")
+    if cpu_best:
+        sections.append(
+            f"**CPU-best recipe ablation** (`results/cpu_best_ablation.json`; each variant from scratch on all "
+            f"Training faces, PublicTest only, one seed; {cpu_best['machine']}):\n\n"
+            f"```\n{cpu_best['command']}\n```\n\n" + ablation.format_table(cpu_best["variants"])
         )
     check = load("data_check.json")
     if check:

@@ -35,6 +35,6 @@ def test_the_detector_tables_of_the_predict_page_are_generated_too():
 
 def test_the_readme_is_short_and_its_links_resolve():
     text = README.read_text()
-    assert len(text) <= 12_000
+    assert len(text) <= 15_000  # a front page: prose depth goes to docs/
     links = re.findall(r"\]\(([^)#]+)\)", text)
     assert links and all((ROOT / link).exists() for link in links if "://" not in link), links
