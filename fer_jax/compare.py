@@ -29,12 +29,16 @@ from fer_jax.data import Split
 from fer_jax.environment import device_description, environment_info
 from fer_jax.evaluation import evaluate_split, load_splits
 from fer_jax.files import read_jsonl, write_json
+from fer_jax.models import create_model
 from fer_jax.plotting import plt, save_figure
+from fer_jax.porting import flax_to_torch
 from fer_jax.steps import init_state
 from fer_jax.torch_baseline import TorchSeedCNN, evaluate_torch, torch_device, torch_device_description, train_torch
 from fer_jax.training import train
 
 FRAMEWORKS = ("jax", "pytorch")
+INITS = ("shared", "own")
+"""`--init`: PyTorch starts from JAX's initial weights ('shared') or from its own initialisation ('own')."""
 
 METRICS: dict[str, tuple[str, float, str, str]] = {
     # key: (table label, unit divisor, number format, name of the JAX/PyTorch ratio)
@@ -51,8 +55,9 @@ METRICS: dict[str, tuple[str, float, str, str]] = {
 DESCRIPTION = """\
 Train the seed CNN with the JAX trainer (fer_jax.training.train) and with the
 PyTorch baseline (fer_jax.torch_baseline.train_torch), one after the other in
-this one process, with the same config, data batches and seeds. Each run
-writes its own folder under runs/compare/<timestamp>/<framework>/seed<k>.
+this one process, with the same config, data batches and seeds, and (by
+default, --init shared) from the same initial weights: JAX's, ported to
+PyTorch. Each run writes its own folder under runs/compare/<timestamp>/<framework>/seed<k>.
 
 Per framework (mean and std over seeds): final and best PublicTest accuracy;
 PrivateTest accuracy of the best-on-PublicTest checkpoint; seconds per epoch
@@ -107,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="set any config key, e.g. --set optim.name=sgd (repeatable)",
     )
+    parser.add_argument(
+        "--init",
+        choices=INITS,
+        default="shared",
+        help="shared: PyTorch starts from JAX's initial weights of the same seed, ported, so the two runs differ "
+        "only in numerics and random streams (dropout, augmentation); own: each framework's default "
+        "initialisation (default: %(default)s)",
+    )
     return parser
 
 
@@ -134,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> None:
         config = config_from_args(args)
         out = args.out or Path(f"results/compare_{device_slug()}.json")
-        compare(config, args.seeds, out, quick_run=args.quick, argv=list(argv) if argv is not None else sys.argv[1:])
+        argv_used = list(argv) if argv is not None else sys.argv[1:]
+        compare(config, args.seeds, out, quick_run=args.quick, argv=argv_used, init=args.init)
 
     return run_command("fer-jax compare", run)
 
@@ -146,8 +160,15 @@ def device_slug() -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def compare(config: Config, seeds: int, out: Path, quick_run: bool, argv: list[str]) -> dict[str, Any]:
-    """Train both frameworks for each seed, then write the JSON and the PNG and print the table."""
+def compare(
+    config: Config, seeds: int, out: Path, quick_run: bool, argv: list[str], init: str = "shared"
+) -> dict[str, Any]:
+    """Train both frameworks for each seed, then write the JSON and the PNG and print the table.
+
+    `init`: 'shared' starts PyTorch from the JAX model's initial weights of each seed; 'own' lets each
+    framework initialise itself."""
+    if init not in INITS:
+        raise ConfigError(f"unknown init {init!r}: expected one of {', '.join(INITS)}")
     run_root = Path("runs/compare") / time.strftime("%Y%m%d-%H%M%S")
     splits = load_splits(config)
     seed_list = [config.train.seed + k for k in range(seeds)]
@@ -159,7 +180,7 @@ def compare(config: Config, seeds: int, out: Path, quick_run: bool, argv: list[s
             run_config.train.seed = seed
             run_config.run_dir = str(run_root / framework / f"seed{seed}")
             memory_measures[framework] = reset_peak_memory(framework)
-            runs[framework].append(run_once(framework, run_config, splits["PublicTest"]))
+            runs[framework].append(run_once(framework, run_config, splits["PublicTest"], shared_init=init == "shared"))
 
     summaries = {framework: summarize(runs[framework]) for framework in FRAMEWORKS}
     report = {
@@ -169,6 +190,7 @@ def compare(config: Config, seeds: int, out: Path, quick_run: bool, argv: list[s
         "argv": argv,
         "settings": {
             "quick": quick_run,
+            "init": init,
             "epochs": config.train.epochs,
             "seeds": seed_list,
             "batch_size": config.train.batch_size,
@@ -211,9 +233,14 @@ def machine_fields() -> dict[str, Any]:
     }
 
 
-def run_once(framework: str, config: Config, val_split: Split) -> dict[str, Any]:
-    """Train one framework with `config` (memory counter already reset) and measure the run."""
-    results = train(config) if framework == "jax" else train_torch(config)
+def run_once(framework: str, config: Config, val_split: Split, shared_init: bool = False) -> dict[str, Any]:
+    """Train one framework with `config` (memory counter already reset) and measure the run; with
+    `shared_init`, PyTorch starts from the JAX model's initial weights for `train.seed`."""
+    if framework == "jax":
+        results = train(config)
+    else:
+        initial = flax_to_torch(create_model(config.model, config.train.seed)) if shared_init else None
+        results = train_torch(config, initial_weights=initial)
     peak_memory = peak_memory_bytes(framework)
     eval_seconds = eval_pass_seconds(framework, config, val_split)
     history = read_jsonl(Path(config.run_dir) / "metrics.jsonl")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -186,8 +186,14 @@ def flip_tta_accuracy_torch(model: nn.Module, split: Split, batch_size: int, dev
     return correct / len(split)
 
 
-def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
-    """Train (or with `resume`, continue) the PyTorch baseline in `config.run_dir`; return its results."""
+def train_torch(
+    config: Config, resume: bool = False, initial_weights: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """Train (or with `resume`, continue) the PyTorch baseline in `config.run_dir`; return its results.
+
+    `initial_weights`: a `TorchSeedCNN` state dict to start from instead of PyTorch's own initialisation
+    (e.g. the JAX model's, by `fer_jax.porting.flax_to_torch`, for a comparison from the same weights).
+    """
     if config.model.name != "seed_cnn":
         raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
     if config.optim.label_smoothing or config.train.ema_decay or config.data.mixup:
@@ -204,6 +210,8 @@ def train_torch(config: Config, resume: bool = False) -> dict[str, Any]:
     device = torch_device()
     torch.manual_seed(config.train.seed)
     model = TorchSeedCNN().to(device)
+    if initial_weights is not None:
+        model.load_state_dict(initial_weights)
     optimizer, schedule = make_torch_optimizer(config, model.parameters(), steps_per_epoch)
     checkpoints = TorchCheckpoints(run_dir)
     record = loop.new_record()

@@ -50,7 +50,7 @@ def test_compare_writes_both_frameworks_and_ratios(
     report = json.loads(Path("out/compare.json").read_text())
     assert Path("out/compare.png").is_file()
     assert report["argv"] == argv
-    assert report["settings"]["quick"] is True
+    assert report["settings"]["quick"] is True and report["settings"]["init"] == "shared"
     assert report["settings"]["epochs"] == 2 and report["settings"]["seeds"] == [0]
     assert report["settings"]["train_images"] == 28
     assert set(report["versions"]) >= {"jax", "flax", "torch"}

@@ -106,3 +106,16 @@ def test_resumed_run_repeats_an_uninterrupted_one(tiny_zip: Path, tmp_path: Path
         return [{k: v for k, v in row.items() if k != "seconds"} for row in read_jsonl(Path(run_dir) / "metrics.jsonl")]
 
     assert without_seconds(interrupted.run_dir) == without_seconds(straight.run_dir)
+
+
+def test_train_torch_can_start_from_the_jax_models_initial_weights(tiny_zip: Path, tmp_path: Path) -> None:
+    from fer_jax.models import create_model
+    from fer_jax.porting import flax_to_torch
+
+    config = tiny_config(tiny_zip, tmp_path, "run")
+    config.apply_overrides(["train.epochs=1", "optim.learning_rate=0", "optim.schedule=constant"])
+    initial = flax_to_torch(create_model(config.model, config.train.seed))
+    train_torch(config, initial_weights=initial)
+    best = torch.load(Path(config.run_dir) / "checkpoints" / "best.pt", weights_only=True)
+    assert set(best) == set(initial) and all(torch.equal(best[k].cpu(), initial[k]) for k in initial)
+    assert not torch.equal(TorchSeedCNN().state_dict()["conv2.weight"], initial["conv2.weight"])
