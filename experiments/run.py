@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--runs", default="runs", type=Path, metavar="DIR", help="root of the run folders (default: %(default)s)"
     )
+    parser.add_argument(
+        "--results",
+        metavar="JSON",
+        help="with one seed: also write its results.json here (e.g. results/cpu_best.json); an interrupted run "
+        "continues with `fer-jax train --resume RUN_DIR/seed0 --results JSON`",
+    )
     return parser
 
 
@@ -147,14 +153,24 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
 
 
 def run_experiment(
-    name: str, module: Any, config: Config, seeds: int, runs: Path, quick_run: bool, argv: list[str]
+    name: str,
+    module: Any,
+    config: Config,
+    seeds: int,
+    runs: Path,
+    quick_run: bool,
+    argv: list[str],
+    results_copy: str | None = None,
 ) -> dict[str, Any]:
-    """Train every seed (or call the module's own `run`) and write summary.json; return the summary."""
+    """Train every seed (or call the module's own `run`) and write summary.json; return the summary.
+    `results_copy`: with one seed, where to write a copy of its results.json too."""
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_json
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if results_copy and (seeds != 1 or callable(getattr(module, "run", None))):
+        raise ConfigError("--results copies one run's results.json: it needs --seeds 1 and a plain config")
     run_root = new_run_root(runs, name)
     config.run_dir = str(run_root)  # each seed runs in run_root/seed<k>
     seed_list = [config.train.seed + k for k in range(seeds)]
@@ -191,7 +207,7 @@ def run_experiment(
                 run_config = copy.deepcopy(config)
                 run_config.train.seed = seed
                 run_config.run_dir = str(run_root / f"seed{seed}")
-                results.append(train(run_config) | {"seed": seed})
+                results.append(train(run_config, results_copy=results_copy) | {"seed": seed})
                 summary.update(machine(), **summarize_results(results))
                 write_json(run_root / "summary.json", summary)
     except BaseException:
@@ -229,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> None:
         name, module = configs.load(args.config)
         config = experiment_config(module, args.quick, args.data, args.set)
-        run_experiment(name, module, config, args.seeds, args.runs, args.quick, argv)
+        run_experiment(name, module, config, args.seeds, args.runs, args.quick, argv, args.results)
 
     return run_command("experiments.run", run)
 

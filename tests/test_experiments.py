@@ -63,9 +63,11 @@ def test_errors_are_one_line(
     assert run.main(["no_such_experiment"]) == 2
     assert run.main(["seed_cnn_adam", "--set", "train.nope=1"]) == 2
     assert run.main(["seed_cnn_adam", "--data", str(tmp_path / "missing.zip")]) == 2
+    assert run.main(["seed_cnn_adam", "--seeds", "2", "--results", "results/x.json"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(line.startswith("experiments.run: error:") for line in errors)
-    assert "seed_cnn_adam" in errors[0] and "missing.zip" in errors[2]
+    assert len(errors) == 4 and all(line.startswith("experiments.run: error:") for line in errors)
+    assert "seed_cnn_adam" in errors[0] and "missing.zip" in errors[2] and "--seeds 1" in errors[3]
+    assert not Path("results").exists()
 
 
 def test_runner_writes_seed_runs_and_summary_and_the_table_reads_them(

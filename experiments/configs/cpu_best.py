@@ -1,7 +1,8 @@
 """The best FER-2013 model this 2-core CPU trains from scratch in 2 hours: a narrow VGG with BatchNorm.
 
 Command:
-    python -m experiments.run cpu_best --data ../shared/datasets/fer2013.zip          # the full run
+    python -m experiments.run cpu_best --data ../shared/datasets/fer2013.zip --results results/cpu_best.json
+    fer-jax train --resume runs/cpu_best/<timestamp>/seed0 --results results/cpu_best.json   # after a crash
     python -m experiments.ablation cpu_best --scale none --set train.epochs=6 --out results/cpu_best_ablation.json \\
         --continue --data ../shared/datasets/fer2013.zip                              # the ablation
 
