@@ -151,6 +151,7 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
         "sha256": hashlib.sha256(data).hexdigest(),
         "dtype": "float16",
         "model": config.model.name,
+        "width": config.model.width,
         "parameters": count_params(state.params),
         "source_run": str(run_dir),
         "best_epoch": record["best_epoch"],
@@ -182,7 +183,8 @@ def load_weights(path: str | Path) -> Classifier:
             "the file is corrupt or was replaced without its .json"
         )
     weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), flax.serialization.msgpack_restore(data))
-    model = create_model(ModelConfig(name=info["model"], conv_impl=INFERENCE_CONV), seed=0)
+    model_config = ModelConfig(name=info["model"], conv_impl=INFERENCE_CONV, width=info.get("width", 1.0))
+    model = create_model(model_config, seed=0)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     nnx.replace_by_pure_dict(params, weights["params"])
     nnx.replace_by_pure_dict(model_state, weights["model_state"])

@@ -20,6 +20,7 @@ from fer_jax.config import Config
 from fer_jax.data import EMOTIONS, DataError, decode_face
 from fer_jax.files import write_json
 from fer_jax.loop import new_record
+from fer_jax.models import count_params
 from fer_jax.predict import DEFAULT_WEIGHTS, load_classifier, load_weights
 from fer_jax.steps import init_state
 
@@ -179,8 +180,9 @@ def test_shipped_weights_are_small_and_checked(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_weights_from_a_run_folder(tiny_zip, tmp_path, capsys):
-    config = Config()
+@pytest.mark.parametrize("overrides", [[], ["model.name=vgg_bn", "model.width=0.125"]], ids=["seed_cnn", "vgg_bn/8"])
+def test_export_weights_from_a_run_folder(tiny_zip, tmp_path, capsys, overrides):
+    config = Config().apply_overrides(overrides)
     config.data.source = str(tiny_zip)
     config.run_dir = str(tmp_path / "run")
     state, _ = init_state(config, 1)
@@ -190,8 +192,9 @@ def test_export_weights_from_a_run_folder(tiny_zip, tmp_path, capsys):
     checkpoints.close()
     out = tmp_path / "exported" / "model.msgpack"
     assert main(["export-weights", config.run_dir, "--out", str(out)]) == 0
-    assert "2,345,607 parameters" in capsys.readouterr().out
+    assert f"{count_params(state.params):,} parameters" in capsys.readouterr().out
     info = json.loads(out.with_suffix(".json").read_text())
+    assert info["model"] == config.model.name and info["width"] == config.model.width
     assert info["best_epoch"] == 3 and info["source_run"] == config.run_dir and info["test_accuracy"] is None
     faces = torch.randint(0, 256, (5, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     exported = load_classifier(out)(jnp.asarray(faces))
