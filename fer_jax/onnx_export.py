@@ -1,11 +1,11 @@
 """ONNX export of the seed CNN, and an ONNX Runtime classifier for `fer-jax predict --backend onnx`.
 
 The export goes through the PyTorch port (`fer_jax.porting.flax_to_torch` into
-`TorchSeedCNN`) and `torch.onnx.export` (its torch.export-based exporter):
+`TorchSeedCNN`, `vgg_bn_to_torch` into `TorchVGGBN`) and `torch.onnx.export` (its torch.export-based exporter):
 torch is already a dependency, and the port is tested weight for weight.
 jax2onnx was the alternative; its current release pins orbax-checkpoint
 < 0.11.37 (this project pins 0.12.8) and pulls equinox, huggingface-hub and
-netron. The zoo nets without a PyTorch port (vgg_bn, resnet18) are refused.
+netron. The zoo net without a PyTorch port (resnet18) is refused.
 
 The ONNX model takes what the classifier takes: `faces`, (N, 48, 48) uint8
 grayscale crops (scaled to [0, 1] inside the graph), and gives `logits`
@@ -28,7 +28,7 @@ from flax import nnx
 
 from fer_jax.data import EMOTIONS, IMAGE_SIZE, DataError
 
-PORTED_MODELS = ("seed_cnn",)
+PORTED_MODELS = ("seed_cnn", "vgg_bn")
 """Zoo nets with a PyTorch port (fer_jax.porting), the ones that export to ONNX."""
 OPSET = 18
 EXTRA = "pip install 'fer-jax[onnx]'"
@@ -57,11 +57,14 @@ def torch_module(model: nnx.Module, name: str) -> torch.nn.Module:
     """The NNX model as the PyTorch module that is exported; a one-line DataError for a net without a port."""
     if name not in PORTED_MODELS:
         raise DataError(f"{name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
-    from fer_jax.porting import flax_to_torch
+    from fer_jax.porting import flax_to_torch, vgg_bn_to_torch
     from fer_jax.torch_baseline import TorchSeedCNN
 
-    net = TorchSeedCNN()
-    net.load_state_dict(flax_to_torch(model))
+    if name == "vgg_bn":
+        net = vgg_bn_to_torch(model)
+    else:
+        net = TorchSeedCNN()
+        net.load_state_dict(flax_to_torch(model))
     return _UInt8Faces(net).eval()
 
 
@@ -104,7 +107,7 @@ def export_onnx(out: str | Path, checkpoint: str | Path | None = None, model_nam
         raise DataError(f"{model_name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
     classifier = load_classifier(checkpoint)
     if model_name is not None and classifier.info["model"] != model_name:
-        raise DataError(f"{checkpoint}: holds a {classifier.info['model']}, not a {model_name}")
+        raise DataError(f"{checkpoint or 'the shipped weights'}: hold a {classifier.info['model']}, not a {model_name}")
     info = {k: v for k, v in classifier.info.items() if isinstance(v, (str, int, float, type(None)))}
     export_model(classifier.model, classifier.info["model"], out, info)
     return {**info, "onnx": str(out)}

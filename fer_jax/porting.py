@@ -19,7 +19,9 @@ import jax
 import torch
 from flax import nnx
 
-from fer_jax.data import to_jax
+from fer_jax.data import IMAGE_SIZE, to_jax
+from fer_jax.models import VGGBN
+from fer_jax.torch_baseline import TorchVGGBN
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "dense1", "dense2")
 FLATTENED_MAPS = (4, 4, 128)
@@ -73,6 +75,38 @@ def flax_to_torch(weights: nnx.Module | nnx.State) -> dict[str, torch.Tensor]:
         state_dict[f"{name}.weight"] = weight.contiguous()
         state_dict[f"{name}.bias"] = _to_torch(pure[name]["bias"])
     return state_dict
+
+
+def vgg_bn_to_torch(model: VGGBN) -> torch.nn.Module:
+    """An NNX `VGGBN` (any width) as a `TorchVGGBN` in eval mode with the same weights and BatchNorm statistics.
+
+    One way only (for ONNX export): the PyTorch baseline does not train this net.
+    """
+    features = [stage[0].conv.out_features for stage in model.stages]
+    net = TorchVGGBN(features, model.dense1.out_features, model.dropout.rate)
+    side = IMAGE_SIZE // 2 ** len(features)
+    state_dict: dict[str, torch.Tensor] = {}
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage):
+            prefix = f"stages.{i}.{j}"
+            state_dict[f"{prefix}.conv.weight"] = _to_torch(block.conv.kernel[...]).permute(3, 2, 0, 1).contiguous()
+            norm = block.norm
+            for torch_name, value in (
+                ("weight", norm.scale),
+                ("bias", norm.bias),
+                ("running_mean", norm.mean),
+                ("running_var", norm.var),
+            ):
+                state_dict[f"{prefix}.norm.{torch_name}"] = _to_torch(value[...])
+            state_dict[f"{prefix}.norm.num_batches_tracked"] = torch.tensor(0)
+    for name in ("dense1", "dense2", "classifier"):
+        kernel = _to_torch(getattr(model, name).kernel[...])
+        if name == "dense1":  # rows (H, W, C) -> (C, H, W), PyTorch's flatten order
+            kernel = kernel.reshape(side, side, features[-1], -1).permute(2, 0, 1, 3).reshape(kernel.shape)
+        state_dict[f"{name}.weight"] = kernel.T.contiguous()
+        state_dict[f"{name}.bias"] = _to_torch(getattr(model, name).bias[...])
+    net.load_state_dict(state_dict)
+    return net.eval()
 
 
 def _to_jax(tensor: torch.Tensor) -> jax.Array:

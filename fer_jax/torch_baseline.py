@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,7 +43,7 @@ from fer_jax.environment import cpu_model
 from fer_jax.evaluation import confusion_matrix, load_dataset, load_splits
 from fer_jax.files import write_atomic, write_json
 from fer_jax.loop import TrainingError
-from fer_jax.models import NUM_CLASSES
+from fer_jax.models import IMAGE_SIZE, NUM_CLASSES
 from fer_jax.steps import warmup_steps
 
 
@@ -80,6 +80,47 @@ class TorchSeedCNN(nn.Module):
         x = torch.flatten(x, 1)
         x = self.dropout3(F.relu(self.dense1(x)))
         return self.dense2(x)
+
+
+class TorchVGGBN(nn.Module):
+    """`fer_jax.models.VGGBN` in PyTorch, for ONNX export and parity checks (the baseline trains only the seed
+    CNN): the same stages of conv3x3 (padding 1, no bias)-BatchNorm-ReLU pairs and 2x2 max-pooling, then
+    Dense-ReLU-Dropout twice and the classifier. NCHW input (N, 1, 48, 48). `fer_jax.porting.vgg_bn_to_torch`
+    fills it from an NNX model of any width.
+    """
+
+    def __init__(self, stage_features: Sequence[int], hidden_features: int, dropout_rate: float) -> None:
+        super().__init__()
+        stages, in_features = [], 1
+        for features in stage_features:
+            stages.append(nn.ModuleList([_ConvBNReLU(in_features, features), _ConvBNReLU(features, features)]))
+            in_features = features
+        self.stages = nn.ModuleList(stages)
+        side = IMAGE_SIZE // 2 ** len(stage_features)
+        self.dense1 = nn.Linear(side * side * in_features, hidden_features)
+        self.dense2 = nn.Linear(hidden_features, hidden_features)
+        self.classifier = nn.Linear(hidden_features, NUM_CLASSES)
+        self.dropout = nn.Dropout(dropout_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+            x = F.max_pool2d(x, 2)
+        x = torch.flatten(x, 1)
+        x = self.dropout(F.relu(self.dense1(x)))
+        x = self.dropout(F.relu(self.dense2(x)))
+        return self.classifier(x)
+
+
+class _ConvBNReLU(nn.Module):
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(out_features, eps=1e-5, momentum=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
 
 
 def torch_device() -> torch.device:

@@ -5,15 +5,19 @@ import sys
 from pathlib import Path
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 from fer_jax.batch import probabilities
 from fer_jax.cli import main
+from fer_jax.config import ModelConfig
 from fer_jax.data import DataError
-from fer_jax.onnx_export import OnnxClassifier, export_onnx, require, torch_module
+from fer_jax.models import create_model
+from fer_jax.onnx_export import OnnxClassifier, export_model, export_onnx, require, torch_module
 from fer_jax.predict import load_classifier
 from tests.fixtures import make_faces
 
@@ -73,15 +77,31 @@ def test_predict_with_the_onnx_backend_matches_jax(exported, faces, tmp_path, ca
     assert got == pytest.approx(want, abs=1e-5)
 
 
+def test_a_narrow_vgg_bn_exports_with_its_batchnorm_statistics(faces, tmp_path):
+    model = create_model(ModelConfig(name="vgg_bn", width=0.125), seed=1)
+    for path, variable in nnx.iter_graph(model):
+        if isinstance(variable, nnx.BatchStat):  # statistics unlike the initial 0 / 1, as after training
+            key = jax.random.key(len(path))
+            variable[...] = jax.random.uniform(key, variable.shape, minval=0.5, maxval=1.5)
+    model.eval()
+    out = export_model(model, "vgg_bn", tmp_path / "vgg.onnx", {"source": "test"})
+    onnx = OnnxClassifier(out)
+    jax_logits = np.asarray(model(jnp.asarray(faces, jnp.float32)[..., None] / 255.0))
+    assert np.abs(np.asarray(onnx.logits(faces)) - jax_logits).max() < 1e-4
+    assert onnx.info["model"] == "vgg_bn" and onnx.info["source"] == "test"
+
+
 def test_nets_without_a_pytorch_port_are_refused_in_one_line(capsys):
     assert main(["export-onnx", "--model", "resnet18", "--out", "never.onnx"]) == 2
     assert capsys.readouterr().err == (
-        "fer-jax export-onnx: error: resnet18: no PyTorch port, so no ONNX export (supported: seed_cnn)\n"
+        "fer-jax export-onnx: error: resnet18: no PyTorch port, so no ONNX export (supported: seed_cnn, vgg_bn)\n"
     )
     assert not Path("never.onnx").exists()
-    with pytest.raises(DataError, match=r"^resnet18: no PyTorch port, so no ONNX export \(supported: seed_cnn\)$"):
+    with pytest.raises(
+        DataError, match=r"^resnet18: no PyTorch port, so no ONNX export \(supported: seed_cnn, vgg_bn\)$"
+    ):
         torch_module(None, "resnet18")
-    with pytest.raises(DataError, match="^vgg_bn: no PyTorch port"):
+    with pytest.raises(DataError, match="^the shipped weights: hold a seed_cnn, not a vgg_bn$"):
         export_onnx("never.onnx", model_name="vgg_bn")
 
 
