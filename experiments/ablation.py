@@ -22,6 +22,7 @@ import argparse
 import copy
 import json
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -76,6 +77,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.replace("- ", "no ").lower()).strip("-")
 
 
+def whole_command(command: str) -> str:
+    """An ablation's command without its `--only NAME` (each variant may have run on its own): the command
+    that runs every variant."""
+    words = shlex.split(command)
+    while "--only" in words:
+        del words[words.index("--only") : words.index("--only") + 2]
+    return shlex.join(words)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The ablation as a Markdown table, PublicTest numbers only, with the difference to the first row."""
     lines = [
@@ -113,7 +123,7 @@ def run_ablation(
     run_root = new_run_root(runs, "ablation")
     env = environment_info()
     source = Path(base.data.resolved_source())
-    command = " ".join(["python", "-m", "experiments.ablation", *argv])
+    command = shlex.join(["python", "-m", "experiments.ablation", *argv])
     report: dict[str, Any] = {
         "base_config": base_name,
         "machine": device_description(),

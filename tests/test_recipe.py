@@ -14,7 +14,7 @@ from flax import nnx
 from torchvision.transforms import v2
 
 from experiments import configs
-from experiments.ablation import SMALL_SCALE, VARIANTS, format_table, slug, variant_configs
+from experiments.ablation import SMALL_SCALE, VARIANTS, format_table, slug, variant_configs, whole_command
 from experiments.run import experiment_config
 from fer_jax import loop, training
 from fer_jax.augment import ERASING_RATIO, ERASING_SCALE, affine, augment, erase, sample_erasing, sample_params
@@ -312,6 +312,11 @@ def test_sota_configs_and_their_quick_versions(name, model):
     assert quick.model.width < 1 and quick.data.train_limit == 2048 and quick.train.epochs == 2
     state, _ = init_state(quick, steps_per_epoch=32)
     assert isinstance(state, EmaTrainState)
+
+
+def test_the_ablation_command_shown_runs_every_variant():
+    one = "python -m experiments.ablation cpu_best --only '+ EMA 0.999' --out 'a b.json' --continue"
+    assert whole_command(one) == "python -m experiments.ablation cpu_best --out 'a b.json' --continue"
 
 
 def test_ablation_variants_are_valid_configs():
