@@ -179,10 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     onnx = commands.add_parser(
         "export-onnx",
-        help="write the seed CNN as an ONNX model (onnxruntime, `predict --backend onnx`)",
+        help="write the seed CNN or a vgg_bn as an ONNX model (onnxruntime, `predict --backend onnx`)",
         description="Export through the PyTorch port (fer_jax.porting) with torch.onnx.export. The model takes "
         "'faces', (N, 48, 48) uint8 grayscale crops, and gives 'logits', (N, 7) in fer_jax.EMOTIONS order. Only "
-        "nets with a PyTorch port (seed_cnn) export. Needs pip install 'fer-jax[onnx]'.",
+        "nets with a PyTorch port (seed_cnn, vgg_bn) export. Needs pip install 'fer-jax[onnx]'.",
     )
     onnx.add_argument(
         "source",
