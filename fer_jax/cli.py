@@ -133,10 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="image files (any format OpenCV reads), folders (their images, recursively) or glob "
         "patterns such as 'photos/**/*.jpg' (quoted, so that '**' recurses)",
     )
-    predict.add_argument(
+    weights = predict.add_mutually_exclusive_group()
+    weights.add_argument(
         "--checkpoint",
         help="exported weights (.msgpack, its .json beside) or a run folder "
         "(its best checkpoint); default: the shipped seed CNN",
+    )
+    weights.add_argument(
+        "--model", metavar="NAME", help="the weights shipped for zoo net NAME in fer_jax/weights/ (e.g. seed_cnn)"
     )
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     predict.add_argument(
@@ -265,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> None:
     from fer_jax.data import DataError
     from fer_jax.download import download_fer2013
-    from fer_jax.predict import export_weights, predict_files, predict_video
+    from fer_jax.predict import export_weights, predict_files, predict_video, shipped_weights
     from fer_jax.report import evaluate_report
     from fer_jax.training import train
 
@@ -293,7 +297,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         if not args.paths and not args.video:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
-        classifier = load_backend(args.checkpoint, args.backend)
+        classifier = load_backend(shipped_weights(args.model) if args.model else args.checkpoint, args.backend)
         failed = []
         if args.paths:
             records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)

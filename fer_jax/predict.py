@@ -44,6 +44,17 @@ from fer_jax.models import count_params, create_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "seed_cnn.msgpack"
+
+
+def shipped_weights(model: str) -> Path:
+    """The weights shipped in fer_jax/weights/ for zoo net `model` (e.g. 'seed_cnn'); one-line DataError if none."""
+    path = WEIGHTS_DIR / f"{model}.msgpack"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in WEIGHTS_DIR.glob("*.msgpack")))
+        raise DataError(f"no shipped weights for {model!r} (shipped: {shipped})")
+    return path
+
+
 INFERENCE_CONV = "xla"
 """Classifiers use XLA's own convolution: the seed CNN at batch 256 on the 2-core CPU ran 982 faces/s with it,
 557 with the Winograd kernels that conv_impl='auto' picks there for training (docs/predict.md)."""

@@ -21,7 +21,7 @@ from fer_jax.data import EMOTIONS, DataError, decode_face
 from fer_jax.files import write_json
 from fer_jax.loop import new_record
 from fer_jax.models import count_params
-from fer_jax.predict import DEFAULT_WEIGHTS, load_classifier, load_weights
+from fer_jax.predict import DEFAULT_WEIGHTS, load_classifier, load_weights, shipped_weights
 from fer_jax.steps import init_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,6 +162,12 @@ def test_unreadable_video_is_one_line(tmp_path, capsys):
     assert main(["predict", "--video", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"fer-jax predict: error: {bad}: not a readable video"
+
+
+def test_shipped_weights_are_chosen_by_model_name(capsys):
+    assert shipped_weights("seed_cnn") == DEFAULT_WEIGHTS
+    assert main(["predict", "--model", "nope", "photo.jpg"]) == 2
+    assert capsys.readouterr().err == "fer-jax predict: error: no shipped weights for 'nope' (shipped: seed_cnn)\n"
 
 
 def test_shipped_weights_are_small_and_checked(tmp_path):
