@@ -195,7 +195,13 @@ def readme_block(results: Path) -> str:
     if speedrun:
         sections.append(
             "**Time to accuracy** (`results/time_to_accuracy.json`: PublicTest accuracy against wall-clock minutes, "
-            f"same machine):\n\n```\n{speedrun['command']}\n```\n\n![time to accuracy](results/time_to_accuracy.png)"
+            f"same machine):\n\n```\n{speedrun['command']}\n```\n\n"
+            + "\n".join(
+                f"- {label}: best PublicTest {max(c['val_accuracy']):.4f} after "
+                f"{c['minutes'][c['val_accuracy'].index(max(c['val_accuracy']))]:.1f} min"
+                for label, c in speedrun["curves"].items()
+            )
+            + "\n\n![time to accuracy](results/time_to_accuracy.png)"
         )
     candidates = load("throughput_cpu.json")
     if candidates:

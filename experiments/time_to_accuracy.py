@@ -44,7 +44,11 @@ def time_to_accuracy(sources: Sequence[Path], out: Path) -> dict[str, Any]:
     from fer_jax.files import write_json
     from fer_jax.plotting import save_figure, time_to_accuracy_figure
 
-    curves = {path.stem: curve_of(json.loads(path.read_text()), path) for path in sources}
+    curves = {}
+    for path in sources:
+        curve = curve_of(json.loads(path.read_text()), path)
+        name = path.parent.name if path.stem == "results" else path.stem  # a run folder's results.json: the run's
+        curves[f"{name} ({curve['model']}, {len(curve['minutes'])} epochs)"] = curve
     if len({curve["device"] for curve in curves.values()}) > 1:
         raise ConfigError("the runs come from different devices: " + ", ".join(c["device"] for c in curves.values()))
     report = {"curves": curves, "command": "python -m experiments.time_to_accuracy " + " ".join(map(str, sources))}
