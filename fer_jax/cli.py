@@ -158,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--detector",
+        default="haar",
         metavar="NAME",
-        help="dlib (the default), dlib-sweep, haar or haar-sweep (the sweeps also find rotated faces, at 10x "
-        "the time); docs/predict.md compares them",
+        help="haar (default), haar-sweep (also rotated and profile faces), dlib or dlib-sweep "
+        "(pip install 'fer-jax[dlib]'); docs/predict.md compares them",
     )
     predict.add_argument(
         "--backend",
@@ -267,7 +268,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> None:
     from fer_jax.data import DataError
-    from fer_jax.detect import DEFAULT_DETECTOR
     from fer_jax.download import download_fer2013
     from fer_jax.predict import export_weights, predict_files, predict_video, shipped_weights
     from fer_jax.report import evaluate_report
@@ -300,18 +300,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         classifier = load_backend(shipped_weights(args.model) if args.model else args.checkpoint, args.backend)
         failed = []
         if args.paths:
-            records = predict_files(
-                args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector or DEFAULT_DETECTOR
-            )
+            records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)
             failed = [record["file"] for record in records if "error" in record]
         if args.video:
             predict_video(
-                args.video,
-                args.out,
-                classifier,
-                detect=not args.no_detect,
-                every=args.every,
-                detector=args.detector or DEFAULT_DETECTOR,
+                args.video, args.out, classifier, detect=not args.no_detect, every=args.every, detector=args.detector
             )
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")

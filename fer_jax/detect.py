@@ -4,14 +4,14 @@ Every detector here ships its model inside a PyPI package, so nothing is
 downloaded at run time:
 
 - `haar`: OpenCV's frontal-face Haar cascade (inside opencv-python-headless),
-  what `fer-jax predict` used before `dlib`;
+  as `fer-jax predict` has always used it;
 - `haar-sweep`: the same cascade on copies of the image rotated by +-30 and
   +-90 degrees, plus the profile cascade on the image and its mirror, on
   small images upscaled first; boxes are mapped back and merged, and each face
   keeps the rotation that found it, so its crop is turned upright;
-- `dlib` (the default), `dlib-sweep`: dlib's HOG frontal detector (built into
-  the dlib-bin wheel, a dependency), alone and with the same rotations and
-  upscaling (no profile cascade: dlib's own filters cover turned heads).
+- `dlib`, `dlib-sweep`: dlib's HOG frontal detector (built into the dlib-bin
+  wheel, `pip install 'fer-jax[dlib]'`), alone and with the same rotations
+  and upscaling (no profile cascade: dlib's own filters cover turned heads).
 
 docs/predict.md compares them on `experiments/pipeline.py`'s benchmark.
 """
@@ -102,7 +102,7 @@ def _dlib_detector() -> Any:
     try:
         import dlib
     except ImportError:
-        raise DataError("the dlib detectors need dlib, a dependency of fer-jax: pip install dlib-bin") from None
+        raise DataError("the dlib detectors need dlib: pip install 'fer-jax[dlib]'") from None
     return dlib.get_frontal_face_detector()
 
 
@@ -224,9 +224,8 @@ DETECTORS: dict[str, tuple[str, Detector]] = {
     ),
 }
 """name -> (description, detector)."""
-DEFAULT_DETECTOR = "dlib"
-"""What `fer-jax predict` uses unless told otherwise: of the detectors fast enough for video, the one with the best
-recall, false boxes and end-to-end accuracy on experiments/pipeline.py's benchmark (docs/predict.md)."""
+DEFAULT_DETECTOR = "haar"
+"""What `fer-jax predict` uses unless told otherwise (docs/predict.md compares DETECTORS)."""
 
 
 def get_detector(name: str) -> Detector:

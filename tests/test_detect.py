@@ -91,7 +91,7 @@ def test_unknown_detector_and_missing_dlib_are_one_line(monkeypatch):
     detect._dlib_detector.cache_clear()
     monkeypatch.setitem(sys.modules, "dlib", None)
     try:
-        with pytest.raises(DataError, match=r"^the dlib detectors need dlib, a dependency of fer-jax: pip install"):
+        with pytest.raises(DataError, match=r"pip install 'fer-jax\[dlib\]'"):
             get_detector("dlib-sweep")
     finally:
         detect._dlib_detector.cache_clear()

@@ -18,7 +18,6 @@ from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.data import EMOTIONS, DataError, decode_face
-from fer_jax.detect import DEFAULT_DETECTOR
 from fer_jax.files import write_json
 from fer_jax.loop import new_record
 from fer_jax.models import count_params
@@ -27,9 +26,8 @@ from fer_jax.steps import init_state
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_RUN = ROOT / "runs" / "seed_cnn" / "full-20261201"  # the run the shipped weights come from (not in git)
-# Where the default detector (dlib's, reframed like a FER-2013 crop) finds the astronaut's face (x, y, width,
-# height), within a few pixels; the Haar cascade's box is (177, 67, 93, 93).
-ASTRONAUT_FACE = (169, 64, 103, 103)
+# Where the frontal-face Haar cascade finds the astronaut's face (x, y, width, height), within a few pixels.
+ASTRONAUT_FACE = (177, 67, 93, 93)
 
 
 def assert_astronaut_face(box, scale=1.0, tolerance=8):
@@ -164,12 +162,6 @@ def test_unreadable_video_is_one_line(tmp_path, capsys):
     assert main(["predict", "--video", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"fer-jax predict: error: {bad}: not a readable video"
-
-
-def test_the_help_names_the_default_detector(capsys):
-    with pytest.raises(SystemExit):
-        main(["predict", "--help"])
-    assert f"{DEFAULT_DETECTOR} (the default)" in capsys.readouterr().out
 
 
 def test_shipped_weights_are_chosen_by_model_name(capsys):
