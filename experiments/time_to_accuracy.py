@@ -6,7 +6,7 @@ Reads each run's results JSON (its `curve`: seconds, train and PublicTest accura
 and writes the curves as JSON and a PNG (default: results/time_to_accuracy.{json,png}): the
 "speedrun" view of which recipe reaches which accuracy in how many CPU minutes. The minutes are
 cumulative epoch wall time, PublicTest evaluation included and the final evaluation excluded.
-Runs from different machines are refused, since their minutes do not compare.
+Runs from different machines or archives are refused, since their minutes or accuracies do not compare.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def curve_of(result: dict[str, Any], source: Path) -> dict[str, Any]:
         "source": str(source),
         "model": result["model"],
         "device": result["device"],
+        "dataset_sha256": result.get("dataset_sha256"),
         "command": result["command"],
         "minutes": [total / 60 for total in itertools.accumulate(seconds)],
         "val_accuracy": result["curve"]["val_accuracy"],
@@ -51,7 +52,13 @@ def time_to_accuracy(sources: Sequence[Path], out: Path) -> dict[str, Any]:
         curves[f"{name} ({curve['model']}, {len(curve['minutes'])} epochs)"] = curve
     if len({curve["device"] for curve in curves.values()}) > 1:
         raise ConfigError("the runs come from different devices: " + ", ".join(c["device"] for c in curves.values()))
-    report = {"curves": curves, "command": "python -m experiments.time_to_accuracy " + " ".join(map(str, sources))}
+    if len({curve["dataset_sha256"] for curve in curves.values()}) > 1:
+        raise ConfigError("the runs trained on different archives (dataset_sha256 differs)")
+    report = {
+        "dataset_sha256": next(iter(curves.values()))["dataset_sha256"],
+        "curves": curves,
+        "command": "python -m experiments.time_to_accuracy " + " ".join(map(str, sources)),
+    }
     write_json(out, report)
     save_figure(time_to_accuracy_figure(curves), out.with_suffix(".png"))
     for name, curve in curves.items():

@@ -257,7 +257,7 @@ def test_time_to_accuracy_accumulates_minutes_and_refuses_mixed_machines(tmp_pat
     report = time_to_accuracy.time_to_accuracy([result("a", "cpu", [60.0, 120.0]), result("b", "cpu", [30, 30])], out)
     curves = report["curves"]
     assert curves["a (a, 2 epochs)"]["minutes"] == [1.0, 3.0] and curves["b (b, 2 epochs)"]["minutes"] == [0.5, 1.0]
-    assert out.with_suffix(".png").stat().st_size > 0
+    assert out.with_suffix(".png").stat().st_size > 0 and report["dataset_sha256"] is None
     assert time_to_accuracy.main([str(result("c", "gpu", [1.0, 1.0])), str(result("a", "cpu", [1, 1]))]) == 2
     no_curve = tmp_path / "old.json"
     no_curve.write_text(json.dumps({"model": "seed_cnn"}))
