@@ -296,15 +296,36 @@ def worker_environment(huge_pages: bool) -> dict[str, str]:
     return env
 
 
-def run_worker(framework: str, argv: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
-    """One measurement of `framework` in a fresh Python process."""
+def run_worker(module: str, worker: str, argv: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run `python -m MODULE ARGV --worker WORKER` in a fresh process and return the JSON it wrote.
+
+    A fresh process per measurement keeps one candidate's compilation caches and allocator state
+    out of the next one's numbers."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "experiments.bench", *argv, "--worker", framework, "--worker-out", str(out)]
+        command = [sys.executable, "-m", module, *argv, "--worker", worker, "--worker-out", str(out)]
         done = subprocess.run(command, env=env)
         if done.returncode != 0 or not out.is_file():
-            raise SystemExit(f"experiments.bench: the {framework} worker failed (exit {done.returncode}); see above")
+            raise SystemExit(f"{module}: the worker for {worker!r} failed (exit {done.returncode}); see above")
         return json.loads(out.read_text())
+
+
+def worker_or_report_main(
+    module: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    worker: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[argparse.Namespace, list[str]], Any],
+) -> int:
+    """The entry point of a benchmark: `--worker` measures once and writes JSON; otherwise report."""
+    from fer_jax.commands import run_command
+    from fer_jax.files import write_json
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return run_command(module, lambda: write_json(args.worker_out, worker(args)))
+    return run_command(module, lambda: report(args, argv))
 
 
 def spread(values: list[float]) -> dict[str, float | None]:
@@ -392,7 +413,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         order = frameworks if repeat % 2 == 0 else frameworks[::-1]
         for framework in order:
             print(f"[bench] repeat {repeat + 1}/{args.repeats}: {framework}", flush=True)
-            runs[framework].append(run_worker(framework, argv, env))
+            runs[framework].append(run_worker("experiments.bench", framework, argv, env))
     summaries = {f: summarize(runs[f]) for f in frameworks}
     report = {
         **machine_fields(),
@@ -424,16 +445,13 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    from fer_jax.commands import run_command
-
-    if args.worker:
-        from fer_jax.files import write_json
-
-        measure = jax_worker if args.worker == "jax" else torch_worker
-        return run_command("experiments.bench", lambda: write_json(args.worker_out, measure(args)))
-    return run_command("experiments.bench", lambda: bench(args, argv))
+    return worker_or_report_main(
+        "experiments.bench",
+        build_parser(),
+        argv,
+        lambda args: jax_worker(args) if args.worker == "jax" else torch_worker(args),
+        bench,
+    )
 
 
 if __name__ == "__main__":

@@ -16,18 +16,15 @@ repeats and blocks, and what that means for an epoch of 28,709 faces and for a 2
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.bench import DeviceChunks, spread, worker_environment
+from experiments.bench import DeviceChunks, run_worker, spread, worker_environment, worker_or_report_main
 
 CANDIDATES: dict[str, list[str]] = {
     "seed_cnn": ["model.name=seed_cnn"],
@@ -129,16 +126,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_worker(name: str, argv: Sequence[str]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "experiments.throughput", *argv, "--worker", name, "--worker-out", str(out)]
-        done = subprocess.run(command, env=worker_environment(huge_pages=True))
-        if done.returncode != 0 or not out.is_file():
-            raise SystemExit(f"experiments.throughput: the worker for {name!r} failed (exit {done.returncode})")
-        return json.loads(out.read_text())
-
-
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [rate for run in runs for rate in run["block_images_per_s"]]
     median = statistics.median(rates)
@@ -183,7 +170,7 @@ def throughput(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     for repeat in range(args.repeats):
         for name in names if repeat % 2 == 0 else names[::-1]:
             print(f"[throughput] repeat {repeat + 1}/{args.repeats}: {name}", flush=True)
-            runs[name].append(run_worker(name, argv))
+            runs[name].append(run_worker("experiments.throughput", name, argv, worker_environment(huge_pages=True)))
     source = Path(config.data.resolved_source())
     report = {
         **machine_fields(),
@@ -203,15 +190,7 @@ def throughput(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    from fer_jax.commands import run_command
-
-    if args.worker:
-        from fer_jax.files import write_json
-
-        return run_command("experiments.throughput", lambda: write_json(args.worker_out, worker(args)))
-    return run_command("experiments.throughput", lambda: throughput(args, argv))
+    return worker_or_report_main("experiments.throughput", build_parser(), argv, worker, throughput)
 
 
 if __name__ == "__main__":
