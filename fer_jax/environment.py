@@ -66,5 +66,13 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
         "git_commit": git_commit(),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
     }
+
+
+def command_line() -> str:
+    """This process's command as one would type it: `python -m MODULE ...` for a module run with -m
+    (whose sys.argv[0] is the module's file), else the script's name (`fer-jax ...`)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    start = ["python", "-m", spec.name.removesuffix(".__main__")] if spec else [Path(sys.argv[0]).name]
+    return shlex.join([*start, *sys.argv[1:]])

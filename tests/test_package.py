@@ -1,8 +1,9 @@
-"""Layout and the NumPy-free rule of the package."""
+"""Layout, the NumPy-free rule of the package, and how a run records its command."""
 
 import ast
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,3 +64,20 @@ def test_no_import_circles_in_the_package():
 
     cycles = [cycle for module in graph if (cycle := cycle_from(module, module, [module]))]
     assert cycles == []
+
+
+def test_commands_are_recorded_as_typed(monkeypatch):
+    from fer_jax.environment import command_line
+
+    monkeypatch.setattr(sys, "argv", ["/repo/experiments/run.py", "cpu_best", "--data", "a b.zip"])
+    monkeypatch.setitem(
+        sys.modules, "__main__", types.SimpleNamespace(__spec__=types.SimpleNamespace(name="experiments.run"))
+    )
+    assert command_line() == "python -m experiments.run cpu_best --data 'a b.zip'"
+    monkeypatch.setitem(
+        sys.modules, "__main__", types.SimpleNamespace(__spec__=types.SimpleNamespace(name="fer_jax.__main__"))
+    )
+    assert command_line().startswith("python -m fer_jax cpu_best")
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/fer-jax", "train", "--quick"])
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=None))
+    assert command_line() == "fer-jax train --quick"
