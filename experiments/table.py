@@ -240,7 +240,9 @@ def readme_block(results: Path) -> str:
     frameworks = load("compare_cpu.json")
     if frameworks:
         sections.append(
-            f"**JAX vs PyTorch, same data, recipe and seeds** (`results/compare_cpu.json`):\n\n"
+            f"**JAX vs PyTorch, same data, recipe and seeds** (`results/compare_cpu.json`"
+            + (f"; {note}" if (note := frameworks["notes"].get("beside_the_run")) else "")
+            + "):\n\n"
             f"```\n{frameworks['command']}\n{compare.format_table(frameworks)}\n```"
         )
     return "\n\n".join([README_BEGIN, *sections, README_END])
