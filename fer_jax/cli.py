@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rotated) and classify them in batches of up to 256 across images and frames. Writes "
         "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
-        epilog="weights: by default the seed CNN shipped in fer_jax/weights/ (README: 'Evaluation report and predict')",
+        epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/; "
+        "--model seed_cnn for the seed CNN",
     )
     predict.add_argument(
         "paths",
@@ -137,10 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument(
         "--checkpoint",
         help="exported weights (.msgpack, its .json beside) or a run folder "
-        "(its best checkpoint); default: the shipped seed CNN",
+        "(its best checkpoint); default: the shipped CPU-best net (vgg_bn)",
     )
     weights.add_argument(
-        "--model", metavar="NAME", help="the weights shipped for zoo net NAME in fer_jax/weights/ (e.g. seed_cnn)"
+        "--model",
+        metavar="NAME",
+        help="the weights shipped for zoo net NAME: vgg_bn (the default) or seed_cnn",
     )
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     predict.add_argument(
@@ -194,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR|WEIGHTS",
         help="a run folder (its best checkpoint) or exported weights (.msgpack); default: the shipped weights",
     )
-    onnx.add_argument("--model", metavar="NAME", help="the zoo net to export (seed_cnn: its shipped weights)")
+    onnx.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the zoo net to export (seed_cnn or vgg_bn): its shipped weights, or what the source must hold",
+    )
     onnx.add_argument("--out", required=True, help="the .onnx file to write")
 
     commands.add_parser(

@@ -100,11 +100,13 @@ def export_model(model: nnx.Module, name: str, out: str | Path, info: dict[str, 
 
 def export_onnx(out: str | Path, checkpoint: str | Path | None = None, model_name: str | None = None) -> dict[str, Any]:
     """`fer-jax export-onnx`: the shipped weights, exported weights (.msgpack) or a run folder's best checkpoint
-    as ONNX. `model_name` names a zoo net for its shipped weights (only the seed CNN ships weights)."""
-    from fer_jax.predict import load_classifier
+    as ONNX. `model_name` names a zoo net: without a checkpoint, its shipped weights; with one, what it must hold."""
+    from fer_jax.predict import load_classifier, shipped_weights
 
     if model_name is not None and model_name not in PORTED_MODELS:
         raise DataError(f"{model_name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
+    if model_name is not None and checkpoint is None:
+        checkpoint = shipped_weights(model_name)
     classifier = load_classifier(checkpoint)
     if model_name is not None and classifier.info["model"] != model_name:
         raise DataError(f"{checkpoint or 'the shipped weights'}: hold a {classifier.info['model']}, not a {model_name}")

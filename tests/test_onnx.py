@@ -18,7 +18,7 @@ from fer_jax.config import ModelConfig
 from fer_jax.data import DataError
 from fer_jax.models import create_model
 from fer_jax.onnx_export import OnnxClassifier, export_model, export_onnx, require, torch_module
-from fer_jax.predict import load_classifier
+from fer_jax.predict import load_classifier, shipped_weights
 from tests.fixtures import make_faces
 
 pytest.importorskip("onnxruntime")
@@ -40,7 +40,7 @@ def faces() -> np.ndarray:
 
 
 def test_onnx_logits_agree_with_jax_within_1e_4(exported, faces):
-    classifier = load_classifier()
+    classifier = load_classifier(shipped_weights("seed_cnn"))
     jax_logits = np.asarray(classifier.model(jnp.asarray(faces, jnp.float32)[..., None] / 255.0))
     onnx = OnnxClassifier(exported)
     onnx_logits = np.asarray(onnx.logits(faces))
@@ -65,7 +65,7 @@ def test_predict_with_the_onnx_backend_matches_jax(exported, faces, tmp_path, ca
                     backend,
                     "--out",
                     str(tmp_path / backend),
-                    *(["--checkpoint", str(exported)] if backend == "onnx" else []),
+                    *(["--checkpoint", str(exported)] if backend == "onnx" else ["--model", "seed_cnn"]),
                     str(tmp_path / "face.png"),
                 ]
             )
@@ -101,8 +101,8 @@ def test_nets_without_a_pytorch_port_are_refused_in_one_line(capsys):
         DataError, match=r"^resnet18: no PyTorch port, so no ONNX export \(supported: seed_cnn, vgg_bn\)$"
     ):
         torch_module(None, "resnet18")
-    with pytest.raises(DataError, match="^the shipped weights: hold a seed_cnn, not a vgg_bn$"):
-        export_onnx("never.onnx", model_name="vgg_bn")
+    with pytest.raises(DataError, match="seed_cnn.msgpack: hold a seed_cnn, not a vgg_bn$"):
+        export_onnx("never.onnx", shipped_weights("seed_cnn"), model_name="vgg_bn")
 
 
 def test_missing_extra_and_bad_files_are_one_line(monkeypatch, tmp_path):

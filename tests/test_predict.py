@@ -25,7 +25,6 @@ from fer_jax.predict import DEFAULT_WEIGHTS, load_classifier, load_weights, ship
 from fer_jax.steps import init_state
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED_RUN = ROOT / "runs" / "seed_cnn" / "full-20261201"  # the run the shipped weights come from (not in git)
 # Where the frontal-face Haar cascade finds the astronaut's face (x, y, width, height), within a few pixels.
 ASTRONAUT_FACE = (177, 67, 93, 93)
 
@@ -57,7 +56,7 @@ def test_predict_finds_the_astronauts_face(astronaut):
     assert_astronaut_face(face.box)
     assert list(face.probabilities) == list(EMOTIONS)
     assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    assert face.emotion == "happy"  # she smiles; the shipped seed CNN says so with p ~ 0.99
+    assert face.emotion == "happy"  # she smiles; the shipped CPU-best net says so
 
 
 @pytest.mark.parametrize("kind", ["rgba", "16-bit", "gray", "huge"])
@@ -164,21 +163,29 @@ def test_unreadable_video_is_one_line(tmp_path, capsys):
     assert err == f"fer-jax predict: error: {bad}: not a readable video"
 
 
+SHIPPED_PARAMETERS = {"seed_cnn": 2_345_607, "vgg_bn": 5_687_359}
+"""The nets whose weights ship in fer_jax/weights/, and their parameter counts."""
+
+
 def test_shipped_weights_are_chosen_by_model_name(capsys):
-    assert shipped_weights("seed_cnn") == DEFAULT_WEIGHTS
+    assert shipped_weights("vgg_bn") == DEFAULT_WEIGHTS and shipped_weights("seed_cnn").name == "seed_cnn.msgpack"
     assert main(["predict", "--model", "nope", "photo.jpg"]) == 2
-    assert capsys.readouterr().err == "fer-jax predict: error: no shipped weights for 'nope' (shipped: seed_cnn)\n"
+    assert (
+        capsys.readouterr().err == "fer-jax predict: error: no shipped weights for 'nope' (shipped: seed_cnn, vgg_bn)\n"
+    )
 
 
-def test_shipped_weights_are_small_and_checked(tmp_path):
-    info = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
-    assert DEFAULT_WEIGHTS.stat().st_size < 6_000_000 and info["dtype"] == "float16"
-    assert info["model"] == "seed_cnn" and info["parameters"] == 2_345_607 and info["test_accuracy"] > 0.6
-    corrupt = tmp_path / "seed_cnn.msgpack"
-    data = bytearray(DEFAULT_WEIGHTS.read_bytes())
+@pytest.mark.parametrize("name", SHIPPED_PARAMETERS)
+def test_shipped_weights_are_float16_and_checked(name, tmp_path):
+    path = shipped_weights(name)
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["model"] == name and info["parameters"] == SHIPPED_PARAMETERS[name] and info["dtype"] == "float16"
+    assert path.stat().st_size < 2 * info["parameters"] + 100_000 and info["test_accuracy"] > 0.6
+    corrupt = tmp_path / path.name
+    data = bytearray(path.read_bytes())
     data[-1] ^= 1
     corrupt.write_bytes(bytes(data))
-    shutil.copy(DEFAULT_WEIGHTS.with_suffix(".json"), corrupt.with_suffix(".json"))
+    shutil.copy(path.with_suffix(".json"), corrupt.with_suffix(".json"))
     with pytest.raises(DataError, match="sha256"):
         load_weights(corrupt)
     with pytest.raises(FileNotFoundError, match="export-weights"):
@@ -225,17 +232,22 @@ def test_no_detect_on_a_fer_face_is_what_the_model_sees_in_evaluation(fer2013_zi
     assert json.loads((out / "predictions.json").read_text())["detect"] is False
 
 
+def source_run(name: str) -> Path:
+    """The local training run that the shipped weights of `name` were exported from (runs/ is not in git)."""
+    return ROOT / json.loads(shipped_weights(name).with_suffix(".json").read_text())["source_run"]
+
+
 @pytest.mark.real_data
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (SEED_RUN / "checkpoints" / "best").is_dir(), reason=f"{SEED_RUN} (a local training run) is absent"
-)
-def test_float16_weights_predict_like_the_checkpoint(fer2013_zip):
+@pytest.mark.parametrize("name", SHIPPED_PARAMETERS)
+def test_float16_weights_predict_like_the_checkpoint(fer2013_zip, name):
+    if not (source_run(name) / "checkpoints" / "best").is_dir():
+        pytest.skip(f"{source_run(name)} (a local training run) is absent")
     faces, _, _ = private_test_faces(fer2013_zip, limit=512)
-    shipped = load_classifier()(jnp.asarray(faces))
-    checkpoint = load_classifier(SEED_RUN)(jnp.asarray(faces))
+    shipped = load_classifier(shipped_weights(name))(jnp.asarray(faces))
+    checkpoint = load_classifier(source_run(name))(jnp.asarray(faces))
     assert (shipped.argmax(-1) == checkpoint.argmax(-1)).all()
-    assert jnp.abs(shipped - checkpoint).max() < 2e-3
+    assert jnp.abs(shipped - checkpoint).max() < 5e-3  # measured on these 512 faces: 2.1e-3 for vgg_bn
 
 
 @pytest.mark.real_data
