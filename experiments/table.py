@@ -240,7 +240,7 @@ def readme_block(results: Path) -> str:
     frameworks = load("compare_cpu.json")
     if frameworks:
         sections.append(
-            f"**JAX vs PyTorch, same data, recipe and seeds** (`results/compare_cpu.json`"
+            "**JAX vs PyTorch, same data, recipe and seeds** (`results/compare_cpu.json`"
             + (f"; {note}" if (note := frameworks["notes"].get("beside_the_run")) else "")
             + "):\n\n"
             f"```\n{frameworks['command']}\n{compare.format_table(frameworks)}\n```"
