@@ -13,23 +13,26 @@ synthetic background. Kinds of scene:
 - group: 3-6 faces of 40-160 px on 1024x768;
 - grid: a 4x4 contact sheet of 72-96 px faces;
 - rotated: 1-3 faces of 72-160 px turned by +-15, 30, 45 or 90 degrees;
-- small: 4 faces of 24-40 px on 640x480.
+- small: 4 faces of 24-40 px on 640x480;
+- jpeg: 3-6 faces of 40-160 px on 1024x768, saved as a grayscale JPEG of quality 30, 50 or 75.
 
 Besides those labelled faces: the real photos of people that ship inside
 dependencies (skimage's astronaut and camera, matplotlib's grace_hopper.jpg),
-each as it is, turned by +-30 and +-90 degrees and at half size, with
-hand-marked face boxes; and groups of skimage.data.lfw_subset()'s 100 real
-face crops. Face-free images (skimage/matplotlib photos, lfw_subset's 100
-non-face patches as a grid, noise and gradients) count false boxes.
+each as it is, turned by +-30 and +-90 degrees, at half size and as grayscale
+JPEGs of quality 30, 50 and 75, with hand-marked face boxes; and groups of
+skimage.data.lfw_subset()'s 100 real face crops. Face-free images
+(skimage/matplotlib photos, lfw_subset's 100 non-face patches as a grid, noise
+and gradients; each photo also as a grayscale JPEG) count false boxes.
 
 A detection matches a face when its centre is within half the face's side of
 the face's centre and its size is within 0.5-2x (one detection per face).
 Per detector: recall (all faces, and per kind, size, angle and source), false
 boxes per face-free image, end-to-end accuracy on the labelled faces (a miss
 counts as wrong), accuracy on the detected ones (with and without turning
-rotated crops upright), ms per image. Plus the classifier's faces/s in fixed
-batches of 256 (JAX, and ONNX Runtime when the [onnx] extra is installed) and
-the whole pipeline's faces/s.
+rotated crops upright), ms per image; for the dlib detectors also recall and
+false boxes at higher score thresholds (`by_score_threshold`). Plus the
+classifier's faces/s in fixed batches of 256 (JAX, and ONNX Runtime when the
+[onnx] extra is installed) and the whole pipeline's faces/s.
 """
 
 from __future__ import annotations
@@ -52,8 +55,14 @@ import torch
 
 SCENE_SEED = {"PrivateTest": 2013, "PublicTest": 7, "Training": 11}
 """Seeds of the scene layouts per split, so the scored scenes are fixed and differ from the tuning ones."""
-COUNTS = {"single": 60, "group": 24, "grid": 4, "rotated": 36, "small": 10}
+COUNTS = {"single": 60, "group": 24, "grid": 4, "rotated": 36, "small": 10, "jpeg": 20}
 """Scenes of each kind built from the split's faces."""
+JPEG_QUALITIES = (30, 50, 75)
+"""Qualities of the grayscale JPEG copies (`jpeg` scenes, photos, face-free images), in turn: what a phone,
+a messenger or a video frame hands `fer-jax predict`, where a detector meets block artefacts."""
+SCORE_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+"""Scores a dlib detection must reach, for the detection-only curve `by_score_threshold` (for tuning
+`fer_jax.detect.DLIB_THRESHOLD` on PublicTest scenes)."""
 ANGLES = (-90, -45, -30, -15, 15, 30, 45, 90)
 PHOTOS = {
     # name: (loader, face centre x, y, side) marked by hand on the original image.
@@ -203,7 +212,7 @@ def build_fer_scenes(
 
     for kind, count in counts.items():
         for number in range(count):
-            width, height = (1024, 768) if kind in ("group", "grid") else (640, 480)
+            width, height = (1024, 768) if kind in ("group", "grid", "jpeg") else (640, 480)
             scene = Scene(f"{kind}_{number:03d}", kind, background(rng, width, height, photos))
             taken: list[tuple[float, float, float]] = []
             if kind == "grid":
@@ -217,6 +226,7 @@ def build_fer_scenes(
                 faces, sizes, angle_choices = {
                     "single": (1, (64, 256), (0,)),
                     "group": (rng.randint(3, 6), (40, 160), (0,)),
+                    "jpeg": (rng.randint(3, 6), (40, 160), (0,)),
                     "rotated": (rng.randint(1, 3), (72, 160), ANGLES),
                     "small": (4, (24, 40), (0,)),
                 }[kind]
@@ -225,8 +235,19 @@ def build_fer_scenes(
                     spot = place(rng, width, height, [side], taken, angle)
                     if spot:
                         add(scene, *spot, side, angle)
+            if kind == "jpeg":
+                scene.image = gray_jpeg(scene.image, JPEG_QUALITIES[number % len(JPEG_QUALITIES)])
             scenes.append(scene)
     return scenes
+
+
+def gray_jpeg(image: Any, quality: int) -> Any:
+    """An image as a grayscale JPEG of this quality would decode (BGR again)."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    ok, encoded = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a JPEG of quality {quality}")
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR)
 
 
 def turn(image: Any, truth: Truth, angle: float) -> tuple[Any, Truth]:
@@ -254,6 +275,8 @@ def build_photo_scenes(seed: int, photos: Sequence[Any]) -> list[Scene]:
             scenes.append(Scene(f"photo_{name}_rot{angle:+d}", "photo", turned, [moved]))
         half = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
         scenes.append(Scene(f"photo_{name}_half", "photo", half, [Truth(cx / 2, cy / 2, side / 2, 0.0, name)]))
+        for quality in JPEG_QUALITIES:
+            scenes.append(Scene(f"photo_{name}_jpeg{quality}", "photo", gray_jpeg(image, quality), [truth]))
     rng = random.Random(seed + 1)
     lfw = (torch.from_numpy(_skimage().lfw_subset()[:100]) * 255).round().to(torch.uint8)
     for number in range(20):
@@ -270,8 +293,14 @@ def build_photo_scenes(seed: int, photos: Sequence[Any]) -> list[Scene]:
 
 
 def build_face_free(seed: int, photos: dict[str, Any]) -> list[Scene]:
-    """Images with no face: the photos, lfw_subset's non-face patches as a 10x10 grid, noise, gradients."""
+    """Images with no face: the photos (and grayscale JPEG copies), lfw_subset's non-face patches as a 10x10
+    grid, noise, gradients."""
     scenes = [Scene(f"free_{name}", "free", image) for name, image in photos.items()]
+    scenes += [
+        Scene(f"free_{name}_jpeg{quality}", "free", gray_jpeg(image, quality))
+        for number, (name, image) in enumerate(photos.items())
+        for quality in [JPEG_QUALITIES[number % len(JPEG_QUALITIES)]]
+    ]
     patches = (torch.from_numpy(_skimage().lfw_subset()[100:]) * 255).round().to(torch.uint8)
     tiles = torch.nn.functional.interpolate(patches[:, None].float(), size=(75, 75), mode="bilinear")[:, 0]
     grid = tiles.reshape(10, 10, 75, 75).permute(0, 2, 1, 3).reshape(750, 750).round().clamp(0, 255).to(torch.uint8)
@@ -325,6 +354,7 @@ def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> di
 
     detector = get_detector(name)
     detect_seconds, detect_cpu, records, crops, crops_plain, labels, labelled_crop = 0.0, 0.0, [], [], [], [], []
+    detections_per_scene = []
     false_boxes_free, false_boxes_faces, free_images, crop_seconds, crop_cpu = 0, 0, 0, 0.0, 0.0
     for scene in scenes:
         gray = cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY)
@@ -332,6 +362,7 @@ def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> di
         detections = detector(gray)
         detect_seconds += time.perf_counter() - start
         detect_cpu += time.process_time() - cpu_start
+        detections_per_scene.append(detections)
         found = match(scene.faces, [d.box for d in detections])
         start, cpu_start = time.perf_counter(), time.process_time()
         first = len(crops)
@@ -374,6 +405,7 @@ def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> di
     rotated = [r for r in detected if r["angle"] != 0]
     images = sum(scene.kind != "free" for scene in scenes) + free_images
     faces_found = sum(r["found"] for r in records)
+    curve = {"by_score_threshold": score_curve(scenes, detections_per_scene)} if name.startswith("dlib") else {}
     return {
         "detector": name,
         "recall": _mean(r["found"] for r in records),
@@ -398,7 +430,37 @@ def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> di
         "missed": [
             {k: r[k] for k in ("scene", "kind", "source", "side", "angle", "index")} for r in records if not r["found"]
         ],
+        **curve,
     }
+
+
+def score_curve(scenes: Sequence[Scene], detections_per_scene: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Detection figures had the detector kept only the boxes scoring at least each of SCORE_THRESHOLDS (exact
+    for a single pass, which merges boxes best score first; close for a sweep, which merges upright first)."""
+    rows = []
+    for threshold in SCORE_THRESHOLDS:
+        count = dict.fromkeys(("faces", "found", "free_images", "free_boxes", "false_in_faces", "false_in_photos"), 0)
+        for scene, detections in zip(scenes, detections_per_scene):
+            kept = [d.box for d in detections if d.score >= threshold]
+            if scene.kind == "free":
+                count["free_images"] += 1
+                count["free_boxes"] += len(kept)
+                continue
+            matched = sum(m is not None for m in match(scene.faces, kept))
+            count["faces"] += len(scene.faces)
+            count["found"] += matched
+            count["false_in_faces"] += len(kept) - matched
+            count["false_in_photos"] += (len(kept) - matched) * (scene.kind == "photo")
+        rows.append(
+            {
+                "threshold": threshold,
+                "recall": count["found"] / max(1, count["faces"]),
+                "false_boxes_per_face_free_image": count["free_boxes"] / max(1, count["free_images"]),
+                "false_boxes_in_face_scenes": count["false_in_faces"],
+                "false_boxes_in_photos": count["false_in_photos"],
+            }
+        )
+    return rows
 
 
 def _mean(values: Any) -> float | None:
@@ -479,7 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"detectors to compare (default: all of {', '.join(DETECTORS)})",
     )
-    parser.add_argument("--checkpoint", help="weights for the classifier (default: the shipped seed CNN)")
+    parser.add_argument(
+        "--checkpoint", help="weights for the classifier (default: `fer-jax predict`'s shipped weights)"
+    )
     parser.add_argument(
         "--out",
         required=True,
@@ -509,7 +573,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 RECALL_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    **{kind: ("kind", (kind,)) for kind in ("single", "group", "grid", "rotated", "small", "photo", "lfw")},
+    **{kind: ("kind", (kind,)) for kind in ("single", "group", "grid", "rotated", "small", "jpeg", "photo", "lfw")},
     "<32 px": ("size", ("<32px",)),
     "32-47 px": ("size", ("<48px",)),
     ">=128 px": ("size", (">=128px",)),
@@ -600,7 +664,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "scene_seed": seed,
         "scenes": {
             kind: sum(s.kind == kind for s in scenes)
-            for kind in ("single", "group", "grid", "rotated", "small", "photo", "lfw", "free")
+            for kind in ("single", "group", "grid", "rotated", "small", "jpeg", "photo", "lfw", "free")
         },
         "labelled_faces": sum(len(s.faces) for s in scenes if s.kind not in ("photo", "lfw")),
         "weights": classifier.info,
@@ -623,6 +687,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         print(f"=== {name}", flush=True)
         report["detectors"].append(evaluate_detector(name, scenes, classifier))
         print(format_table({"detectors": report["detectors"][-1:]}).splitlines()[-1], flush=True)
+        for row in report["detectors"][-1].get("by_score_threshold", []):
+            print(
+                "  score >= {threshold:.2f}: recall {recall:.3f}, false boxes {false_boxes_per_face_free_image:.2f} "
+                "per face-free image, {false_boxes_in_face_scenes} in face scenes ({false_boxes_in_photos} in "
+                "photos)".format(**row),
+                flush=True,
+            )
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
     if all(previous.get(key) == report[key] for key in ("split", "dataset_sha256", "weights")):

@@ -135,13 +135,17 @@ def test_scenes_keep_every_face_inside_and_matching_scores_them():
     faces = make_faces({"Training": 0, "PublicTest": 0, "PrivateTest": 6})
     images = torch.stack([f.pixels for f in faces])
     labels = torch.tensor([f.label for f in faces])
-    counts = {"single": 2, "group": 1, "grid": 1, "rotated": 2, "small": 1}
+    counts = {"single": 2, "group": 1, "grid": 1, "rotated": 2, "small": 1, "jpeg": 1}
     scenes = pipeline.build_fer_scenes(images, labels, 1, [], counts)
     again = pipeline.build_fer_scenes(images, labels, 1, [], counts)
     assert [s.faces for s in scenes] == [s.faces for s in again]  # a fixed seed: the same scenes
-    assert [s.kind for s in scenes] == ["single"] * 2 + ["group", "grid"] + ["rotated"] * 2 + ["small"]
+    assert [s.kind for s in scenes] == ["single"] * 2 + ["group", "grid"] + ["rotated"] * 2 + ["small", "jpeg"]
     used = [t.index for s in scenes for t in s.faces]
-    assert len(used) == len(set(used)) >= 16 + 4
+    assert len(used) == len(set(used)) >= 16 + 4 + 3
+    jpeg = scenes[-1].image
+    assert (jpeg[..., 0] == jpeg[..., 1]).all() and (jpeg[..., 1] == jpeg[..., 2]).all()  # grayscale
+    plain = pipeline.build_fer_scenes(images, labels, 1, [], {**counts, "jpeg": 0})
+    assert [s.faces for s in plain] == [s.faces for s in scenes[:-1]]  # the jpeg scenes come last
     for scene in scenes:
         height, width = scene.image.shape[:2]
         for t in scene.faces:
@@ -171,3 +175,23 @@ def test_evaluate_detector_scores_a_photo_and_a_face_free_image():
     assert result["recall"] == result["end_to_end_accuracy"] == result["accuracy_on_detected"] == 1.0
     assert result["boxes"] == 1 and result["false_boxes_per_face_free_image"] == 0 and result["missed"] == []
     assert result["pipeline_faces_per_s"] > 0
+
+
+def test_score_curve_drops_the_boxes_under_each_threshold():
+    truth = pipeline.Truth(100, 100, 50, 0.0, "fer", label=0)
+    face, elsewhere = Detection((75, 75, 50, 50), score=0.4), Detection((300, 300, 50, 50), score=0.08)
+    scenes = [
+        pipeline.Scene("photo", "photo", None, [truth]),
+        pipeline.Scene("free", "free", None),
+    ]
+    curve = {row["threshold"]: row for row in pipeline.score_curve(scenes, [[face, elsewhere], [elsewhere]])}
+    assert curve[0.0] == {
+        "threshold": 0.0,
+        "recall": 1.0,
+        "false_boxes_per_face_free_image": 1.0,
+        "false_boxes_in_face_scenes": 1,
+        "false_boxes_in_photos": 1,
+    }
+    assert curve[0.1]["recall"] == 1.0 and curve[0.1]["false_boxes_in_face_scenes"] == 0
+    assert curve[0.1]["false_boxes_per_face_free_image"] == 0.0
+    assert curve[0.5]["recall"] == 0.0
