@@ -34,6 +34,7 @@ VARIANTS: dict[str, list[str]] = {
     "width 1/2 (same minutes)": ["model.width=0.5", "train.epochs=4"],
     "adamw 1e-3": ["optim.name=adam", "optim.learning_rate=1e-3", "optim.weight_decay=0.05"],
     "sgd lr 0.02": ["optim.learning_rate=0.02"],
+    "batch 128 at lr 0.1": ["train.batch_size=128", "optim.learning_rate=0.1"],
     "- label smoothing": ["optim.label_smoothing=0"],
     "+ EMA 0.999": ["train.ema_decay=0.999"],
     "+ mixup 0.2": ["data.mixup=0.2"],
