@@ -161,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--detector",
-        default="haar",
+        default="dlib",
         metavar="NAME",
-        help="haar (default), haar-sweep (also rotated and profile faces), dlib or dlib-sweep "
-        "(pip install 'fer-jax[dlib]'); docs/predict.md compares them",
+        help="dlib (default: dlib's HOG detector, upright faces), dlib-sweep (also rotated faces, about 10x slower), "
+        "haar or haar-sweep (OpenCV's cascades); docs/predict.md compares them",
     )
     predict.add_argument(
         "--backend",
