@@ -41,8 +41,8 @@ VARIANTS: dict[str, list[str]] = {
     "+ random erasing 0.5": ["data.erasing=0.5"],
     "- shift": ["data.translate=0"],
     "cosine decay": ["optim.schedule=cosine"],
-    "recipe, seed 1": ["train.seed=1"],
-    "- shift, seed 1": ["data.translate=0", "train.seed=1"],
+    "recipe (seed 1)": ["train.seed=1"],
+    "- shift (seed 1)": ["data.translate=0", "train.seed=1"],
 }
 """Variant name -> overrides of `get_config()`; the ablation runs each with `--set train.epochs=6`."""
 
