@@ -87,17 +87,27 @@ def whole_command(command: str) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The ablation as a Markdown table, PublicTest numbers only, with the difference to the first row."""
-    lines = [
-        "| variant | PublicTest acc | Δ vs recipe | flip TTA | best epoch | train acc (last epoch) | s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    reference = rows[0]["val_accuracy"] if rows else 0.0
+    """The ablation as a Markdown table, PublicTest numbers only.
+
+    Each row's difference is to the first row trained with the same seed (the recipe of that seed), so
+    a second seed's rows are compared with the recipe's second seed; a seed column appears once two differ.
+    """
+    references: dict[int, float] = {}
     for row in rows:
+        references.setdefault(row["seed"], row["val_accuracy"])
+    several_seeds = len(references) > 1
+    seed_header, seed_rule = (" seed |", " ---: |") if several_seeds else ("", "")
+    lines = [
+        f"| variant |{seed_header} PublicTest acc | Δ vs recipe{' (same seed)' if several_seeds else ''} | "
+        "flip TTA | best epoch | train acc (last epoch) | s |",
+        f"| --- |{seed_rule} ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        seed_cell = f" {row['seed']} |" if several_seeds else ""
         lines.append(
-            f"| {row['variant']} | {row['val_accuracy']:.4f} | {row['val_accuracy'] - reference:+.4f} | "
-            f"{row['val_accuracy_tta']:.4f} | {row['best_epoch']} | {row['last_train_accuracy']:.4f} | "
-            f"{row['seconds']:.0f} |"
+            f"| {row['variant']} |{seed_cell} {row['val_accuracy']:.4f} | "
+            f"{row['val_accuracy'] - references[row['seed']]:+.4f} | {row['val_accuracy_tta']:.4f} | "
+            f"{row['best_epoch']} | {row['last_train_accuracy']:.4f} | {row['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -151,6 +161,7 @@ def run_ablation(
             {
                 "variant": name,
                 "overrides": variants[name],
+                "seed": config.train.seed,
                 "val_accuracy": results["val_accuracy"],
                 "val_accuracy_tta": results["val_accuracy_tta"],
                 "best_epoch": results["best_epoch"],

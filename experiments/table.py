@@ -214,7 +214,7 @@ def readme_block(results: Path) -> str:
     if cpu_best:
         sections.append(
             f"**CPU-best recipe ablation** (`results/cpu_best_ablation.json`; each variant from scratch on all "
-            f"Training faces, PublicTest only, one seed; {cpu_best['machine']}):\n\n"
+            f"Training faces, PublicTest only; {cpu_best['machine']}):\n\n"
             f"```\n{ablation.whole_command(cpu_best['command'])}\n```\n\n" + ablation.format_table(cpu_best["variants"])
         )
     check = load("data_check.json")

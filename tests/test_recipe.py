@@ -326,19 +326,19 @@ def test_ablation_variants_are_valid_configs():
     assert variants["recipe"] == base and variants["- EMA"].train.ema_decay == 0
     assert variants["none of these"].optim.label_smoothing == 0 and variants["none of these"].data.erasing == 0
     assert len({slug(name) for name in VARIANTS}) == len(VARIANTS)
+    row = {"val_accuracy_tta": 0.51, "best_epoch": 3, "last_train_accuracy": 0.6, "seconds": 10.0}
+    recipe = {**row, "variant": "recipe", "seed": 0, "val_accuracy": 0.5}
+    assert "| recipe | 0.5000 | +0.0000 | 0.5100 | 3 | 0.6000 | 10 |" in format_table([recipe])
     table = format_table(
         [
-            {
-                "variant": "recipe",
-                "val_accuracy": 0.5,
-                "val_accuracy_tta": 0.51,
-                "best_epoch": 3,
-                "last_train_accuracy": 0.6,
-                "seconds": 10.0,
-            }
+            recipe,
+            {**row, "variant": "recipe (seed 1)", "seed": 1, "val_accuracy": 0.48},
+            {**row, "variant": "- shift (seed 1)", "seed": 1, "val_accuracy": 0.49},
         ]
     )
-    assert "| recipe | 0.5000 | +0.0000 | 0.5100 | 3 | 0.6000 | 10 |" in table
+    assert "| recipe | 0 | 0.5000 | +0.0000 | 0.5100 | 3 | 0.6000 | 10 |" in table
+    assert "| recipe (seed 1) | 1 | 0.4800 | +0.0000 |" in table
+    assert "| - shift (seed 1) | 1 | 0.4900 | +0.0100 |" in table
 
 
 @pytest.mark.skipif(not (OLD_FORMAT_RUN / "checkpoints" / "best").is_dir(), reason="the old seed CNN run is not here")
