@@ -31,8 +31,9 @@ boxes per face-free image, end-to-end accuracy on the labelled faces (a miss
 counts as wrong), accuracy on the detected ones (with and without turning
 rotated crops upright), ms per image; for the dlib detectors also recall and
 false boxes at higher score thresholds (`by_score_threshold`). Plus the
-classifier's faces/s in fixed batches of 256 (JAX, and ONNX Runtime when the
-[onnx] extra is installed) and the whole pipeline's faces/s.
+classifier's faces/s in fixed batches of 256 and its accuracy on the split's
+original crops: JAX, and ONNX Runtime float32 and int8 (calibrated on 512
+Training faces) when the [onnx] extra is installed; and the whole pipeline's faces/s.
 """
 
 from __future__ import annotations
@@ -495,28 +496,33 @@ def faces_per_second(run: Any, batch: Any, seconds: float = 5.0) -> dict[str, fl
     return {"faces_per_s": calls * len(batch) / wall, "faces_per_cpu_s": calls * len(batch) / cpu}
 
 
-def classifier_speed(classifier: Any, checkpoint: str | None) -> dict[str, Any]:
-    """The classifier alone: faces/s in batches of 256, JAX and (if installed) ONNX Runtime."""
+def onnx_classifiers(checkpoint: str | None, calibration: Any, folder: str) -> dict[str, Any]:
+    """The classifier's weights exported into `folder` and run by ONNX Runtime: float32 ("onnx") and int8
+    ("onnx_int8", calibrated on `calibration`, Training faces); {} with the error when the [onnx] extra is missing."""
+    from fer_jax.data import DataError
+    from fer_jax.onnx_export import OnnxClassifier, export_onnx
+
+    try:
+        fp32 = export_onnx(Path(folder) / "model.onnx", checkpoint)["onnx"]
+        int8 = export_onnx(Path(folder) / "model-int8.onnx", checkpoint, int8_faces=calibration)["onnx"]
+        return {"onnx": OnnxClassifier(fp32), "onnx_int8": OnnxClassifier(int8)}
+    except DataError as err:
+        return {"onnx_error": str(err)}
+
+
+def classifier_speed(backends: dict[str, Any]) -> dict[str, Any]:
+    """The classifier alone: faces/s of each backend (name -> classifier) in batches of 256 random faces."""
     import jax
     import jax.numpy as jnp
 
     faces = jnp.asarray(torch.randint(0, 256, (CLASSIFIER_BATCH, 48, 48), dtype=torch.uint8))
-    speed: dict[str, Any] = {
+    return {
         "batch": CLASSIFIER_BATCH,
-        "jax": faces_per_second(lambda b: jax.block_until_ready(classifier(b)), faces),
+        **{
+            name: faces_per_second(lambda b, run=classifier: jax.block_until_ready(run(b)), faces)
+            for name, classifier in backends.items()
+        },
     }
-    from fer_jax.data import DataError
-    from fer_jax.onnx_export import OnnxClassifier, export_onnx
-
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = export_onnx(Path(folder) / "model.onnx", checkpoint)["onnx"]
-            onnx = OnnxClassifier(path)
-        except DataError as err:  # the [onnx] extra missing: JAX only
-            speed["onnx_error"] = str(err)
-            return speed
-        speed["onnx"] = faces_per_second(onnx, faces)
-    return speed
 
 
 # Main ----------------------------------------------------------------------------------------------------------
@@ -641,9 +647,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.detect import DETECTORS
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_atomic, write_json
+    from fer_jax.onnx_export import calibration_faces
     from fer_jax.predict import load_classifier
 
-    split = load_fer2013(args.data).splits[args.split]
+    dataset = load_fer2013(args.data)
+    split = dataset.splits[args.split]
     free_photos = face_free_photos()
     backgrounds = list(free_photos.values())
     seed = SCENE_SEED[args.split]
@@ -657,6 +665,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         for scene in scenes:
             cv2.imwrite(str(Path(args.save_scenes) / f"{scene.name}.jpg"), scene.image)
     classifier = load_classifier(args.checkpoint)
+    onnx_folder = tempfile.TemporaryDirectory()
+    backends = {
+        "jax": classifier,
+        **onnx_classifiers(args.checkpoint, calibration_faces(dataset.splits["Training"].images), onnx_folder.name),
+    }
+    onnx_error = backends.pop("onnx_error", None)
+    crops = [f.numpy() for f in split.images]
     env = environment_info()
     report: dict[str, Any] = {
         "benchmark": "experiments/pipeline.py: detection + classification on scenes built from one split's faces",
@@ -675,14 +690,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "versions": {**env["versions"], **_versions()},
         "dataset_sha256": file_sha256(args.data) if Path(args.data).is_file() else None,
         "classifier_alone": {
-            "accuracy_on_original_crops": _mean(
-                guess == label
-                for guess, label in zip(classify(classifier, [f.numpy() for f in split.images]), split.labels.tolist())
+            ("accuracy_on_original_crops" if name == "jax" else f"{name}_accuracy_on_original_crops"): _mean(
+                guess == label for guess, label in zip(classify(backend, crops), split.labels.tolist())
             )
+            for name, backend in backends.items()
         },
         "detectors": [],
     }
-    report["classifier_speed"] = classifier_speed(classifier, args.checkpoint)
+    report["classifier_speed"] = classifier_speed(backends)
+    if onnx_error:
+        report["classifier_speed"]["onnx_error"] = onnx_error
+    onnx_folder.cleanup()
     for name in args.detectors:
         print(f"=== {name}", flush=True)
         report["detectors"].append(evaluate_detector(name, scenes, classifier))

@@ -260,14 +260,20 @@ def pipeline_section(report: dict[str, Any]) -> str:
     """The end-to-end benchmark in brief: the weights it scored, the classifier's speed, the detector table."""
     from experiments import pipeline
 
-    weights, speed = report["weights"], report["classifier_speed"]
-    onnx = speed.get("onnx") or {}
+    weights, speed, alone = report["weights"], report["classifier_speed"], report["classifier_alone"]
+    onnx, int8 = speed.get("onnx"), speed.get("onnx_int8")
     return (
         f"Scenes from {report['split']} faces ({report['labelled_faces']} labelled FER faces, "
         f"{report['scenes']['free']} face-free images), {report['machine']}; classifier: the shipped "
         f"`{weights['file']}` ({weights['model']}, PrivateTest {weights['test_accuracy']:.3f} on the original "
         f"crops). Classifier alone, batch {speed['batch']}: {speed['jax']['faces_per_s']:,.0f} faces/s in JAX"
         + (f", {onnx['faces_per_s']:,.0f} with ONNX Runtime" if onnx else "")
+        + (
+            f", {int8['faces_per_s']:,.0f} with ONNX Runtime in int8 (`export-onnx --int8`, PrivateTest "
+            f"{alone['onnx_int8_accuracy_on_original_crops']:.3f} on the crops)"
+            if int8
+            else ""
+        )
         + ".\n\n"
         + pipeline.format_table(report)
     )

@@ -17,9 +17,16 @@ from fer_jax.cli import main
 from fer_jax.config import ModelConfig
 from fer_jax.data import DataError
 from fer_jax.models import create_model
-from fer_jax.onnx_export import OnnxClassifier, export_model, export_onnx, require, torch_module
+from fer_jax.onnx_export import (
+    OnnxClassifier,
+    calibration_faces,
+    export_model,
+    export_onnx,
+    require,
+    torch_module,
+)
 from fer_jax.predict import load_classifier, shipped_weights
-from tests.fixtures import make_faces
+from tests.fixtures import make_faces, write_zip
 
 pytest.importorskip("onnxruntime")
 
@@ -89,6 +96,34 @@ def test_a_narrow_vgg_bn_exports_with_its_batchnorm_statistics(faces, tmp_path):
     jax_logits = np.asarray(model(jnp.asarray(faces, jnp.float32)[..., None] / 255.0))
     assert np.abs(np.asarray(onnx.logits(faces)) - jax_logits).max() < 1e-4
     assert onnx.info["model"] == "vgg_bn" and onnx.info["source"] == "test"
+
+
+def test_int8_export_is_calibrated_on_training_faces_and_close_to_float(exported, tmp_path, capsys):
+    all_faces = make_faces({"Training": 6, "PublicTest": 1, "PrivateTest": 1})
+    training = [f for f in all_faces if f.split == "Training"]
+    archive = write_zip(all_faces, tmp_path / "fer2013.zip")
+    out = tmp_path / "seed_cnn-int8.onnx"
+    assert main(["export-onnx", "--model", "seed_cnn", "--int8", "--data", str(archive), "--out", str(out)]) == 0
+    assert "int8, seed_cnn" in capsys.readouterr().out
+    int8, fp32 = OnnxClassifier(out), OnnxClassifier(exported)
+    assert int8.info["quantization"] == "int8, static (QDQ), calibrated on 42 Training faces"
+    assert int8.info["sha256"] == fp32.info["sha256"]
+    faces = np.stack([f.pixels.numpy() for f in training])
+    int8_probabilities, fp32_probabilities = np.asarray(int8(faces)), np.asarray(fp32(faces))
+    assert 0 < np.abs(int8_probabilities - fp32_probabilities).max() < 0.05  # quantized, and close: 0.014 here
+    assert out.stat().st_size < exported.stat().st_size / 3  # int8 weights: a quarter of float32's bytes
+
+
+def test_int8_calibration_faces_are_an_even_sample():
+    faces = torch.arange(2000).reshape(2000, 1, 1).expand(2000, 48, 48)
+    sample = calibration_faces(faces, 512)
+    assert sample.shape == (512, 48, 48) and sample[:3, 0, 0].tolist() == [0, 3, 6]
+    assert calibration_faces(faces[:10], 512).shape == (10, 48, 48)
+
+
+def test_data_without_int8_is_refused_in_one_line(capsys):
+    assert main(["export-onnx", "--model", "seed_cnn", "--data", "x.zip", "--out", "never.onnx"]) == 2
+    assert capsys.readouterr().err == "fer-jax export-onnx: error: --data calibrates an int8 model: it needs --int8\n"
 
 
 def test_nets_without_a_pytorch_port_are_refused_in_one_line(capsys):
