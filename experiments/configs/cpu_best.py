@@ -24,7 +24,9 @@ after training; results.json has `test_accuracy` (no TTA), `test_accuracy_tta` (
 Expected runtime: CPU (2-core AMD EPYC): 35 epochs in 104.5 minutes (153-202 s an epoch with PublicTest).
 Expected result (`results/cpu_best.json`, one seed): PrivateTest 0.6860 (flip TTA 0.6949, 10-view TTA
 0.6865), PublicTest 0.6851, best at the last epoch and still rising (train accuracy 0.756), so
-a longer schedule should help; the 2013 winner's 0.7116 is not reached.
+a longer schedule should help; the 2013 winner's 0.7116 is not reached. Without the shift
+(`--set data.translate=0`, the 6-epoch ablation's one clear gain; `results/cpu_best_noshift.json`):
+PublicTest 0.6684, so the shift stays (it overfits: train accuracy 0.854); PrivateTest 0.6896.
 """
 
 from fer_jax.config import Config
