@@ -91,10 +91,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
     Each row's difference is to the first row trained with the same seed (the recipe of that seed), so
     a second seed's rows are compared with the recipe's second seed; a seed column appears once two differ.
+    Rows of reports written before rows recorded their seed count as seed 0, the config's default.
     """
+    seeds = [row.get("seed", 0) for row in rows]
     references: dict[int, float] = {}
-    for row in rows:
-        references.setdefault(row["seed"], row["val_accuracy"])
+    for seed, row in zip(seeds, rows):
+        references.setdefault(seed, row["val_accuracy"])
     several_seeds = len(references) > 1
     seed_header, seed_rule = (" seed |", " ---: |") if several_seeds else ("", "")
     lines = [
@@ -102,11 +104,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         "flip TTA | best epoch | train acc (last epoch) | s |",
         f"| --- |{seed_rule} ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in rows:
-        seed_cell = f" {row['seed']} |" if several_seeds else ""
+    for seed, row in zip(seeds, rows):
+        seed_cell = f" {seed} |" if several_seeds else ""
         lines.append(
             f"| {row['variant']} |{seed_cell} {row['val_accuracy']:.4f} | "
-            f"{row['val_accuracy'] - references[row['seed']]:+.4f} | {row['val_accuracy_tta']:.4f} | "
+            f"{row['val_accuracy'] - references[seed]:+.4f} | {row['val_accuracy_tta']:.4f} | "
             f"{row['best_epoch']} | {row['last_train_accuracy']:.4f} | {row['seconds']:.0f} |"
         )
     return "\n".join(lines)
