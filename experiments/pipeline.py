@@ -496,18 +496,20 @@ def faces_per_second(run: Any, batch: Any, seconds: float = 5.0) -> dict[str, fl
     return {"faces_per_s": calls * len(batch) / wall, "faces_per_cpu_s": calls * len(batch) / cpu}
 
 
-def onnx_classifiers(checkpoint: str | None, calibration: Any, folder: str) -> dict[str, Any]:
-    """The classifier's weights exported into `folder` and run by ONNX Runtime: float32 ("onnx") and int8
-    ("onnx_int8", calibrated on `calibration`, Training faces); {} with the error when the [onnx] extra is missing."""
+def onnx_classifiers(checkpoint: str | None, calibration: Any) -> tuple[dict[str, Any], str | None]:
+    """The classifier's weights exported once and run by ONNX Runtime: float32 ("onnx") and that export
+    quantized to int8 ("onnx_int8", calibrated on `calibration`, Training faces); ({}, the error) when the
+    [onnx] extra is missing. The sessions hold their models, so the files go with the temporary folder."""
     from fer_jax.data import DataError
-    from fer_jax.onnx_export import OnnxClassifier, export_onnx
+    from fer_jax.onnx_export import OnnxClassifier, export_onnx, quantize_int8
 
-    try:
-        fp32 = export_onnx(Path(folder) / "model.onnx", checkpoint)["onnx"]
-        int8 = export_onnx(Path(folder) / "model-int8.onnx", checkpoint, int8_faces=calibration)["onnx"]
-        return {"onnx": OnnxClassifier(fp32), "onnx_int8": OnnxClassifier(int8)}
-    except DataError as err:
-        return {"onnx_error": str(err)}
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            fp32 = export_onnx(Path(folder) / "model.onnx", checkpoint)["onnx"]
+            int8 = quantize_int8(fp32, Path(folder) / "model-int8.onnx", calibration)
+            return {"onnx": OnnxClassifier(fp32), "onnx_int8": OnnxClassifier(int8)}, None
+        except DataError as err:
+            return {}, str(err)
 
 
 def classifier_speed(backends: dict[str, Any]) -> dict[str, Any]:
@@ -665,12 +667,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         for scene in scenes:
             cv2.imwrite(str(Path(args.save_scenes) / f"{scene.name}.jpg"), scene.image)
     classifier = load_classifier(args.checkpoint)
-    onnx_folder = tempfile.TemporaryDirectory()
-    backends = {
-        "jax": classifier,
-        **onnx_classifiers(args.checkpoint, calibration_faces(dataset.splits["Training"].images), onnx_folder.name),
-    }
-    onnx_error = backends.pop("onnx_error", None)
+    onnx, onnx_error = onnx_classifiers(args.checkpoint, calibration_faces(dataset.splits["Training"].images))
+    backends = {"jax": classifier, **onnx}
     crops = [f.numpy() for f in split.images]
     env = environment_info()
     report: dict[str, Any] = {
@@ -700,7 +698,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report["classifier_speed"] = classifier_speed(backends)
     if onnx_error:
         report["classifier_speed"]["onnx_error"] = onnx_error
-    onnx_folder.cleanup()
     for name in args.detectors:
         print(f"=== {name}", flush=True)
         report["detectors"].append(evaluate_detector(name, scenes, classifier))

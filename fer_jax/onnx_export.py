@@ -12,7 +12,7 @@ grayscale crops (scaled to [0, 1] inside the graph), and gives `logits`
 (N, 7), in `fer_jax.EMOTIONS` order. Both need the `[onnx]` extra
 (onnx, onnxscript, onnxruntime).
 
-`int8=True` also quantizes the exported model with ONNX Runtime's static
+`export_onnx(..., int8_faces=...)` also quantizes the model with ONNX Runtime's static
 quantization (int8 weights per channel, uint8 activations whose ranges are
 calibrated on Training faces, never on a test split): the CPU's integer dot
 products (AVX-512 VNNI, AVX2) then do the convolutions.
