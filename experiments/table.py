@@ -169,7 +169,7 @@ def accuracy_table(results: Path) -> str:
 
 def readme_block(results: Path) -> str:
     """The README's generated results: one section per committed results JSON that exists."""
-    from experiments import ablation, bench, throughput
+    from experiments import ablation, bench
     from fer_jax import compare, datacheck
 
     def load(name: str) -> dict[str, Any] | None:
@@ -187,7 +187,7 @@ def readme_block(results: Path) -> str:
         sections.append(
             f"**Seed CNN recipe search** (`results/seed_cnn_search.json`; 5 epochs each on all "
             f"Training faces, PublicTest only, one seed; {search['machine']}):\n\n"
-            f"```\n{search['command']}\n```\n\n"
+            f"```\n{ablation.whole_command(search['command'])}\n```\n\n"
             + ablation.format_table(search["variants"])
             + "\n\n(s: wall seconds per variant, with other work on the machine: not a speed measurement.)"
         )
@@ -203,12 +203,10 @@ def readme_block(results: Path) -> str:
             )
             + "\n\n![time to accuracy](results/time_to_accuracy.png)"
         )
-    candidates = load("throughput_cpu.json")
-    if candidates:
+    if (results / "throughput_cpu.json").is_file():
         sections.append(
-            "**Candidate nets for the CPU** (`results/throughput_cpu.json`: train images/s with the on-device "
-            f"pipeline, median [min, max] over workers and blocks):\n\n```\n{candidates['command']}\n```\n\n"
-            + throughput.format_table(candidates).split("\n", 1)[1]
+            "**Candidate nets for the CPU**: train images/s of each zoo net and width, in "
+            f"[{THROUGHPUT_DOC.as_posix()}]({THROUGHPUT_DOC.as_posix()}#models)."
         )
     cpu_best = load("cpu_best_ablation.json")
     if cpu_best:
@@ -315,12 +313,48 @@ def rewrite_block(path: Path, begin: str, end: str, block: str) -> bool:
     return updated != text
 
 
+THROUGHPUT_DOC = Path("docs") / "training.md"
+"""The page whose candidate-net speed table is generated from results/throughput_cpu.json."""
+THROUGHPUT_BEGIN = (
+    "<!-- throughput: generated from results/throughput_cpu.json by "
+    "`python -m experiments.table --readme README.md` -->"
+)
+THROUGHPUT_END = "<!-- /throughput -->"
+
+
+def throughput_block(results: Path) -> str:
+    """docs/training.md's generated block: train images/s of the candidate nets on this CPU."""
+    from experiments import throughput
+
+    path = results / "throughput_cpu.json"
+    if not path.is_file():
+        return "\n\n".join([THROUGHPUT_BEGIN, "_Not measured yet._", THROUGHPUT_END])
+    report = json.loads(path.read_text())
+    return "\n\n".join(
+        [
+            THROUGHPUT_BEGIN,
+            f"Train images/s with the on-device pipeline, median [min, max] over workers and blocks "
+            f"({report['machine']}):",
+            f"```\n{report['command']}\n```",
+            throughput.format_table(report).split("\n", 1)[1],
+            THROUGHPUT_END,
+        ]
+    )
+
+
+DOC_BLOCKS = (
+    (PIPELINE_DOC, PIPELINE_BEGIN, PIPELINE_END, pipeline_block),
+    (THROUGHPUT_DOC, THROUGHPUT_BEGIN, THROUGHPUT_END, throughput_block),
+)
+"""The docs pages' generated blocks: (page, first line, last line, the function that builds the block)."""
+
+
 def rewrite_readme(readme: Path, results: Path) -> bool:
-    """Rewrite the README's results block and docs/predict.md's pipeline block; True if either changed."""
+    """Rewrite the README's results block and the docs pages' generated blocks; True if any changed."""
     changed = rewrite_block(readme, README_BEGIN, README_END, readme_block(results))
-    doc = readme.parent / PIPELINE_DOC
-    if doc.is_file():
-        changed = rewrite_block(doc, PIPELINE_BEGIN, PIPELINE_END, pipeline_block(results)) or changed
+    for doc, begin, end, build in DOC_BLOCKS:
+        if (readme.parent / doc).is_file():
+            changed = rewrite_block(readme.parent / doc, begin, end, build(results)) or changed
     return changed
 
 
@@ -353,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--readme",
         type=Path,
         metavar="README",
-        help="instead, rewrite README's generated results block (and docs/predict.md's pipeline block) from --results",
+        help="instead, rewrite README's generated results block (and the docs pages' generated blocks) from --results",
     )
     return parser
 
@@ -368,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as err:
             print(f"experiments.table: error: {err}", file=sys.stderr)
             return 2
-        print(f"{args.readme} and {PIPELINE_DOC}: generated blocks {'rewritten' if changed else 'already current'}")
+        pages = ", ".join(str(doc) for doc, *_ in DOC_BLOCKS)
+        print(f"{args.readme}, {pages}: generated blocks {'rewritten' if changed else 'already current'}")
         return 0
 
     try:

@@ -30,6 +30,20 @@ VARIANTS: dict[str, list[str]] = {
     "adam 3e-4 cosine": ["optim.learning_rate=3e-4", "optim.schedule=cosine"],
     "sgd 0.05 cosine": ["optim.name=sgd", "optim.learning_rate=0.05", "optim.schedule=cosine"],
     "adam 1e-3 warmup 1 + cosine": ["optim.learning_rate=1e-3", "optim.schedule=cosine", "optim.warmup_epochs=1"],
+    "sgd-n 0.05 one-cycle + LS 0.1": [
+        "optim.name=sgd",
+        "optim.learning_rate=0.05",
+        "optim.schedule=linear",
+        "optim.warmup_epochs=0.5",
+        "optim.weight_decay=5e-4",
+        "optim.label_smoothing=0.1",
+    ],
+    "adam 1e-3 one-cycle + LS 0.1": [
+        "optim.learning_rate=1e-3",
+        "optim.schedule=linear",
+        "optim.warmup_epochs=0.5",
+        "optim.label_smoothing=0.1",
+    ],
 }
 """Variant name -> overrides of `get_config()`; the first row is the seed's original recipe."""
 
