@@ -237,10 +237,8 @@ def train_torch(
     """
     if config.model.name != "seed_cnn":
         raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
-    if config.optim.label_smoothing or config.train.ema_decay or config.data.mixup:
-        raise ConfigError(
-            "the PyTorch baseline does not mirror optim.label_smoothing, train.ema_decay or data.mixup; set them to 0"
-        )
+    if config.train.ema_decay or config.data.mixup:
+        raise ConfigError("the PyTorch baseline does not mirror train.ema_decay or data.mixup; set them to 0")
     run_dir = Path(config.run_dir)
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     dataset = load_dataset(config)
@@ -493,8 +491,12 @@ def torch_train_step(
     labels: torch.Tensor,
     learning_rate: float,
     seed: int,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch; returns its mean loss and number of correct predictions (on the device).
+
+    The loss is cross-entropy against (1 - label_smoothing) one-hot + label_smoothing / 7 targets,
+    as `fer_jax.steps.training_loss`.
 
     Dropout gets its own seed per step and leaves the global RNG as it was, so the
     data loader's augmentation stream (the same as the JAX trainer's) is not shifted.
@@ -504,7 +506,7 @@ def torch_train_step(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         logits = model(images)
-    loss = F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -539,7 +541,13 @@ def torch_train_epoch(
         for index, (images, labels) in enumerate(bar):
             images, labels = images.to(device), labels.to(device)
             loss, batch_correct = torch_train_step(
-                model, optimizer, images, labels, schedule(step), dropout_seed(config.train.seed, step)
+                model,
+                optimizer,
+                images,
+                labels,
+                schedule(step),
+                dropout_seed(config.train.seed, step),
+                config.optim.label_smoothing,
             )
             step += 1
             loss_sum += loss * len(labels)

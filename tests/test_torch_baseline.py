@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from fer_jax.config import Config
-from fer_jax.data import to_jax
+from fer_jax.data import as_nhwc, to_jax
 from fer_jax.files import read_jsonl
-from fer_jax.steps import make_optimizer
-from fer_jax.torch_baseline import TorchSeedCNN, make_torch_optimizer, train_torch
+from fer_jax.models import create_model
+from fer_jax.porting import flax_to_torch
+from fer_jax.steps import make_optimizer, training_loss
+from fer_jax.torch_baseline import TorchSeedCNN, make_torch_optimizer, torch_train_step, train_torch
 from fer_jax.training import TrainingError
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}
@@ -119,3 +121,20 @@ def test_train_torch_can_start_from_the_jax_models_initial_weights(tiny_zip: Pat
     best = torch.load(Path(config.run_dir) / "checkpoints" / "best.pt", weights_only=True)
     assert set(best) == set(initial) and all(torch.equal(best[k].cpu(), initial[k]) for k in initial)
     assert not torch.equal(TorchSeedCNN().state_dict()["conv2.weight"], initial["conv2.weight"])
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_torch_train_step_has_the_jax_loss_with_label_smoothing(label_smoothing: float) -> None:
+    config = Config()
+    flax_model = create_model(config.model, seed=3)
+    torch_model = TorchSeedCNN()
+    torch_model.load_state_dict(flax_to_torch(flax_model))
+    torch_model.eval()  # no dropout, so both see the same logits
+    flax_model.eval()
+    images = torch.rand(8, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(8) % 7
+    optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.0)
+    loss, _ = torch_train_step(torch_model, optimizer, images, labels, 0.0, 0, label_smoothing)
+    logits = flax_model(as_nhwc(to_jax(images)))
+    expected = training_loss(logits, to_jax(labels), label_smoothing)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
