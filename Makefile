@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make train          create/update .venv, train the seed CNN (quick smoke run) and evaluate it
-#   make train FULL=1   the full recipe (on-device pipeline); writes results/seed_cnn.json
+#   make train FULL=1   the seed CNN's full recipe (experiments/configs/seed_cnn_onecycle.py);
+#                       writes results/seed_cnn_onecycle.json
 #   make test           create/update .venv, lint (ruff check, ruff format --check) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,7 +31,8 @@ $(FER2013_ZIP): | $(STAMP)
 download: $(FER2013_ZIP)
 
 train: $(STAMP) $(FER2013_ZIP)
-	$(BIN)/fer-jax train --data $(FER2013_ZIP) $(if $(FULL),--set data.pipeline=device --results results/seed_cnn.json,--quick) $(ARGS)
+	$(if $(FULL),$(BIN)/python -m experiments.run seed_cnn_onecycle --data $(FER2013_ZIP) \
+		--results results/seed_cnn_onecycle.json $(ARGS),$(BIN)/fer-jax train --data $(FER2013_ZIP) --quick $(ARGS))
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import jax
@@ -16,6 +17,8 @@ import pytest
 from experiments import configs, run, table
 from fer_jax.config import Config, ConfigError, ModelConfig
 from fer_jax.models import create_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("name", configs.available())
@@ -43,8 +46,11 @@ def test_the_required_experiments_exist() -> None:
         "cosine",
     )
     assert configs.load("seed_cnn_no_augment")[1].get_config().data.augment is False
-    full_run = Config().apply_overrides(["data.pipeline=device"])  # what `make train FULL=1` trains
-    assert configs.load("seed_cnn_adam")[1].get_config() == full_run
+    assert configs.load("seed_cnn_adam")[1].get_config() == Config().apply_overrides(["data.pipeline=device"])
+    full_run = re.search(r"experiments\.run (\w+)", (ROOT / "Makefile").read_text())  # `make train FULL=1`
+    assert full_run and full_run.group(1) == "seed_cnn_onecycle"
+    onecycle = configs.load("seed_cnn_onecycle")[1].get_config()
+    assert (onecycle.model.name, onecycle.optim.schedule, onecycle.optim.label_smoothing) == ("seed_cnn", "linear", 0.1)
 
 
 def test_help_lists_the_configs(capsys: pytest.CaptureFixture[str]) -> None:

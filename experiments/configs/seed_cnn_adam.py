@@ -3,7 +3,8 @@
 Command:
     python -m experiments.run seed_cnn_adam --seeds 3
     python -m experiments.run seed_cnn_adam --quick          # smoke run on a subset, about a minute on CPU
-    (one seed of it: `make train FULL=1`, which writes results/seed_cnn.json)
+    (one seed of it, written to results/seed_cnn.json:
+    `fer-jax train --data ../shared/datasets/fer2013.zip --set data.pipeline=device --results results/seed_cnn.json`)
 
 Expected runtime: CPU (2-core AMD EPYC, nothing else running): about 150 s an epoch, 76 minutes for the
 30 epochs. GPU: not measured yet.
