@@ -182,14 +182,10 @@ def readme_block(results: Path) -> str:
         "**Accuracy** (PrivateTest of the PublicTest-selected checkpoint, one seed each):\n\n"
         + (accuracy or "_None measured on the corrected archive yet (see the status above)._")
     )
-    search = load("seed_cnn_search.json")
-    if search:
+    if (results / "seed_cnn_search.json").is_file():
         sections.append(
-            f"**Seed CNN recipe search** (`results/seed_cnn_search.json`; 5 epochs each on all "
-            f"Training faces, PublicTest only, one seed; {search['machine']}):\n\n"
-            f"```\n{ablation.whole_command(search['command'])}\n```\n\n"
-            + ablation.format_table(search["variants"])
-            + "\n\n(s: wall seconds per variant, with other work on the machine: not a speed measurement.)"
+            "**Seed CNN recipe search**: 5-epoch runs of learning rates, schedules, optimizers, batch size and "
+            f"interpolation, in [{SEARCH_DOC.as_posix()}]({SEARCH_DOC.as_posix()}#the-seed-cnns-recipe-search)."
         )
     speedrun = load("time_to_accuracy.json")
     if speedrun:
@@ -342,9 +338,38 @@ def throughput_block(results: Path) -> str:
     )
 
 
+SEARCH_DOC = Path("docs") / "training.md"
+"""The page whose seed-CNN recipe-search table is generated from results/seed_cnn_search.json."""
+SEARCH_BEGIN = (
+    "<!-- search: generated from results/seed_cnn_search.json by `python -m experiments.table --readme README.md` -->"
+)
+SEARCH_END = "<!-- /search -->"
+
+
+def search_block(results: Path) -> str:
+    """docs/training.md's generated block: the seed CNN's 5-epoch recipe search, with its command."""
+    from experiments import ablation
+
+    path = results / "seed_cnn_search.json"
+    if not path.is_file():
+        return "\n\n".join([SEARCH_BEGIN, "_Not measured yet._", SEARCH_END])
+    search = json.loads(path.read_text())
+    return "\n\n".join(
+        [
+            SEARCH_BEGIN,
+            f"5 epochs each on all Training faces, PublicTest only, one seed; {search['machine']}:",
+            f"```\n{ablation.whole_command(search['command'])}\n```",
+            ablation.format_table(search["variants"]),
+            "(s: wall seconds per variant, with other work on the machine: not a speed measurement.)",
+            SEARCH_END,
+        ]
+    )
+
+
 DOC_BLOCKS = (
     (PIPELINE_DOC, PIPELINE_BEGIN, PIPELINE_END, pipeline_block),
     (THROUGHPUT_DOC, THROUGHPUT_BEGIN, THROUGHPUT_END, throughput_block),
+    (SEARCH_DOC, SEARCH_BEGIN, SEARCH_END, search_block),
 )
 """The docs pages' generated blocks: (page, first line, last line, the function that builds the block)."""
 
@@ -402,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as err:
             print(f"experiments.table: error: {err}", file=sys.stderr)
             return 2
-        pages = ", ".join(str(doc) for doc, *_ in DOC_BLOCKS)
+        pages = ", ".join(dict.fromkeys(str(doc) for doc, *_ in DOC_BLOCKS))
         print(f"{args.readme}, {pages}: generated blocks {'rewritten' if changed else 'already current'}")
         return 0
 
