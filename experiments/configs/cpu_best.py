@@ -27,6 +27,8 @@ Expected result (`results/cpu_best.json`, one seed): PrivateTest 0.6860 (flip TT
 a longer schedule should help; the 2013 winner's 0.7116 is not reached. Without the shift
 (`--set data.translate=0`, the 6-epoch ablation's one clear gain; `results/cpu_best_noshift.json`):
 PublicTest 0.6684, so the shift stays (it overfits: train accuracy 0.854); PrivateTest 0.6896.
+With 44 epochs (`--set train.epochs=44`, results/cpu_best_44ep.json, 79.5 min on a faster evening):
+PublicTest 0.6790, so 35 epochs stay; PrivateTest 0.6918 (flip TTA 0.7044, 10-view 0.6977).
 """
 
 from fer_jax.config import Config
