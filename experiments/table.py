@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -273,18 +273,20 @@ def pipeline_section(report: dict[str, Any]) -> str:
     )
 
 
+def generated_block(begin: str, end: str, path: Path, body: Callable[[dict[str, Any]], list[str]]) -> str:
+    """A docs page's generated block: `begin`, the paragraphs `body` makes of the JSON at `path`, `end`."""
+    if not path.is_file():
+        return "\n\n".join([begin, "_Not measured yet._", end])
+    return "\n\n".join([begin, *body(json.loads(path.read_text())), end])
+
+
 def pipeline_block(results: Path) -> str:
     """docs/predict.md's generated block: the detector table, recall by scene/size/rotation, upright crops."""
     from experiments import pipeline
 
-    path = results / "pipeline_cpu.json"
-    if not path.is_file():
-        return "\n\n".join([PIPELINE_BEGIN, "_Not measured yet._", PIPELINE_END])
-    report = json.loads(path.read_text())
-    commands = "\n".join(report.get("commands") or [report["command"]])
-    return "\n\n".join(
-        [
-            PIPELINE_BEGIN,
+    def body(report: dict[str, Any]) -> list[str]:
+        commands = "\n".join(report.get("commands") or [report["command"]])
+        return [
             f"```\n{commands}\n```",
             pipeline_section(report),
             "Recall by kind of scene, face size and rotation (*turned 15-45* pools the +-15, 30 and 45 degree "
@@ -292,9 +294,9 @@ def pipeline_block(results: Path) -> str:
             pipeline.format_recall_table(report),
             "Accuracy on the rotated FER faces each detector found, crop turned upright vs as found:",
             pipeline.format_alignment(report),
-            PIPELINE_END,
         ]
-    )
+
+    return generated_block(PIPELINE_BEGIN, PIPELINE_END, results / "pipeline_cpu.json", body)
 
 
 def rewrite_block(path: Path, begin: str, end: str, block: str) -> bool:
@@ -322,20 +324,15 @@ def throughput_block(results: Path) -> str:
     """docs/training.md's generated block: train images/s of the candidate nets on this CPU."""
     from experiments import throughput
 
-    path = results / "throughput_cpu.json"
-    if not path.is_file():
-        return "\n\n".join([THROUGHPUT_BEGIN, "_Not measured yet._", THROUGHPUT_END])
-    report = json.loads(path.read_text())
-    return "\n\n".join(
-        [
-            THROUGHPUT_BEGIN,
+    def body(report: dict[str, Any]) -> list[str]:
+        return [
             f"Train images/s with the on-device pipeline, median [min, max] over workers and blocks "
             f"({report['machine']}):",
             f"```\n{report['command']}\n```",
             throughput.format_table(report).split("\n", 1)[1],
-            THROUGHPUT_END,
         ]
-    )
+
+    return generated_block(THROUGHPUT_BEGIN, THROUGHPUT_END, results / "throughput_cpu.json", body)
 
 
 SEARCH_DOC = Path("docs") / "training.md"
@@ -350,20 +347,15 @@ def search_block(results: Path) -> str:
     """docs/training.md's generated block: the seed CNN's 5-epoch recipe search, with its command."""
     from experiments import ablation
 
-    path = results / "seed_cnn_search.json"
-    if not path.is_file():
-        return "\n\n".join([SEARCH_BEGIN, "_Not measured yet._", SEARCH_END])
-    search = json.loads(path.read_text())
-    return "\n\n".join(
-        [
-            SEARCH_BEGIN,
+    def body(search: dict[str, Any]) -> list[str]:
+        return [
             f"5 epochs each on all Training faces, PublicTest only, one seed; {search['machine']}:",
             f"```\n{ablation.whole_command(search['command'])}\n```",
             ablation.format_table(search["variants"]),
             "(s: wall seconds per variant, with other work on the machine: not a speed measurement.)",
-            SEARCH_END,
         ]
-    )
+
+    return generated_block(SEARCH_BEGIN, SEARCH_END, results / "seed_cnn_search.json", body)
 
 
 DOC_BLOCKS = (
