@@ -9,6 +9,7 @@ import pytest
 
 from fer_jax import compare as compare_frameworks
 from fer_jax.files import read_jsonl
+from tests.fixtures import tiny_run_overrides
 
 
 def test_help_explains_the_measurements(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,16 +29,7 @@ def test_compare_writes_both_frameworks_and_ratios(
         "--quick",
         "--data",
         str(tiny_zip),
-        "--set",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "--set",
-        "train.batch_size=8",
-        "--set",
-        "train.eval_batch_size=16",
-        "--set",
-        "data.train_limit=0",
-        "--set",
-        "data.eval_limit=0",
+        *tiny_run_overrides(tmp_path / "cache"),
         "--epochs",
         "2",
         "--seeds",

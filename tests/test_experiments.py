@@ -17,6 +17,7 @@ import pytest
 from experiments import configs, run, table
 from fer_jax.config import Config, ConfigError, ModelConfig
 from fer_jax.models import create_model
+from tests.fixtures import tiny_run_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,16 +85,7 @@ def test_runner_writes_seed_runs_and_summary_and_the_table_reads_them(
         "seed_cnn_sgd",
         "--data",
         str(tiny_zip),
-        "--set",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "--set",
-        "train.batch_size=8",
-        "--set",
-        "train.eval_batch_size=16",
-        "--set",
-        "data.train_limit=0",
-        "--set",
-        "data.eval_limit=0",
+        *tiny_run_overrides(tmp_path / "cache"),
         "--set",
         "train.epochs=1",
         "--seeds",
