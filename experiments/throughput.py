@@ -31,6 +31,8 @@ CANDIDATES: dict[str, list[str]] = {
     "vgg_bn x0.25": ["model.name=vgg_bn", "model.width=0.25"],
     "vgg_bn x0.375": ["model.name=vgg_bn", "model.width=0.375"],
     "vgg_bn x0.5": ["model.name=vgg_bn", "model.width=0.5"],
+    "vgg_bn x0.375 batch 128": ["model.name=vgg_bn", "model.width=0.375", "train.batch_size=128"],
+    "vgg_bn x0.5 batch 128": ["model.name=vgg_bn", "model.width=0.5", "train.batch_size=128"],
     "resnet18 x0.25": ["model.name=resnet18", "model.width=0.25"],
     "resnet18 x0.375": ["model.name=resnet18", "model.width=0.375"],
 }
@@ -141,8 +143,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_table(report: dict[str, Any]) -> str:
     lines = [
-        f"{report['machine']} | batch {report['config']['train']['batch_size']} | {report['settings']['repeats']} "
-        f"repeats x {report['settings']['blocks']} blocks",
+        f"{report['machine']} | batch {report['config']['train']['batch_size']} unless named | "
+        f"{report['settings']['repeats']} repeats x {report['settings']['blocks']} blocks",
         "| candidate | parameters | forward MFLOP/img | train img/s | epoch s | epochs in 2 h |",
         "|---|---:|---:|---|---:|---:|",
     ]
