@@ -13,7 +13,7 @@ grayscale crops (scaled to [0, 1] inside the graph), and gives `logits`
 (onnx, onnxscript, onnxruntime).
 
 `export_onnx(..., int8_faces=...)` also quantizes the model with ONNX Runtime's static
-quantization (int8 weights per channel, uint8 activations whose ranges are
+quantization (8-bit weights per channel, uint8 activations whose ranges are
 calibrated on Training faces, never on a test split): the CPU's integer dot
 products (AVX-512 VNNI, AVX2) then do the convolutions.
 """
@@ -112,8 +112,14 @@ def calibration_faces(faces: torch.Tensor, count: int = CALIBRATION_FACES) -> to
 
 
 def quantize_int8(fp32: str | Path, out: str | Path, faces: torch.Tensor) -> Path:
-    """Statically quantize the exported model `fp32` into `out`: QDQ format, int8 weights per output channel,
-    uint8 activations with min-max ranges measured on `faces` ((N, 48, 48) uint8 Training crops)."""
+    """Statically quantize the exported model `fp32` into `out`: QDQ format, uint8 weights per output channel,
+    uint8 activations with min-max ranges measured on `faces` ((N, 48, 48) uint8 Training crops).
+
+    Weights are uint8 (U8U8), not int8: on x86 CPUs without VNNI ONNX Runtime multiplies uint8 by int8
+    with an instruction that saturates in 16 bits. With int8 weights the seed CNN's probabilities moved
+    by 0.35 on such a CPU (AVX2, 2026-12-04) against 0.014 with VNNI; 7-bit int8 weights (`reduce_range`)
+    still moved them by 0.078; uint8 weights by 0.028.
+    """
     quantization = require("onnxruntime.quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -136,7 +142,7 @@ def quantize_int8(fp32: str | Path, out: str | Path, faces: torch.Tensor) -> Pat
             Faces(),
             quant_format=quantization.QuantFormat.QDQ,
             activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8,
+            weight_type=quantization.QuantType.QUInt8,
             per_channel=True,
         )
     partial.replace(out)

@@ -110,8 +110,8 @@ def test_int8_export_is_calibrated_on_training_faces_and_close_to_float(exported
     assert int8.info["sha256"] == fp32.info["sha256"]
     faces = np.stack([f.pixels.numpy() for f in training])
     int8_probabilities, fp32_probabilities = np.asarray(int8(faces)), np.asarray(fp32(faces))
-    assert 0 < np.abs(int8_probabilities - fp32_probabilities).max() < 0.05  # quantized, and close: 0.014 here
-    assert out.stat().st_size < exported.stat().st_size / 3  # int8 weights: a quarter of float32's bytes
+    assert 0 < np.abs(int8_probabilities - fp32_probabilities).max() < 0.05  # quantized, and close: 0.028 on AVX2
+    assert out.stat().st_size < exported.stat().st_size / 3  # 8-bit weights: a quarter of float32's bytes
 
 
 def test_int8_calibration_faces_are_an_even_sample():
