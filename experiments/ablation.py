@@ -4,7 +4,7 @@
     python -m experiments.ablation sota_vgg_bn --scale none --out results/ablation_gpu.json   # a config as it is
     python -m experiments.ablation seed_cnn_search --scale none --out results/seed_cnn_search.json --continue
 
-Each variant is one `fer_jax.training.train` run (runs/ablation/<timestamp>/<variant>/) of the
+Each variant is one `fer_jax.train.trainer.train` run (runs/ablation/<timestamp>/<variant>/) of the
 base config (default: experiments/configs/sota_resnet18.py), shrunk by `--scale small` (default:
 SMALL_SCALE) and changed by the variant's overrides. The variants are the config module's
 `VARIANTS` (name -> overrides) if it has one, else this module's: the full recipe, then one
@@ -127,10 +127,10 @@ def run_ablation(
 
     `keep`: rows of an earlier report of the same base to carry over; their variants are not run again.
     """
-    from fer_jax.cache import file_sha256
+    from fer_jax.data.cache import file_sha256
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import read_jsonl, write_json
-    from fer_jax.training import train
+    from fer_jax.train.trainer import train
 
     run_root = new_run_root(runs, "ablation")
     env = environment_info()

@@ -168,8 +168,8 @@ class DeviceChunks:
     def __init__(self, config: Any, steps: Any, split: Any, state: Any) -> None:
         import jax
 
-        from fer_jax import data as fer_data
-        from fer_jax import parallel
+        from fer_jax.data import fer2013 as fer_data
+        from fer_jax.train import parallel
 
         per_call, batch = config.train.steps_per_dispatch, config.train.batch_size
         self.steps, self.state = steps, state
@@ -191,11 +191,11 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Measure the JAX trainer's steps, epochs and evaluation."""
     import jax
 
-    from fer_jax import data as fer_data
     from fer_jax.compare import peak_memory_bytes
-    from fer_jax.evaluation import evaluate_split, load_splits
-    from fer_jax.steps import init_state
-    from fer_jax.training import epoch_updates
+    from fer_jax.data import fer2013 as fer_data
+    from fer_jax.train.evaluation import evaluate_split, load_splits
+    from fer_jax.train.steps import init_state
+    from fer_jax.train.trainer import epoch_updates
 
     config = worker_config(args)
     splits = load_splits(config)
@@ -244,9 +244,7 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Measure the PyTorch baseline's step, epoch and evaluation."""
     import torch
 
-    from fer_jax.compare import peak_memory_bytes
-    from fer_jax.evaluation import load_splits
-    from fer_jax.torch_baseline import (
+    from fer_jax.baseline.pytorch import (
         TorchSeedCNN,
         evaluate_torch,
         make_torch_optimizer,
@@ -254,6 +252,8 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
         torch_train_epoch,
         torch_train_step,
     )
+    from fer_jax.compare import peak_memory_bytes
+    from fer_jax.train.evaluation import load_splits
 
     config = worker_config(args)
     splits = load_splits(config)
@@ -399,8 +399,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from fer_jax.cache import file_sha256
     from fer_jax.compare import device_slug, machine_fields
+    from fer_jax.data.cache import file_sha256
     from fer_jax.files import write_json
 
     frameworks = [f for f in args.frameworks.split(",") if f]

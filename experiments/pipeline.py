@@ -63,7 +63,7 @@ JPEG_QUALITIES = (30, 50, 75)
 a messenger or a video frame hands `fer-jax predict`, where a detector meets block artefacts."""
 SCORE_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 """Scores a dlib detection must reach, for the detection-only curve `by_score_threshold` (for tuning
-`fer_jax.detect.DLIB_THRESHOLD` on PublicTest scenes)."""
+`fer_jax.infer.detect.DLIB_THRESHOLD` on PublicTest scenes)."""
 ANGLES = (-90, -45, -30, -15, 15, 30, 45, 90)
 PHOTOS = {
     # name: (loader, face centre x, y, side) marked by hand on the original image.
@@ -313,7 +313,7 @@ def build_face_free(seed: int, photos: dict[str, Any]) -> list[Scene]:
 
 
 def face_free_photos() -> dict[str, Any]:
-    from fer_jax.predict import to_bgr
+    from fer_jax.infer.predict import to_bgr
 
     data = _skimage()
     photos = {}
@@ -351,7 +351,7 @@ def size_bin(side: float) -> str:
 
 def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> dict[str, Any]:
     """Run one detector over every scene and score detection and classification."""
-    from fer_jax.detect import crop, get_detector
+    from fer_jax.infer.detect import crop, get_detector
 
     detector = get_detector(name)
     detect_seconds, detect_cpu, records, crops, crops_plain, labels, labelled_crop = 0.0, 0.0, [], [], [], [], []
@@ -478,8 +478,8 @@ def _recall_by(records: Sequence[dict[str, Any]], key: str) -> dict[str, dict[st
 
 
 def classify(classifier: Any, crops: Sequence[Any]) -> list[int]:
-    """Labels of 48x48 crops, in fixed batches (`fer_jax.batch`)."""
-    from fer_jax.batch import probabilities
+    """Labels of 48x48 crops, in fixed batches (`fer_jax.infer.batch`)."""
+    from fer_jax.infer.batch import probabilities
 
     return [max(range(len(p)), key=p.__getitem__) for p in probabilities(classifier, crops)]
 
@@ -500,8 +500,8 @@ def onnx_classifiers(checkpoint: str | None, calibration: Any) -> tuple[dict[str
     """The classifier's weights exported once and run by ONNX Runtime: float32 ("onnx") and that export
     quantized to int8 ("onnx_int8", calibrated on `calibration`, Training faces); ({}, the error) when the
     [onnx] extra is missing. The sessions hold their models, so the files go with the temporary folder."""
-    from fer_jax.data import DataError
-    from fer_jax.onnx_export import OnnxClassifier, export_onnx, quantize_int8
+    from fer_jax.data.fer2013 import DataError
+    from fer_jax.infer.onnx_export import OnnxClassifier, export_onnx, quantize_int8
 
     with tempfile.TemporaryDirectory() as folder:
         try:
@@ -531,7 +531,7 @@ def classifier_speed(backends: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fer_jax.detect import DETECTORS
+    from fer_jax.infer.detect import DETECTORS
 
     parser = argparse.ArgumentParser(prog="python -m experiments.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the FER-2013 archive (Kaggle zip, folder or CSV)")
@@ -644,13 +644,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from fer_jax.cache import file_sha256
-    from fer_jax.data import load_fer2013
-    from fer_jax.detect import DETECTORS
+    from fer_jax.data.cache import file_sha256
+    from fer_jax.data.fer2013 import load_fer2013
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_atomic, write_json
-    from fer_jax.onnx_export import calibration_faces
-    from fer_jax.predict import load_classifier
+    from fer_jax.infer.detect import DETECTORS
+    from fer_jax.infer.onnx_export import calibration_faces
+    from fer_jax.infer.predict import load_classifier
 
     dataset = load_fer2013(args.data)
     split = dataset.splits[args.split]

@@ -4,7 +4,7 @@
     python -m experiments.run seed_cnn_sgd --quick --set train.patience=3
     python -m experiments.run path/to/my_config.py --data data/fer2013.zip
 
-Each seed is one `fer_jax.training.train` run in runs/<name>/<timestamp>/seed<k>/; then
+Each seed is one `fer_jax.train.trainer.train` run in runs/<name>/<timestamp>/seed<k>/; then
 runs/<name>/<timestamp>/summary.json holds the per-seed results and their mean ± std
 (`python -m experiments.table` collects these into the results table).
 """
@@ -200,7 +200,7 @@ def run_experiment(
                 variant.update(summarize_results([read_results(d) for d in variant.pop("run_dirs")]))
             summary.update(machine(), **extra)
         else:
-            from fer_jax.training import train
+            from fer_jax.train.trainer import train
 
             results = []
             for seed in seed_list:

@@ -122,7 +122,7 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def plot_rows(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Horizontal bars: PrivateTest accuracy per row, the std over seeds as error bars."""
-    from fer_jax.plotting import plt, save_figure
+    from fer_jax.train.plotting import plt, save_figure
 
     labels = [row["experiment"] for row in rows]
     means = [row["test_accuracy"]["mean"] or 0.0 for row in rows]
@@ -170,7 +170,8 @@ def accuracy_table(results: Path) -> str:
 def readme_block(results: Path) -> str:
     """The README's generated results: one section per committed results JSON that exists."""
     from experiments import ablation, bench
-    from fer_jax import compare, datacheck
+    from fer_jax import compare
+    from fer_jax.data import check as datacheck
 
     def load(name: str) -> dict[str, Any] | None:
         path = results / name

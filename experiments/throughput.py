@@ -84,7 +84,7 @@ def forward_flops_per_image(config: Any) -> float | None:
     import jax.numpy as jnp
     from flax import nnx
 
-    from fer_jax.models import create_model
+    from fer_jax.models.zoo import create_model
 
     model_config = copy.deepcopy(config.model)
     model_config.conv_impl = "xla"
@@ -103,9 +103,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One candidate's measurement in this process."""
     import jax
 
-    from fer_jax.evaluation import load_splits
-    from fer_jax.models import count_params, create_model
-    from fer_jax.steps import init_state
+    from fer_jax.models.zoo import count_params, create_model
+    from fer_jax.train.evaluation import load_splits
+    from fer_jax.train.steps import init_state
 
     config = candidate_config(args, args.worker)
     train = load_splits(config)["Training"]
@@ -159,9 +159,9 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def throughput(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from fer_jax.cache import file_sha256
     from fer_jax.compare import device_slug, machine_fields
     from fer_jax.config import ConfigError
+    from fer_jax.data.cache import file_sha256
     from fer_jax.files import write_json
 
     names = [n.strip() for n in args.only.split(",")] if args.only else list(CANDIDATES)

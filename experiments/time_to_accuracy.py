@@ -43,7 +43,7 @@ def curve_of(result: dict[str, Any], source: Path) -> dict[str, Any]:
 
 def time_to_accuracy(sources: Sequence[Path], out: Path) -> dict[str, Any]:
     from fer_jax.files import write_json
-    from fer_jax.plotting import save_figure, time_to_accuracy_figure
+    from fer_jax.train.plotting import save_figure, time_to_accuracy_figure
 
     curves = {}
     for path in sources:

@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     onnx = commands.add_parser(
         "export-onnx",
         help="write the seed CNN or a vgg_bn as an ONNX model (onnxruntime, `predict --backend onnx`)",
-        description="Export through the PyTorch port (fer_jax.porting) with torch.onnx.export. The model takes "
-        "'faces', (N, 48, 48) uint8 grayscale crops, and gives 'logits', (N, 7) in fer_jax.EMOTIONS order. Only "
+        description="Export through the PyTorch port (fer_jax.baseline.porting) with torch.onnx.export. The model "
+        "takes 'faces', (N, 48, 48) uint8 grayscale crops, and gives 'logits', (N, 7) in fer_jax.EMOTIONS order. Only "
         "nets with a PyTorch port (seed_cnn, vgg_bn) export. Needs pip install 'fer-jax[onnx]'.",
     )
     onnx.add_argument(
@@ -286,17 +286,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    from fer_jax.data import DataError
-    from fer_jax.download import download_fer2013
-    from fer_jax.predict import export_weights, predict_files, predict_video, shipped_weights
-    from fer_jax.report import evaluate_report
-    from fer_jax.training import train
+    from fer_jax.data.download import download_fer2013
+    from fer_jax.data.fer2013 import DataError
+    from fer_jax.eval.report import evaluate_report
+    from fer_jax.infer.predict import export_weights, predict_files, predict_video, shipped_weights
+    from fer_jax.train.trainer import train
 
     if args.command == "download":
         path = download_fer2013(args.dest, force=args.force)
         print(f"FER-2013 is at {path}")
     elif args.command == "data":
-        from fer_jax.datacheck import run_data_check
+        from fer_jax.data.check import run_data_check
         from fer_jax.files import write_json
 
         report = run_data_check(args.path, args.out)
@@ -312,7 +312,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "evaluate":
         evaluate_report(args.run_dir, args.data, crops=args.crops)
     elif args.command == "predict":
-        from fer_jax.onnx_export import load_backend
+        from fer_jax.infer.onnx_export import load_backend
 
         if not args.paths and not args.video:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
@@ -328,12 +328,12 @@ def _dispatch(args: argparse.Namespace) -> None:
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")
     elif args.command == "export-onnx":
-        from fer_jax.onnx_export import calibration_faces, export_onnx
+        from fer_jax.infer.onnx_export import calibration_faces, export_onnx
 
         faces = None
         if args.int8:
             from fer_jax.config import DataConfig
-            from fer_jax.data import load_fer2013
+            from fer_jax.data.fer2013 import load_fer2013
 
             faces = calibration_faces(
                 load_fer2013(args.data or DataConfig().resolved_source()).splits["Training"].images

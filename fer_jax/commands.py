@@ -16,10 +16,10 @@ def run_command(program: str, action: Callable[[], object]) -> int:
 
     Shared by `fer-jax`, `fer-jax compare` and the `python -m experiments.*` scripts.
     """
-    from fer_jax.checkpoints import CheckpointError  # heavy imports (JAX, torch) only after --help
-    from fer_jax.data import DataError
-    from fer_jax.download import DownloadError
-    from fer_jax.loop import TrainingError
+    from fer_jax.data.download import DownloadError
+    from fer_jax.data.fer2013 import DataError
+    from fer_jax.train.checkpoints import CheckpointError  # heavy imports (JAX, torch) only after --help
+    from fer_jax.train.loop import TrainingError
 
     try:
         action()

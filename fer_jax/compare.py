@@ -21,20 +21,20 @@ from typing import Any
 import jax
 import torch
 
-from fer_jax.cache import file_sha256
-from fer_jax.checkpoints import RunCheckpoints
+from fer_jax.baseline.porting import flax_to_torch
+from fer_jax.baseline.pytorch import TorchSeedCNN, evaluate_torch, torch_device, torch_device_description, train_torch
 from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
-from fer_jax.data import Split
+from fer_jax.data.cache import file_sha256
+from fer_jax.data.fer2013 import Split
 from fer_jax.environment import device_description, environment_info
-from fer_jax.evaluation import evaluate_split, load_splits
 from fer_jax.files import read_jsonl, write_json
-from fer_jax.models import create_model
-from fer_jax.plotting import plt, save_figure
-from fer_jax.porting import flax_to_torch
-from fer_jax.steps import init_state
-from fer_jax.torch_baseline import TorchSeedCNN, evaluate_torch, torch_device, torch_device_description, train_torch
-from fer_jax.training import train
+from fer_jax.models.zoo import create_model
+from fer_jax.train.checkpoints import RunCheckpoints
+from fer_jax.train.evaluation import evaluate_split, load_splits
+from fer_jax.train.plotting import plt, save_figure
+from fer_jax.train.steps import init_state
+from fer_jax.train.trainer import train
 
 FRAMEWORKS = ("jax", "pytorch")
 INITS = ("shared", "own")
@@ -53,8 +53,8 @@ METRICS: dict[str, tuple[str, float, str, str]] = {
 }
 
 DESCRIPTION = """\
-Train the seed CNN with the JAX trainer (fer_jax.training.train) and with the
-PyTorch baseline (fer_jax.torch_baseline.train_torch), one after the other in
+Train the seed CNN with the JAX trainer (fer_jax.train.trainer.train) and with the
+PyTorch baseline (fer_jax.baseline.pytorch.train_torch), one after the other in
 this one process, with the same config, data batches and seeds, and (by
 default, --init shared) from the same initial weights: JAX's, ported to
 PyTorch. Each run writes its own folder under runs/compare/<timestamp>/<framework>/seed<k>.

@@ -28,7 +28,7 @@ class DataConfig:
     """Kaggle zip, extracted folder, or fer2013.csv; empty: $FER2013_ZIP, else data/fer2013.zip."""
     cache_dir: str = ""
     """Cache root for decoded archives, data checks and TFDS copies, each in a folder named by the archive's
-    sha256 (empty: $FER_JAX_CACHE, else the user cache folder; see fer_jax.cache)."""
+    sha256 (empty: $FER_JAX_CACHE, else the user cache folder; see fer_jax.data.cache)."""
     train_limit: int = 0
     """Use only the first N shuffled training images (0: all). For quick runs."""
     eval_limit: int = 0
@@ -54,12 +54,12 @@ class DataConfig:
     'edge' (the nearest border pixel, Keras' fill_mode='nearest')."""
     pipeline: str = "torchvision"
     """'torchvision' (the reference: DataLoader batches handed to JAX by DLPack) or 'device'
-    (the whole uint8 split on the accelerator, augmented by fer_jax.augment inside the jitted step)."""
+    (the whole uint8 split on the accelerator, augmented by fer_jax.data.augment inside the jitted step)."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
     loader: str = "torchvision"
-    """'torchvision' (decode the archive/CSV with fer_jax.data) or 'tfds' (read the TFDS array_record copy built by
-    fer_jax.tfds_builder)."""
+    """'torchvision' (decode the archive/CSV with fer_jax.data.fer2013) or 'tfds' (read the TFDS array_record copy
+    built by fer_jax.data.tfds_builder)."""
     tfds_dir: str = ""
     """TFDS data folder for loader='tfds', built there from `source` if missing (empty: `tfds/` in the source's
     content folder under the cache root)."""
@@ -72,7 +72,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "seed_cnn"
-    """'seed_cnn', 'vgg_bn' or 'resnet18' (`fer_jax.models.MODELS`)."""
+    """'seed_cnn', 'vgg_bn' or 'resnet18' (`fer_jax.models.zoo.MODELS`)."""
     conv_impl: str = "auto"
     """'auto' (winograd on CPU, XLA's convolution elsewhere), 'winograd' (3x3 stride-1 layers; im2col
     for the rest), 'im2col' or 'xla'."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torchvision.io import encode_jpeg, encode_png
 
-from fer_jax.data import EMOTIONS, SPLITS
+from fer_jax.data.fer2013 import EMOTIONS, SPLITS
 
 SPLIT_FOLDERS = {"Training": "train", "PublicTest": "test", "PrivateTest": "test"}
 

@@ -1,4 +1,4 @@
-"""The on-device augmentation (fer_jax.augment) against torchvision's transform of the reference pipeline."""
+"""The on-device augmentation (fer_jax.data.augment) against torchvision's transform of the reference pipeline."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as F
 
-from fer_jax.augment import affine, augment, sample_params
 from fer_jax.config import DataConfig
+from fer_jax.data.augment import affine, augment, sample_params
 
 
 def random_faces(count: int) -> torch.Tensor:
@@ -56,7 +56,7 @@ def test_random_augmentation_matches_torchvision_in_distribution():
     face = random_faces(1)
     count = 2000
     ours = augment(jax.random.key(1), jnp.broadcast_to(jnp.asarray(face), (count, 48, 48)), config)
-    from fer_jax.data import train_transform
+    from fer_jax.data.fer2013 import train_transform
 
     torch.manual_seed(1)
     transform = train_transform(config)
@@ -79,8 +79,8 @@ def test_augment_off_is_identity_and_flip_only_mirrors():
 @pytest.mark.parametrize("interpolation, fill", [("bilinear", "zero"), ("bilinear", "edge"), ("nearest", "edge")])
 @pytest.mark.parametrize("angle, scale, shift, flip", [(7.3, 0.93, (2, -1), False), (-9.5, 1.1, (0, 3), True)])
 def test_interpolation_and_fill_give_torchvisions_pixels(interpolation, fill, angle, scale, shift, flip):
-    """The same draw through the reference pipeline's transform (fer_jax.data.train_transform) and on the device."""
-    from fer_jax.data import EDGE_PAD
+    """One draw through the reference transform (fer_jax.data.fer2013.train_transform) and on the device."""
+    from fer_jax.data.fer2013 import EDGE_PAD
 
     faces = random_faces(2)
     # fill=0 as RandomAffine passes it (F.affine's own default, None, mixes the border differently).
@@ -114,7 +114,7 @@ def test_interpolation_and_fill_give_torchvisions_pixels(interpolation, fill, an
 
 
 def test_bilinear_edge_fill_agrees_with_train_transform_in_distribution():
-    from fer_jax.data import train_transform
+    from fer_jax.data.fer2013 import train_transform
 
     config = DataConfig(interpolation="bilinear", fill="edge", translate=0.1)
     face = random_faces(1)
@@ -129,7 +129,7 @@ def test_bilinear_edge_fill_agrees_with_train_transform_in_distribution():
 
 def test_unknown_interpolation_or_fill_is_one_line():
     from fer_jax.config import ConfigError
-    from fer_jax.data import train_transform
+    from fer_jax.data.fer2013 import train_transform
 
     with pytest.raises(ConfigError, match="data.fill must be one of 'zero', 'edge', got 'reflect'"):
         train_transform(DataConfig(fill="reflect"))

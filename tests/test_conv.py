@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from fer_jax import conv as conv_module
-from fer_jax.conv import im2col_conv, max_pool_2x2, winograd_conv
+from fer_jax.models import conv as conv_module
+from fer_jax.models.conv import im2col_conv, max_pool_2x2, winograd_conv
 
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 

@@ -28,13 +28,14 @@ import pytest
 import torch
 from orbax.checkpoint._src.path import atomicity
 
-from fer_jax import checkpoints, evaluation, loop, training
-from fer_jax.checkpoints import MANIFEST, SET_ASIDE, CheckpointError, RunCheckpoints
+from fer_jax.baseline.pytorch import TorchCheckpoints
 from fer_jax.cli import main
 from fer_jax.config import Config
-from fer_jax.evaluation import evaluate_run, restore_run
 from fer_jax.files import read_jsonl
-from fer_jax.torch_baseline import TorchCheckpoints
+from fer_jax.train import checkpoints, evaluation, loop
+from fer_jax.train import trainer as training
+from fer_jax.train.checkpoints import MANIFEST, SET_ASIDE, CheckpointError, RunCheckpoints
+from fer_jax.train.evaluation import evaluate_run, restore_run
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 3  # 28 training images (4 per class), batch 8

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torchvision.io import encode_png
 
-from fer_jax import data as data_module
-from fer_jax.cache import cache_root, default_cache_root, file_sha256
 from fer_jax.config import Config, DataConfig
-from fer_jax.data import (
+from fer_jax.data import fer2013 as data_module
+from fer_jax.data.cache import cache_root, default_cache_root, file_sha256
+from fer_jax.data.fer2013 import (
     DECODED_FILE,
     EMOTIONS,
     SPLITS,
@@ -25,7 +25,7 @@ from fer_jax.data import (
     to_jax,
     torch_train_batches,
 )
-from fer_jax.evaluation import load_splits
+from fer_jax.train.evaluation import load_splits
 from tests.conftest import SMALL
 from tests.fixtures import Face, encode, make_faces, member_path, write_csv, write_folder, write_zip
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fer_jax.cli import main
-from fer_jax.data import load_fer2013
-from fer_jax.datacheck import REPORT_FILE, check_dataset, check_source, sharpness
+from fer_jax.data.check import REPORT_FILE, check_dataset, check_source, sharpness
+from fer_jax.data.fer2013 import load_fer2013
 from tests.conftest import SMALL
 from tests.fixtures import make_faces, write_zip
 

@@ -1,4 +1,4 @@
-"""fer_jax.detect (detectors, rotation sweep, upright crops), fer_jax.batch, and experiments/pipeline.py's scenes."""
+"""fer_jax.infer.detect (detectors, rotation sweep, upright crops), fer_jax.infer.batch, and the pipeline scenes."""
 
 import json
 import math
@@ -11,11 +11,11 @@ import skimage.data
 import torch
 
 from experiments import pipeline
-from fer_jax import detect
-from fer_jax.batch import BATCH_SIZE, BUCKETS, probabilities, stream
 from fer_jax.cli import build_parser, main
-from fer_jax.data import DataError
-from fer_jax.detect import Detection, crop, get_detector, haar_boxes, merge, sweep
+from fer_jax.data.fer2013 import DataError
+from fer_jax.infer import detect
+from fer_jax.infer.batch import BATCH_SIZE, BUCKETS, probabilities, stream
+from fer_jax.infer.detect import Detection, crop, get_detector, haar_boxes, merge, sweep
 from tests.fixtures import make_faces
 
 ASTRONAUT_CENTRE = (222, 115)  # the middle of her face, marked by hand (experiments/pipeline.py's PHOTOS)

@@ -19,7 +19,7 @@ import pytest
 import requests
 import urllib3
 
-from fer_jax.download import KAGGLE_DATASET, DownloadError, download_fer2013
+from fer_jax.data.download import KAGGLE_DATASET, DownloadError, download_fer2013
 
 # find_spec, not importorskip: importing kaggle here would authenticate with the real user's config.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("kaggle") is None, reason="needs the kaggle package")

@@ -1,6 +1,6 @@
 """Experiments as configs: every config loads, the runner writes seed runs and a summary, the table reads them.
 
-Also the model-inspection helpers (`fer_jax.inspect`) that notebook 04 uses.
+Also the model-inspection helpers (`fer_jax.eval.inspect`) that notebook 04 uses.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from experiments import configs, run, table
 from fer_jax.config import Config, ConfigError, ModelConfig
-from fer_jax.models import create_model
+from fer_jax.models.zoo import create_model
 from tests.fixtures import tiny_run_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,7 +190,7 @@ def test_table_rows_per_framework_of_a_comparison(tmp_path: Path) -> None:
 
 
 def test_saliency_is_input_shaped_and_finite() -> None:
-    from fer_jax.inspect import feature_maps, first_layer_filters, most_confused_pairs, saliency_maps
+    from fer_jax.eval.inspect import feature_maps, first_layer_filters, most_confused_pairs, saliency_maps
 
     model = create_model(ModelConfig(), seed=0)
     model.eval()
@@ -215,8 +215,8 @@ def test_saliency_is_input_shaped_and_finite() -> None:
 
 def test_ablation_only_with_continue_keeps_the_other_measured_variants(tmp_path: Path, monkeypatch) -> None:
     from experiments import ablation
-    from fer_jax import training
     from fer_jax.files import write_json
+    from fer_jax.train import trainer as training
 
     def fake_train(config: Config) -> dict:
         Path(config.run_dir).mkdir(parents=True)

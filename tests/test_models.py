@@ -7,8 +7,12 @@ import pytest
 from flax import nnx
 
 from fer_jax.config import Config, ConfigError, ModelConfig
-from fer_jax.models import MODELS, VGGBN, BasicBlock, Dropout, Layers, ResNet18, SeedCNN, count_params, create_model
-from fer_jax.steps import init_state
+from fer_jax.models.layers import Dropout, Layers
+from fer_jax.models.resnet import BasicBlock, ResNet18
+from fer_jax.models.seed_cnn import SeedCNN
+from fer_jax.models.vgg_bn import VGGBN
+from fer_jax.models.zoo import MODELS, count_params, create_model
+from fer_jax.train.steps import init_state
 
 # conv1 320 + conv2 18,496 + conv3 73,856 + conv4 147,584 + dense1 2,098,176 + dense2 7,175
 SEED_CNN_PARAMS = 2_345_607
@@ -121,7 +125,7 @@ def test_byte_dropout_leaves_other_rates_to_flax():
 
 @pytest.mark.slow
 def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
-    """One `fer_jax.steps` train step moves every running statistic with momentum 0.9 (PyTorch's 0.1);
+    """One `fer_jax.train.steps` train step moves every running statistic with momentum 0.9 (PyTorch's 0.1);
     evaluation then normalises with them: each image's logits are the same whatever batch it is in."""
     config = Config()
     config.apply_overrides(["model.name=resnet18", "train.batch_size=4", "train.eval_batch_size=4"])

@@ -1,4 +1,4 @@
-"""fer_jax.onnx_export: the seed CNN as ONNX (through its PyTorch port) agrees with JAX; refusals are one line."""
+"""fer_jax.infer.onnx_export: the seed CNN as ONNX (through its PyTorch port) agrees with JAX; refusals are one line."""
 
 import json
 import sys
@@ -12,12 +12,11 @@ import pytest
 import torch
 from flax import nnx
 
-from fer_jax.batch import probabilities
 from fer_jax.cli import main
 from fer_jax.config import ModelConfig
-from fer_jax.data import DataError
-from fer_jax.models import create_model
-from fer_jax.onnx_export import (
+from fer_jax.data.fer2013 import DataError
+from fer_jax.infer.batch import probabilities
+from fer_jax.infer.onnx_export import (
     OnnxClassifier,
     calibration_faces,
     export_model,
@@ -25,7 +24,8 @@ from fer_jax.onnx_export import (
     require,
     torch_module,
 )
-from fer_jax.predict import load_classifier, shipped_weights
+from fer_jax.infer.predict import load_classifier, shipped_weights
+from fer_jax.models.zoo import create_model
 from tests.fixtures import make_faces, write_zip
 
 pytest.importorskip("onnxruntime")

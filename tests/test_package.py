@@ -33,21 +33,75 @@ def test_module_entry_point_help():
         assert command in out.stdout
 
 
+# The package's layers, lowest first: a module may import its own layer and those below, never above.
+# Top-level modules are either the core every layer uses or the commands on top of everything.
+LAYERS = {
+    "fer_jax.config": 0,
+    "fer_jax.files": 0,
+    "fer_jax.environment": 0,
+    "fer_jax.data": 1,
+    "fer_jax.models": 2,
+    "fer_jax.train": 3,
+    "fer_jax.eval": 4,
+    "fer_jax.baseline": 5,
+    "fer_jax.infer": 6,
+    "fer_jax.compare": 7,
+    "fer_jax.commands": 7,
+    "fer_jax.cli": 7,
+    "fer_jax.__main__": 7,
+    "fer_jax": 7,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def package_imports() -> dict[str, set[str]]:
     """fer_jax module -> the fer_jax modules it imports anywhere in its file (function-level imports too)."""
+    modules = {module_name(path) for path in (ROOT / "fer_jax").rglob("*.py")}
     graph = {}
-    for path in sorted((ROOT / "fer_jax").glob("*.py")):
-        module = f"fer_jax.{path.stem}"
+    for path in sorted((ROOT / "fer_jax").rglob("*.py")):
+        module = module_name(path)
         imported = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 imported |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module)
-                if node.module == "fer_jax":  # from fer_jax import data
-                    imported |= {f"fer_jax.{alias.name}" for alias in node.names}
+                # from fer_jax.train import loop: the module fer_jax.train.loop
+                imported |= {f"{node.module}.{alias.name}" for alias in node.names} & modules
         graph[module] = {name for name in imported if name.startswith("fer_jax.") and name != module}
     return graph
+
+
+def layer_of(module: str) -> int:
+    """The layer of a module: its own entry, else its subpackage's."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        if (prefix := ".".join(parts[:end])) in LAYERS:
+            return LAYERS[prefix]
+    raise KeyError(module)
+
+
+def test_every_module_has_a_layer():
+    unplaced = [module for module in package_imports() if module.count(".") == 1 and module not in LAYERS]
+    assert unplaced == [], "add each new top-level module or subpackage to LAYERS"
+
+
+def test_no_import_points_up_the_layers():
+    graph = package_imports()
+    assert (
+        "fer_jax.train.trainer" in graph["fer_jax.compare"] and "fer_jax.infer.detect" in graph["fer_jax.infer.predict"]
+    )
+    upward = sorted(
+        f"{module} -> {name}"
+        for module, imported in graph.items()
+        for name in imported
+        if layer_of(name) > layer_of(module)
+    )
+    assert upward == []
 
 
 def test_no_import_circles_in_the_package():

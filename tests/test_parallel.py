@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from fer_jax.config import Config, ConfigError
-from fer_jax.parallel import check_divisible, make_mesh
+from fer_jax.train.parallel import check_divisible, make_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 
 FOUR_DEVICES = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp
-    from fer_jax import parallel
+    from fer_jax.train import parallel
     from fer_jax.config import Config
-    from fer_jax.steps import init_state
-    from fer_jax.training import train
+    from fer_jax.train.steps import init_state
+    from fer_jax.train.trainer import train
 
     assert len(jax.devices()) == 4
     images = jax.random.uniform(jax.random.key(0), (64, 1, 48, 48))

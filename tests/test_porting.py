@@ -8,13 +8,14 @@ import pytest
 import torch
 from flax import nnx
 
+from fer_jax.baseline.porting import flax_to_torch, load_torch_weights, params_from_torch
+from fer_jax.baseline.pytorch import TorchSeedCNN, evaluate_torch, train_torch
 from fer_jax.config import Config, ModelConfig
-from fer_jax.data import as_nhwc, to_jax
-from fer_jax.evaluation import evaluate_split, load_splits
-from fer_jax.models import SeedCNN, create_model
-from fer_jax.porting import flax_to_torch, load_torch_weights, params_from_torch
-from fer_jax.steps import init_state
-from fer_jax.torch_baseline import TorchSeedCNN, evaluate_torch, train_torch
+from fer_jax.data.fer2013 import as_nhwc, to_jax
+from fer_jax.models.seed_cnn import SeedCNN
+from fer_jax.models.zoo import create_model
+from fer_jax.train.evaluation import evaluate_split, load_splits
+from fer_jax.train.steps import init_state
 
 CONV_IMPLS = ["xla", "im2col", "winograd"]
 

@@ -1,4 +1,4 @@
-"""`fer_jax.predict` and `fer-jax predict`: a real photo, FER faces, odd images, bad files, video, shipped weights."""
+"""`fer_jax.infer.predict` and `fer-jax predict`: a photo, FER faces, odd images, bad files, video, shipped weights."""
 
 import csv
 import json
@@ -14,15 +14,15 @@ import skimage.data
 import torch
 
 import fer_jax
-from fer_jax.checkpoints import RunCheckpoints
 from fer_jax.cli import main
 from fer_jax.config import Config
-from fer_jax.data import EMOTIONS, DataError, decode_face
+from fer_jax.data.fer2013 import EMOTIONS, DataError, decode_face
 from fer_jax.files import write_json
-from fer_jax.loop import new_record
-from fer_jax.models import count_params
-from fer_jax.predict import DEFAULT_WEIGHTS, load_classifier, load_weights, shipped_weights
-from fer_jax.steps import init_state
+from fer_jax.infer.predict import DEFAULT_WEIGHTS, load_classifier, load_weights, shipped_weights
+from fer_jax.models.zoo import count_params
+from fer_jax.train.checkpoints import RunCheckpoints
+from fer_jax.train.loop import new_record
+from fer_jax.train.steps import init_state
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where the default detector (dlib, framed like a FER crop) finds the astronaut's face (x, y, width, height),

@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import pytest
 
 from fer_jax.config import Config
-from fer_jax.data import EMOTIONS, load_fer2013
-from fer_jax.evaluation import evaluate_split
-from fer_jax.steps import init_state
-from fer_jax.training import _train_epoch, epoch_updates
+from fer_jax.data.fer2013 import EMOTIONS, load_fer2013
+from fer_jax.train.evaluation import evaluate_split
+from fer_jax.train.steps import init_state
+from fer_jax.train.trainer import _train_epoch, epoch_updates
 
 pytestmark = pytest.mark.real_data
 

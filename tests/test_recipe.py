@@ -16,14 +16,16 @@ from torchvision.transforms import v2
 from experiments import configs
 from experiments.ablation import SMALL_SCALE, VARIANTS, format_table, slug, variant_configs, whole_command
 from experiments.run import experiment_config
-from fer_jax import loop, training
-from fer_jax.augment import ERASING_RATIO, ERASING_SCALE, affine, augment, erase, sample_erasing, sample_params
-from fer_jax.checkpoints import RunCheckpoints
+from fer_jax.baseline.pytorch import learning_rate_schedule, make_torch_optimizer, train_torch
 from fer_jax.config import Config, ConfigError, DataConfig
-from fer_jax.data import FER2013, as_nhwc, train_transform
-from fer_jax.evaluation import averaged_accuracy, evaluate_split, load_splits, restore_run
-from fer_jax.models import count_params, create_model
-from fer_jax.steps import (
+from fer_jax.data.augment import ERASING_RATIO, ERASING_SCALE, affine, augment, erase, sample_erasing, sample_params
+from fer_jax.data.fer2013 import FER2013, as_nhwc, train_transform
+from fer_jax.models.zoo import count_params, create_model
+from fer_jax.train import loop
+from fer_jax.train import trainer as training
+from fer_jax.train.checkpoints import RunCheckpoints
+from fer_jax.train.evaluation import averaged_accuracy, evaluate_split, load_splits, restore_run
+from fer_jax.train.steps import (
     EmaTrainState,
     TrainState,
     decays,
@@ -36,7 +38,6 @@ from fer_jax.steps import (
     training_loss,
     update_ema,
 )
-from fer_jax.torch_baseline import learning_rate_schedule, make_torch_optimizer, train_torch
 from tests.test_training import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent

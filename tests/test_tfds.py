@@ -10,11 +10,11 @@ import pytest
 import tensorflow_datasets as tfds  # the test environment (make test) installs the 'tfds' extra
 import torch
 
-from fer_jax.cache import file_sha256
 from fer_jax.config import Config
-from fer_jax.data import EMOTIONS, SPLITS, load_fer2013
-from fer_jax.evaluation import load_splits
-from fer_jax.tfds_builder import TFDS_SPLITS, build_fer2013_tfds, load_tfds_splits, main
+from fer_jax.data.cache import file_sha256
+from fer_jax.data.fer2013 import EMOTIONS, SPLITS, load_fer2013
+from fer_jax.data.tfds_builder import TFDS_SPLITS, build_fer2013_tfds, load_tfds_splits, main
+from fer_jax.train.evaluation import load_splits
 from tests.conftest import SMALL
 
 
@@ -141,7 +141,7 @@ def test_cli_builds_and_prints_split_sizes(tiny_zip, tmp_path, capsys):
 
 def test_cli_help_and_missing_data(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "fer_jax.tfds_builder", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "fer_jax.data.tfds_builder", "--help"], capture_output=True, text=True, check=True
     )
     assert "--data" in out.stdout and "--data-dir" in out.stdout
     with pytest.raises(SystemExit) as exit_info:

@@ -10,14 +10,14 @@ import optax
 import pytest
 import torch
 
+from fer_jax.baseline.porting import flax_to_torch
+from fer_jax.baseline.pytorch import TorchSeedCNN, make_torch_optimizer, torch_train_step, train_torch
 from fer_jax.config import Config
-from fer_jax.data import as_nhwc, to_jax
+from fer_jax.data.fer2013 import as_nhwc, to_jax
 from fer_jax.files import read_jsonl
-from fer_jax.models import create_model
-from fer_jax.porting import flax_to_torch
-from fer_jax.steps import make_optimizer, training_loss
-from fer_jax.torch_baseline import TorchSeedCNN, make_torch_optimizer, torch_train_step, train_torch
-from fer_jax.training import TrainingError
+from fer_jax.models.zoo import create_model
+from fer_jax.train.steps import make_optimizer, training_loss
+from fer_jax.train.trainer import TrainingError
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}
 RUN_FILES = [
@@ -111,8 +111,8 @@ def test_resumed_run_repeats_an_uninterrupted_one(tiny_zip: Path, tmp_path: Path
 
 
 def test_train_torch_can_start_from_the_jax_models_initial_weights(tiny_zip: Path, tmp_path: Path) -> None:
-    from fer_jax.models import create_model
-    from fer_jax.porting import flax_to_torch
+    from fer_jax.baseline.porting import flax_to_torch
+    from fer_jax.models.zoo import create_model
 
     config = tiny_config(tiny_zip, tmp_path, "run")
     config.apply_overrides(["train.epochs=1", "optim.learning_rate=0", "optim.schedule=constant"])

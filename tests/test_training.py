@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from fer_jax import training
 from fer_jax.config import Config
-from fer_jax.evaluation import evaluate_run
 from fer_jax.files import read_jsonl
+from fer_jax.train import trainer as training
+from fer_jax.train.evaluation import evaluate_run
 from tests.fixtures import make_faces, write_zip
 
 ROOT = Path(__file__).resolve().parent.parent

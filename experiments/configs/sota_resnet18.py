@@ -6,7 +6,7 @@ Command:
 
 Protocol: trained on Training only, the checkpoint selected on PublicTest only (the best EMA
 weights over the epochs), PrivateTest read once, after training, by the evaluation of that one
-checkpoint (`fer_jax.training`); results.json records `selected_on`, `reported_on`,
+checkpoint (`fer_jax.train.trainer`); results.json records `selected_on`, `reported_on`,
 `test_accuracy` (no TTA) and `test_accuracy_tta` (flip TTA).
 
 Recipe (from the literature; its ingredients are not yet measured on the corrected archive):

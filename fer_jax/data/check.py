@@ -8,7 +8,7 @@ test leakage: FER-2013 has some). It warns when one split's sharpness or
 intensity statistics are far from the others' (the blurred copy of 2026: Training
 1.9 against 28.6 for the test splits).
 
-`check_source` caches the report in the archive's content folder (`fer_jax.cache`),
+`check_source` caches the report in the archive's content folder (`fer_jax.data.cache`),
 so training runs it on every start for a fraction of a second after the first time.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from fer_jax.cache import content_folder, file_sha256
-from fer_jax.data import EMOTIONS, FER2013, SPLITS, Split, load_fer2013
+from fer_jax.data.cache import content_folder, file_sha256
+from fer_jax.data.fer2013 import EMOTIONS, FER2013, SPLITS, Split, load_fer2013
 from fer_jax.files import write_json
 
 REPORT_FILE = "data_check.json"

@@ -1,6 +1,6 @@
 """ONNX export of the seed CNN, and an ONNX Runtime classifier for `fer-jax predict --backend onnx`.
 
-The export goes through the PyTorch port (`fer_jax.porting.flax_to_torch` into
+The export goes through the PyTorch port (`fer_jax.baseline.porting.flax_to_torch` into
 `TorchSeedCNN`, `vgg_bn_to_torch` into `TorchVGGBN`) and `torch.onnx.export` (its torch.export-based exporter):
 torch is already a dependency, and the port is tested weight for weight.
 jax2onnx was the alternative; its current release pins orbax-checkpoint
@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import torch
 from flax import nnx
 
-from fer_jax.data import EMOTIONS, IMAGE_SIZE, DataError
+from fer_jax.data.fer2013 import EMOTIONS, IMAGE_SIZE, DataError
 
 PORTED_MODELS = ("seed_cnn", "vgg_bn")
-"""Zoo nets with a PyTorch port (fer_jax.porting), the ones that export to ONNX."""
+"""Zoo nets with a PyTorch port (fer_jax.baseline.porting), the ones that export to ONNX."""
 OPSET = 18
 CALIBRATION_FACES = 512
 """Training faces, evenly spaced over the split, whose activations calibrate an int8 model's ranges."""
@@ -64,8 +64,8 @@ def torch_module(model: nnx.Module, name: str) -> torch.nn.Module:
     """The NNX model as the PyTorch module that is exported; a one-line DataError for a net without a port."""
     if name not in PORTED_MODELS:
         raise DataError(f"{name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
-    from fer_jax.porting import flax_to_torch, vgg_bn_to_torch
-    from fer_jax.torch_baseline import TorchSeedCNN
+    from fer_jax.baseline.porting import flax_to_torch, vgg_bn_to_torch
+    from fer_jax.baseline.pytorch import TorchSeedCNN
 
     if name == "vgg_bn":
         net = vgg_bn_to_torch(model)
@@ -158,7 +158,7 @@ def export_onnx(
     """`fer-jax export-onnx`: the shipped weights, exported weights (.msgpack) or a run folder's best checkpoint
     as ONNX. `model_name` names a zoo net: without a checkpoint, its shipped weights; with one, what it must hold.
     `int8_faces` ((N, 48, 48) uint8 Training crops): write the int8 model calibrated on them instead."""
-    from fer_jax.predict import load_classifier, shipped_weights
+    from fer_jax.infer.predict import load_classifier, shipped_weights
 
     if model_name is not None and model_name not in PORTED_MODELS:
         raise DataError(f"{model_name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
@@ -185,9 +185,9 @@ BACKENDS = ("jax", "onnx")
 
 
 def load_backend(checkpoint: str | Path | None = None, backend: str = "jax") -> Any:
-    """`fer_jax.predict.load_classifier`'s classifier (jax), or the same weights run by ONNX Runtime (onnx: an
+    """`fer_jax.infer.predict.load_classifier`'s classifier (jax), or the same weights run by ONNX Runtime (onnx: an
     .onnx file, or any other checkpoint exported once to the cache folder, `cached_onnx`)."""
-    from fer_jax.predict import load_classifier
+    from fer_jax.infer.predict import load_classifier
 
     if backend == "jax":
         return load_classifier(checkpoint)
@@ -201,8 +201,8 @@ def load_backend(checkpoint: str | Path | None = None, backend: str = "jax") -> 
 def cached_onnx(checkpoint: str | Path | None = None) -> Path:
     """Exported weights (None: the shipped ones) as ONNX, exported once into the cache folder under their sha256;
     a run folder is exported afresh into a temporary folder each time."""
-    from fer_jax.cache import default_cache_root
-    from fer_jax.predict import load_classifier
+    from fer_jax.data.cache import default_cache_root
+    from fer_jax.infer.predict import load_classifier
 
     classifier = load_classifier(checkpoint)
     digest = classifier.info.get("sha256")

@@ -22,12 +22,13 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
-from fer_jax import data as fer_data
-from fer_jax import loop, parallel
-from fer_jax.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.config import Config, ConfigError
-from fer_jax.datacheck import check_for_run
-from fer_jax.evaluation import (
+from fer_jax.data import fer2013 as fer_data
+from fer_jax.data.check import check_for_run
+from fer_jax.models.zoo import count_params
+from fer_jax.train import loop, parallel
+from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
+from fer_jax.train.evaluation import (
     REPORTED_SPLIT,
     evaluate_checkpoint,
     evaluate_split,
@@ -35,9 +36,8 @@ from fer_jax.evaluation import (
     reported_split,
     selection_splits,
 )
-from fer_jax.loop import TrainingError
-from fer_jax.models import count_params
-from fer_jax.steps import Steps, TrainState, init_state, selected_weights
+from fer_jax.train.loop import TrainingError
+from fer_jax.train.steps import Steps, TrainState, init_state, selected_weights
 
 __all__ = ["TrainingError", "train"]
 

@@ -1,6 +1,6 @@
 """FER-2013 as a TensorFlow Datasets builder that builds and reads without TensorFlow.
 
-The builder reads its source with `fer_jax.data.load_fer2013` (the project's one
+The builder reads its source with `fer_jax.data.fer2013.load_fer2013` (the project's one
 parser, so every layout it knows works here too) and writes ArrayRecord files,
 which `tfds.data_source(...)` / `builder.as_data_source()` read with random
 access and no TensorFlow. The image is a `tfds.features.Tensor` rather than an
@@ -10,7 +10,7 @@ TFDS splits: `train` (Training), `validation` (PublicTest), `test` (PrivateTest)
 Examples keep the order of `load_fer2013` (shuffling is disabled when writing),
 so `load_tfds_splits` returns the same tensors as the torchvision loader.
 
-    python -m fer_jax.tfds_builder --data data/fer2013.zip --data-dir data/tfds
+    python -m fer_jax.data.tfds_builder --data data/fer2013.zip --data-dir data/tfds
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import tensorflow_datasets as tfds
 import torch
 
-from fer_jax.data import EMOTIONS, IMAGE_SIZE, SPLITS, DataError, Split, load_fer2013
+from fer_jax.data.fer2013 import EMOTIONS, IMAGE_SIZE, SPLITS, DataError, Split, load_fer2013
 
 NAME = "fer2013"
 TFDS_SPLITS = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
@@ -63,7 +63,7 @@ _CITATION = """\
 """
 
 _MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-Pass the path (`python -m fer_jax.tfds_builder --data PATH --data-dir DIR`,
+Pass the path (`python -m fer_jax.data.tfds_builder --data PATH --data-dir DIR`,
 `build_fer2013_tfds(PATH, DIR)`), or put one of these in the manual folder
 (default `<data_dir>/downloads/manual`):
 - the Kaggle archive msambare/fer2013 (`fer2013.zip` or `archive.zip`; `fer-jax download` fetches it),
@@ -73,7 +73,7 @@ Pass the path (`python -m fer_jax.tfds_builder --data PATH --data-dir DIR`,
 
 
 class Fer2013(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__main__"):
-    """FER-2013 from a Kaggle zip, an extracted folder or fer2013.csv (via `fer_jax.data.load_fer2013`).
+    """FER-2013 from a Kaggle zip, an extracted folder or fer2013.csv (via `fer_jax.data.fer2013.load_fer2013`).
 
     `source`: the dataset path; when None, the manual folder is used (a Kaggle
     zip inside it, the extracted archive, or a folder holding fer2013.csv).
@@ -211,7 +211,7 @@ def _read_split(source: Any, chunk: int = 4096) -> Split:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fer_jax.tfds_builder",
+        prog="python -m fer_jax.data.tfds_builder",
         description="Build FER-2013 as a TensorFlow Datasets dataset (ArrayRecord files; TensorFlow not needed) "
         "and print its split sizes. Read it with tfds.data_source('fer2013', data_dir=DIR).",
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 import cv2
 
-from fer_jax.data import IMAGE_SIZE, DataError
+from fer_jax.data.fer2013 import IMAGE_SIZE, DataError
 
 Box = tuple[int, int, int, int]
 """x, y, width, height in pixels of the input image."""

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
-from fer_jax.data import EMOTIONS  # noqa: E402
+from fer_jax.data.fer2013 import EMOTIONS  # noqa: E402
 from fer_jax.files import write_atomic  # noqa: E402
 
 

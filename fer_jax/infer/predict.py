@@ -1,5 +1,5 @@
-"""Facial expressions in photos and videos: a face detector (`fer_jax.detect`) finds the faces, the FER-2013 model
-classifies them, in fixed-size batches across images and frames (`fer_jax.batch`).
+"""Facial expressions in photos and videos: a face detector (`fer_jax.infer.detect`) finds the faces, the FER-2013 model
+classifies them, in fixed-size batches across images and frames (`fer_jax.infer.batch`).
 
 Each face is cropped from the grayscale image (the detector's square box, turned
 upright when the detector found it rotated), resized to 48x48 and scaled to
@@ -35,15 +35,15 @@ import torch
 from flax import nnx
 from tqdm import tqdm
 
-from fer_jax.batch import probabilities, stream
 from fer_jax.config import ModelConfig
-from fer_jax.data import EMOTIONS, IMAGE_SIZE, DataError
-from fer_jax.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
-from fer_jax.evaluation import restore_run
+from fer_jax.data.fer2013 import EMOTIONS, IMAGE_SIZE, DataError
 from fer_jax.files import write_atomic, write_json
-from fer_jax.models import count_params, create_model
+from fer_jax.infer.batch import probabilities, stream
+from fer_jax.infer.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
+from fer_jax.models.zoo import count_params, create_model
+from fer_jax.train.evaluation import restore_run
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "vgg_bn.msgpack"
 """The CPU-best net: it scores higher on PrivateTest than the seed CNN (README, results/cpu_best.json)."""
 
@@ -329,9 +329,9 @@ def predict(
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
     `checkpoint`: None for the shipped weights, an exported .msgpack, a run
-    folder, or a loaded classifier (e.g. `fer_jax.onnx_export.OnnxClassifier`).
+    folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`).
     `detect=False` treats the whole image as one face (already-cropped faces
-    such as FER-2013's). `detector`: a name of `fer_jax.detect.DETECTORS`. No
+    such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No
     face found: an empty list.
     """
     bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
@@ -426,7 +426,7 @@ def predict_files(
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
     `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
-    The faces of consecutive images are classified together in fixed-size batches (`fer_jax.batch.stream`).
+    The faces of consecutive images are classified together in fixed-size batches (`fer_jax.infer.batch.stream`).
     An unreadable file is reported in one line on stderr and recorded with its
     error; the others still run. Returns one record per file.
     """
@@ -480,7 +480,7 @@ def predict_video(
 ) -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
 
-    The faces of up to `fer_jax.batch.MAX_PENDING_ITEMS` consecutive frames are
+    The faces of up to `fer_jax.infer.batch.MAX_PENDING_ITEMS` consecutive frames are
     classified together in fixed-size batches.
 
     Writes OUT/<name>_annotated.mp4 (every frame, each showing the faces of the

@@ -14,14 +14,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fer_jax import data as fer_data
-from fer_jax.cache import cache_root, content_folder
-from fer_jax.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.config import Config, ConfigError
+from fer_jax.data import fer2013 as fer_data
+from fer_jax.data.cache import cache_root, content_folder
 from fer_jax.environment import device_description
-from fer_jax.loop import summarize
-from fer_jax.models import count_params
-from fer_jax.steps import Steps, TrainState, init_state
+from fer_jax.models.zoo import count_params
+from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
+from fer_jax.train.loop import summarize
+from fer_jax.train.steps import Steps, TrainState, init_state
 
 SELECTION_SPLITS = ("Training", "PublicTest")
 """The splits training and checkpoint selection may read."""
@@ -163,7 +163,7 @@ def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[st
 def load_dataset(config: Config) -> fer_data.FER2013:
     """FER-2013 through `data.loader`, all three splits decoded (hand out splits with the functions below)."""
     if config.data.loader == "tfds":
-        from fer_jax.tfds_builder import load_tfds_splits  # optional dependency: tensorflow-datasets
+        from fer_jax.data.tfds_builder import load_tfds_splits  # optional dependency: tensorflow-datasets
 
         source = Path(config.data.resolved_source())
         tfds_dir = config.data.tfds_dir or (

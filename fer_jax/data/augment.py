@@ -1,6 +1,6 @@
 """The seed's augmentation in JAX, for the on-device input pipeline (`data.pipeline='device'`).
 
-Same transform as `fer_jax.data.train_transform` (torchvision's RandomAffine, by
+Same transform as `fer_jax.data.fer2013.train_transform` (torchvision's RandomAffine, by
 default with nearest-neighbour sampling and zero fill, then RandomHorizontalFlip), computed as
 one gather per batch inside the jitted train step, so a GPU is not fed by a
 Python loop. With the same angle, scale, shift and flip it gives torchvision's

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fer_jax import plotting
-from fer_jax.checkpoints import move_aside, set_aside_stamp
 from fer_jax.config import Config
-from fer_jax.data import Split
-from fer_jax.datacheck import REPORT_FILE
+from fer_jax.data.check import REPORT_FILE
+from fer_jax.data.fer2013 import Split
 from fer_jax.environment import environment_info
 from fer_jax.files import read_jsonl, write_json, write_jsonl
+from fer_jax.train import plotting
+from fer_jax.train.checkpoints import move_aside, set_aside_stamp
 
 CURVE_KEYS = ("seconds", "train_accuracy", "val_accuracy")
 """The per-epoch fields of metrics.jsonl that results.json keeps as its `curve`."""

@@ -1,9 +1,9 @@
-"""Training state and the jit-compiled Optax train/eval steps for any model of `fer_jax.models`.
+"""Training state and the jit-compiled Optax train/eval steps for any model of `fer_jax.models.zoo`.
 
 The steps are plain `jax.jit` functions over a `TrainState` pytree: the NNX
 model is split once into a static graph and its weights, and merged back
 inside the step (train graph with dropout, eval graph without). They run
-data-parallel over a 1-D device mesh (`fer_jax.parallel`): batches are split
+data-parallel over a 1-D device mesh (`fer_jax.train.parallel`): batches are split
 along the mesh, the state is replicated, XLA inserts the gradient all-reduce.
 
 Recipe ingredients, all off by default:
@@ -23,11 +23,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from fer_jax import parallel
-from fer_jax.augment import augment
 from fer_jax.config import Config, ConfigError
-from fer_jax.data import as_nhwc
-from fer_jax.models import create_model
+from fer_jax.data.augment import augment
+from fer_jax.data.fer2013 import as_nhwc
+from fer_jax.models.zoo import create_model
+from fer_jax.train import parallel
 
 
 @flax.struct.dataclass
@@ -61,7 +61,7 @@ class Steps:
     `train` takes one batch of float images from the host pipeline;
     `train_chunk` takes the whole uint8 split already on the devices and a
     (steps, batch) array of indices, and runs those steps in one dispatch,
-    augmenting each batch on the device (`fer_jax.augment`). Both return the
+    augmenting each batch on the device (`fer_jax.data.augment`). Both return the
     summed 'loss' and 'correct' of the images they trained on.
     """
 

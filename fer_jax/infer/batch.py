@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import jax
 import jax.numpy as jnp
 
-from fer_jax.data import IMAGE_SIZE
+from fer_jax.data.fer2013 import IMAGE_SIZE
 
 BATCH_SIZE = 256
 BUCKETS = (8, 64, BATCH_SIZE)
@@ -26,7 +26,7 @@ MAX_PENDING_ITEMS = 32
 
 Item = TypeVar("Item")
 Classify = Callable[[jax.Array], jax.Array]
-"""(N, 48, 48) uint8 faces -> (N, 7) probabilities: `fer_jax.predict.Classifier` or `OnnxClassifier`."""
+"""(N, 48, 48) uint8 faces -> (N, 7) probabilities: `fer_jax.infer.predict.Classifier` or `OnnxClassifier`."""
 
 
 def bucket(count: int) -> int:

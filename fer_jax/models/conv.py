@@ -1,4 +1,4 @@
-"""CPU convolution kernels and the 2x2 max-pool that the models in `fer_jax.models` compute with.
+"""CPU convolution kernels and the 2x2 max-pool that the models in `fer_jax.models.zoo` compute with.
 
 XLA:CPU runs its native convolution, and especially its gradients, slower than a
 matmul over image patches. `im2col_conv` builds the patches from shifted slices;

@@ -39,7 +39,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from fer_jax.files import sha256_of, write_json
-from fer_jax.steps import EmaTrainState, selected_weights
+from fer_jax.train.steps import EmaTrainState, selected_weights
 
 MANIFEST = "checksums.json"
 """The checksum manifest in each checkpoint folder: {"epoch": n, "files": {relative path: {size, sha256}}}."""

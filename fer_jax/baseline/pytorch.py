@@ -1,6 +1,6 @@
 """PyTorch baseline: the seed CNN in plain PyTorch, trained with the JAX trainer's recipe.
 
-`train_torch(config)` mirrors `fer_jax.training.train`: the same batches
+`train_torch(config)` mirrors `fer_jax.train.trainer.train`: the same batches
 (`torch_train_batches`, `torch_eval_batches`), splits, optimizer, schedule,
 batch size and early stopping on PublicTest, and the same run folder:
 config.json, environment.json, metrics.jsonl (same row keys), curves.png,
@@ -25,8 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fer_jax import loop
-from fer_jax.checkpoints import (
+from fer_jax.config import Config, ConfigError
+from fer_jax.data.check import check_for_run
+from fer_jax.data.fer2013 import Split, torch_eval_batches, torch_train_batches
+from fer_jax.environment import cpu_model
+from fer_jax.files import write_atomic, write_json
+from fer_jax.models.layers import IMAGE_SIZE, NUM_CLASSES
+from fer_jax.train import loop
+from fer_jax.train.checkpoints import (
     MANIFEST,
     CheckpointError,
     file_digest,
@@ -36,24 +42,18 @@ from fer_jax.checkpoints import (
     set_aside_stamp,
     warn,
 )
-from fer_jax.config import Config, ConfigError
-from fer_jax.data import Split, torch_eval_batches, torch_train_batches
-from fer_jax.datacheck import check_for_run
-from fer_jax.environment import cpu_model
-from fer_jax.evaluation import confusion_matrix, load_dataset, load_splits
-from fer_jax.files import write_atomic, write_json
-from fer_jax.loop import TrainingError
-from fer_jax.models import IMAGE_SIZE, NUM_CLASSES
-from fer_jax.steps import warmup_steps
+from fer_jax.train.evaluation import confusion_matrix, load_dataset, load_splits
+from fer_jax.train.loop import TrainingError
+from fer_jax.train.steps import warmup_steps
 
 
 class TorchSeedCNN(nn.Module):
-    """`fer_jax.models.SeedCNN` in PyTorch: same layers, names and shapes, NCHW input (N, 1, 48, 48).
+    """`fer_jax.models.seed_cnn.SeedCNN` in PyTorch: same layers, names and shapes, NCHW input (N, 1, 48, 48).
 
     Initialisation differs: PyTorch's default is kaiming-uniform weights
     (a=sqrt(5)) and uniform biases in +-1/sqrt(fan_in); Flax uses lecun-normal
     kernels and zero biases. So the two start from different weights for the
-    same seed; the rest of the recipe is identical. `fer_jax.porting` converts
+    same seed; the rest of the recipe is identical. `fer_jax.baseline.porting` converts
     weights both ways.
     """
 
@@ -83,9 +83,9 @@ class TorchSeedCNN(nn.Module):
 
 
 class TorchVGGBN(nn.Module):
-    """`fer_jax.models.VGGBN` in PyTorch, for ONNX export and parity checks (the baseline trains only the seed
+    """`fer_jax.models.vgg_bn.VGGBN` in PyTorch, for ONNX export and parity checks (the baseline trains only the seed
     CNN): the same stages of conv3x3 (padding 1, no bias)-BatchNorm-ReLU pairs and 2x2 max-pooling, then
-    Dense-ReLU-Dropout twice and the classifier. NCHW input (N, 1, 48, 48). `fer_jax.porting.vgg_bn_to_torch`
+    Dense-ReLU-Dropout twice and the classifier. NCHW input (N, 1, 48, 48). `fer_jax.baseline.porting.vgg_bn_to_torch`
     fills it from an NNX model of any width.
     """
 
@@ -136,7 +136,7 @@ def torch_device_description(device: torch.device) -> str:
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning rate at each step, as `fer_jax.steps.make_schedule` gives it (linear warmup, then constant,
+    """The learning rate at each step, as `fer_jax.train.steps.make_schedule` gives it (linear warmup, then constant,
     cosine or linear)."""
     opt = config.optim
     warmup = warmup_steps(config, steps_per_epoch)
@@ -160,12 +160,12 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[in
 def make_torch_optimizer(
     config: Config, parameters: Iterable[nn.Parameter], steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
-    """The optimizer of `fer_jax.steps.make_optimizer` in PyTorch, and its schedule (set it before each step).
+    """The optimizer of `fer_jax.train.steps.make_optimizer` in PyTorch, and its schedule (set it before each step).
 
     Adam is AdamW with decoupled weight decay (plain Adam at weight_decay 0),
     as `optax.adamw`; SGD adds the weight decay to the gradient before
     momentum, as `optax.add_decayed_weights` before `optax.sgd`. As there,
-    only kernels (ndim >= 2) are decayed, not biases (`fer_jax.steps.decays`).
+    only kernels (ndim >= 2) are decayed, not biases (`fer_jax.train.steps.decays`).
     """
     opt = config.optim
     schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -233,7 +233,7 @@ def train_torch(
     """Train (or with `resume`, continue) the PyTorch baseline in `config.run_dir`; return its results.
 
     `initial_weights`: a `TorchSeedCNN` state dict to start from instead of PyTorch's own initialisation
-    (e.g. the JAX model's, by `fer_jax.porting.flax_to_torch`, for a comparison from the same weights).
+    (e.g. the JAX model's, by `fer_jax.baseline.porting.flax_to_torch`, for a comparison from the same weights).
     """
     if config.model.name != "seed_cnn":
         raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
@@ -322,7 +322,7 @@ class TorchFile:
 
 
 class TorchCheckpoints:
-    """The baseline's checkpoints, crash-safe as `fer_jax.checkpoints.RunCheckpoints` (same order, same rules).
+    """The baseline's checkpoints, crash-safe as `fer_jax.train.checkpoints.RunCheckpoints` (same order, same rules).
 
     `checkpoints/best.pt` (the model's state dict), `latest.pt` and `latest.previous.pt` (model,
     optimizer and record) and `checksums.json`: the kind, epoch, size and sha256 of each file saved.
@@ -496,7 +496,7 @@ def torch_train_step(
     """One optimizer step on a batch; returns its mean loss and number of correct predictions (on the device).
 
     The loss is cross-entropy against (1 - label_smoothing) one-hot + label_smoothing / 7 targets,
-    as `fer_jax.steps.training_loss`.
+    as `fer_jax.train.steps.training_loss`.
 
     Dropout gets its own seed per step and leaves the global RNG as it was, so the
     data loader's augmentation stream (the same as the JAX trainer's) is not shifted.

@@ -22,10 +22,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fer_jax import plotting
-from fer_jax.data import EMOTIONS, Split
+from fer_jax.data.fer2013 import EMOTIONS, Split
 from fer_jax.environment import device_description
-from fer_jax.evaluation import (
+from fer_jax.files import write_json
+from fer_jax.train import plotting
+from fer_jax.train.evaluation import (
     CROP_SIZE,
     View,
     averaged_probabilities,
@@ -35,8 +36,7 @@ from fer_jax.evaluation import (
     split_logits,
     tta_views,
 )
-from fer_jax.files import write_json
-from fer_jax.steps import Steps, TrainState
+from fer_jax.train.steps import Steps, TrainState
 
 REPORT_SPLITS = ("PrivateTest", "PublicTest")
 MISTAKES_SHOWN = 24

@@ -19,9 +19,9 @@ import jax
 import torch
 from flax import nnx
 
-from fer_jax.data import IMAGE_SIZE, to_jax
-from fer_jax.models import VGGBN
-from fer_jax.torch_baseline import TorchVGGBN
+from fer_jax.baseline.pytorch import TorchVGGBN
+from fer_jax.data.fer2013 import IMAGE_SIZE, to_jax
+from fer_jax.models.vgg_bn import VGGBN
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "dense1", "dense2")
 FLATTENED_MAPS = (4, 4, 128)

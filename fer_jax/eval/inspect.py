@@ -1,8 +1,8 @@
 """Looking inside a trained seed CNN: its weights from a run folder, first-layer filters, feature maps,
 saliency maps (the gradient of a class logit with respect to the input face) and the most confused classes.
 
-Images are float faces in [0, 1] in any of the layouts `fer_jax.data.as_nhwc` accepts:
-(N, 1, 48, 48) as `fer_jax.data.eval_batches` yields them, (N, 48, 48) or (N, 48, 48, 1).
+Images are float faces in [0, 1] in any of the layouts `fer_jax.data.fer2013.as_nhwc` accepts:
+(N, 1, 48, 48) as `fer_jax.data.fer2013.eval_batches` yields them, (N, 48, 48) or (N, 48, 48, 1).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fer_jax.config import Config
-from fer_jax.conv import max_pool_2x2
-from fer_jax.data import EMOTIONS, as_nhwc
-from fer_jax.evaluation import restore_run
-from fer_jax.models import SeedCNN, create_model
-from fer_jax.steps import Steps, TrainState
+from fer_jax.data.fer2013 import EMOTIONS, as_nhwc
+from fer_jax.models.conv import max_pool_2x2
+from fer_jax.models.seed_cnn import SeedCNN
+from fer_jax.models.zoo import create_model
+from fer_jax.train.evaluation import restore_run
+from fer_jax.train.steps import Steps, TrainState
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4")
 

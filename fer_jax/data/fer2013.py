@@ -29,9 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from fer_jax.augment import ERASING_RATIO, ERASING_SCALE, FILLS, INTERPOLATIONS, check_choice
-from fer_jax.cache import content_folder
 from fer_jax.config import DataConfig
+from fer_jax.data.augment import ERASING_RATIO, ERASING_SCALE, FILLS, INTERPOLATIONS, check_choice
+from fer_jax.data.cache import content_folder
 from fer_jax.files import write_atomic
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -85,7 +85,7 @@ def load_fer2013(source: str | os.PathLike, cache_dir: str | os.PathLike | None 
 
     A zip is read in place (nothing is extracted). The decoded splits of a zip or
     CSV are cached in its content folder under `cache_dir` (None: `$FER_JAX_CACHE`
-    or the user cache, see `fer_jax.cache`), keyed by the file's sha256: a file
+    or the user cache, see `fer_jax.data.cache`), keyed by the file's sha256: a file
     replaced under the same name is decoded afresh.
     """
     path = Path(source).expanduser()
@@ -116,7 +116,7 @@ DECODED_FILE = "splits-v1.pt"
 def _cached_splits(
     path: Path, cache_dir: str | os.PathLike | None, read: Callable[[Path], dict[str, Split]]
 ) -> dict[str, Split]:
-    """`read(path)`, or the splits decoded from the same content before (see `fer_jax.cache`)."""
+    """`read(path)`, or the splits decoded from the same content before (see `fer_jax.data.cache`)."""
     cached = content_folder(path, cache_dir) / DECODED_FILE
     if cached.is_file():
         stored = torch.load(cached, weights_only=True)
@@ -258,7 +258,7 @@ EDGE_PAD = IMAGE_SIZE // 2
 
 def train_transform(config: DataConfig) -> v2.Transform:
     """The seed's augmentation: random rotation, zoom (and shift) and horizontal flip, then random erasing
-    if `config.erasing` (uint8 in, uint8 out). `fer_jax.augment` is the same on the device.
+    if `config.erasing` (uint8 in, uint8 out). `fer_jax.data.augment` is the same on the device.
 
     torchvision fills with a constant only, so `fill='edge'` pads each face with its border pixels
     (`EDGE_PAD`), transforms the padded face about the same centre and crops the middle back out;

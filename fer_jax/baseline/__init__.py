@@ -1,0 +1,1 @@
+"""The PyTorch baseline of the same networks, and weight porting between the two frameworks."""

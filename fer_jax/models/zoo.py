@@ -1,0 +1,48 @@
+"""Flax NNX models for 48x48 grayscale faces, selected by `ModelConfig.name`.
+
+- `seed_cnn`: the classic FER-2013 Keras network (VALID 3x3 convolutions, as
+  Keras' and PyTorch's defaults), so its weights port one-to-one to the
+  PyTorch baseline.
+- `vgg_bn`: the VGG variant with BatchNorm of Khaireddin & Chen (2021).
+- `resnet18`: ResNet-18 with a 3x3 stem and no stem pooling, for 48x48 inputs.
+
+Every model takes (batch, 48, 48, 1) floats in [0, 1] and returns 7 float32
+logits (softmax in the loss). Dropout draws from the `dropout` stream of the
+`rngs` passed to `__call__`, so modules hold no random state. BatchNorm
+statistics are `nnx.BatchStat` state: updated in training mode, used in eval
+mode. `compute_dtype='bfloat16'` runs the layers in bfloat16 over float32
+weights (for GPU training); BatchNorm statistics stay float32.
+"""
+
+import jax
+from flax import nnx
+
+from fer_jax.config import ConfigError, ModelConfig
+from fer_jax.models.layers import compute_dtype_of
+from fer_jax.models.resnet import ResNet18
+from fer_jax.models.seed_cnn import SeedCNN
+from fer_jax.models.vgg_bn import VGGBN
+
+MODELS: dict[str, type[nnx.Module]] = {"seed_cnn": SeedCNN, "vgg_bn": VGGBN, "resnet18": ResNet18}
+WIDTH_SCALABLE = ("vgg_bn", "resnet18")
+
+
+def create_model(config: ModelConfig, seed: int) -> nnx.Module:
+    """Build the model named by `config.name` with weights drawn from `seed`."""
+    if config.name not in MODELS:
+        raise ConfigError(f"unknown model {config.name!r}; choose one of {sorted(MODELS)}")
+    compute_dtype_of(config.compute_dtype)  # a bad name fails here, before any weights are drawn
+    if config.width <= 0 or (config.width != 1.0 and config.name not in WIDTH_SCALABLE):
+        raise ConfigError(
+            f"model.width {config.width} is not available for {config.name!r}: "
+            f"a positive multiplier for {' or '.join(WIDTH_SCALABLE)}, 1 for the others"
+        )
+    width = {"width": config.width} if config.name in WIDTH_SCALABLE else {}
+    return MODELS[config.name](
+        rngs=nnx.Rngs(params=seed), conv_impl=config.conv_impl, compute_dtype=config.compute_dtype, **width
+    )
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
