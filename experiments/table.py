@@ -141,6 +141,12 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 README_BEGIN = "<!-- results: generated from results/*.json by `python -m experiments.table --readme README.md` -->"
 README_END = "<!-- /results -->"
+RESULTS_DOC = Path("docs") / "results.md"
+"""The page that holds every generated results table; the README shows only the headline."""
+RESULTS_BEGIN = (
+    "<!-- all results: generated from results/*.json by `python -m experiments.table --readme README.md` -->"
+)
+RESULTS_END = "<!-- /all results -->"
 
 
 def accuracy_table(results: Path) -> str:
@@ -167,8 +173,86 @@ def accuracy_table(results: Path) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def shipped_results(results: Path) -> list[tuple[dict[str, Any], dict[str, Any], str]]:
+    """(shipped weights' record, the results JSON of the run they came from, its file name), one per shipped net."""
+    from fer_jax.infer.predict import WEIGHTS_DIR
+
+    by_run = {}
+    for path in sorted(results.glob("*.json")):
+        result = json.loads(path.read_text())
+        if isinstance(result, dict) and "test_accuracy" in result and result.get("run_dir"):
+            by_run[result["run_dir"]] = (result, path.name)
+    shipped = []
+    for record_path in sorted(WEIGHTS_DIR.glob("*.json")):
+        record = json.loads(record_path.read_text())
+        if record.get("source_run") in by_run:
+            shipped.append((record, *by_run[record["source_run"]]))
+    return shipped
+
+
+def headline_rows(results: Path) -> list[str]:
+    """The README's one table: the shipped nets, JAX against PyTorch, and faces in the wild."""
+    from fer_jax.infer.detect import DEFAULT_DETECTOR
+    from fer_jax.infer.predict import DEFAULT_WEIGHTS
+
+    def load(name: str) -> dict[str, Any] | None:
+        path = results / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    rows = []
+    for record, result, name in shipped_results(results):
+        role = (
+            "`fer-jax predict`'s default" if record["file"] == DEFAULT_WEIGHTS.name else f"`--model {record['model']}`"
+        )
+        tta = result.get("test_accuracy_tta")
+        rows.append(
+            f"| {record['model']} x{record['width']:g} ({role}) | PrivateTest **{result['test_accuracy']:.4f}** | "
+            + (f"flip TTA {tta:.4f}; " if tta is not None else "")
+            + f"PublicTest {result['val_accuracy']:.4f}; {result['epochs']} epochs in "
+            f"{result['train_seconds'] / 60:.0f} min on {_cell(result['device'])} | `results/{name}` |"
+        )
+    frameworks = load("compare_cpu.json")
+    if frameworks:
+        jax_acc, torch_acc = (frameworks["frameworks"][f]["summary"]["test_accuracy"] for f in ("jax", "pytorch"))
+        rows.append(
+            f"| JAX vs PyTorch, accuracy (same data, batches, recipe, seeds) | PrivateTest {jax_acc['mean']:.4f} vs "
+            f"{torch_acc['mean']:.4f} (**{frameworks['ratios']['test_accuracy_ratio_jax_over_torch']:.2f}x**) | "
+            f"mean of {jax_acc['n']} seeds, {frameworks['settings']['epochs']} epochs | `results/compare_cpu.json` |"
+        )
+    speed = load("bench_cpu.json")
+    if speed:
+        jax_speed, torch_speed = (speed["summaries"][f]["train_step_images_per_s"] for f in ("jax", "pytorch"))
+        rows.append(
+            f"| JAX vs PyTorch, train speed | {jax_speed['median']:.0f} vs {torch_speed['median']:.0f} images/s "
+            f"(**{speed['ratios']['train_throughput_ratio_jax_over_torch']:.2f}x**) | median of "
+            f"{jax_speed['n']} repeats in one run, {_cell(speed['machine'])} | `results/bench_cpu.json` |"
+        )
+    faces = load("pipeline_cpu.json")
+    default = next((r for r in (faces or {}).get("detectors", []) if r["detector"] == DEFAULT_DETECTOR), None)
+    if default:
+        rows.append(
+            f"| faces in the wild (default detector `{DEFAULT_DETECTOR}`) | "
+            f"end-to-end **{default['end_to_end_accuracy']:.3f}**, "
+            f"recall {default['recall']:.3f} | accuracy on the faces found {default['accuracy_on_detected']:.3f}; "
+            f"{default['detect_ms_per_image']:.0f} ms per image | `results/pipeline_cpu.json` |"
+        )
+    return ["| result | number | beside it | from |", "| --- | --- | --- | --- |", *rows]
+
+
 def readme_block(results: Path) -> str:
-    """The README's generated results: one section per committed results JSON that exists."""
+    """The README's generated headline table; everything else is on docs/results.md."""
+    return "\n\n".join(
+        [
+            README_BEGIN,
+            "\n".join(headline_rows(results)),
+            f"Every table, with its command: [{RESULTS_DOC.as_posix()}]({RESULTS_DOC.as_posix()}).",
+            README_END,
+        ]
+    )
+
+
+def results_page_block(results: Path) -> str:
+    """docs/results.md's generated block: one section per committed results JSON that exists."""
     from experiments import ablation, bench
     from fer_jax import compare
     from fer_jax.data import check as datacheck
@@ -240,7 +324,9 @@ def readme_block(results: Path) -> str:
             + "):\n\n"
             f"```\n{frameworks['command']}\n{compare.format_table(frameworks)}\n```"
         )
-    return "\n\n".join([README_BEGIN, *sections, README_END])
+    # The page lives in docs/: its links are relative to it.
+    body = "\n\n".join(sections).replace("](docs/", "](").replace("](results/", "](../results/")
+    return "\n\n".join([RESULTS_BEGIN, body, RESULTS_END])
 
 
 PIPELINE_DOC = Path("docs") / "predict.md"
@@ -360,6 +446,7 @@ def search_block(results: Path) -> str:
 
 
 DOC_BLOCKS = (
+    (RESULTS_DOC, RESULTS_BEGIN, RESULTS_END, results_page_block),
     (PIPELINE_DOC, PIPELINE_BEGIN, PIPELINE_END, pipeline_block),
     (THROUGHPUT_DOC, THROUGHPUT_BEGIN, THROUGHPUT_END, throughput_block),
     (SEARCH_DOC, SEARCH_BEGIN, SEARCH_END, search_block),
