@@ -1,15 +1,29 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pytest
+# One XLA compilation cache for this test session, set before JAX is imported so that the test process,
+# the fer-jax subprocesses and the notebook kernels (which inherit the environment) all use it. The many
+# tiny runs compile the same train and eval steps again and again; each is compiled once per session and
+# then loaded. A new folder per session: a run always starts from an empty cache, as on a fresh clone.
+XLA_CACHE = tempfile.mkdtemp(prefix="fer-jax-test-xla-cache-")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
-from tests.fixtures import make_faces, write_zip
+import pytest  # noqa: E402
+
+from tests.fixtures import make_faces, write_zip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FER2013_ZIP = ROOT.parent / "shared" / "datasets" / "fer2013.zip"
 SMALL = {"Training": 4, "PublicTest": 2, "PrivateTest": 2}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
