@@ -3,6 +3,7 @@
 #   make train FULL=1   the seed CNN's full recipe (experiments/configs/seed_cnn_onecycle.py);
 #                       writes results/seed_cnn_onecycle.json
 #   make test           create/update .venv, lint (ruff check, ruff format --check) and run the test suite
+#   make test-fast      the same lint, then the unit tests only (not marked slow or real_data): the inner loop
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ export FER2013_ZIP
 GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 export GLIBC_TUNABLES
 
-.PHONY: env train test download clean
+.PHONY: env train test test-fast lint download clean
 
 env: $(STAMP)
 
@@ -34,10 +35,15 @@ train: $(STAMP) $(FER2013_ZIP)
 	$(if $(FULL),$(BIN)/python -m experiments.run seed_cnn_onecycle --data $(FER2013_ZIP) \
 		--results results/seed_cnn_onecycle.json $(ARGS),$(BIN)/fer-jax train --data $(FER2013_ZIP) --quick $(ARGS))
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow and not real_data" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
