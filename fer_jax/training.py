@@ -38,6 +38,7 @@ from fer_jax.evaluation import (
 from fer_jax.loop import TrainingError
 from fer_jax.models import count_params
 from fer_jax.steps import Steps, TrainState, init_state, selected_weights
+from fer_jax.tensorboard_log import StepTrace
 
 __all__ = ["TrainingError", "train"]
 
@@ -56,7 +57,8 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     if resumed:
         state, record = resumed
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
-    loop.start_run(config, record)
+    images_per_epoch = loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
+    board = loop.start_run(config, record, "jax", images_per_epoch)
     print(
         f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
         f"train {len(splits['Training'])}, val {len(splits['PublicTest'])} images (PrivateTest unread until the "
@@ -64,11 +66,11 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     )
 
     updates = epoch_updates(config, steps, splits["Training"])
-    images_per_epoch = loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
+    trace = StepTrace(run_dir, config.train.profile_steps, "jax")
 
     def train_epoch(epoch: int) -> dict[str, float]:
         nonlocal state
-        state, metrics = _train_epoch(state, updates, config, epoch, images_per_epoch)
+        state, metrics = _train_epoch(state, updates, config, epoch, images_per_epoch, trace)
         return metrics
 
     hooks = loop.EpochHooks(
@@ -82,25 +84,37 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
         ),
     )
     try:
-        record, stop_reason = loop.run_epochs(config, record, hooks)
+        record, stop_reason = loop.run_epochs(config, record, hooks, board)
+        trace.close(state)
         if not checkpoints.has("best"):
             raise TrainingError(
                 f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate"
             )
         splits[REPORTED_SPLIT] = reported_split(config, dataset)
         results = evaluate_checkpoint(config, state, steps, checkpoints, splits)
+    except BaseException:
+        trace.close()
+        board.close()
+        raise
     finally:
         checkpoints.close()
-    return loop.finish_run(config, results, stop_reason, "jax", results_copy)
+    return loop.finish_run(config, results, stop_reason, "jax", results_copy, board)
 
 
 EpochUpdates = Callable[[TrainState, int], Iterator[tuple[TrainState, dict[str, jax.Array], int]]]
 
 
 def _train_epoch(
-    state: TrainState, updates: EpochUpdates, config: Config, epoch: int, images_per_epoch: int
+    state: TrainState,
+    updates: EpochUpdates,
+    config: Config,
+    epoch: int,
+    images_per_epoch: int,
+    trace: StepTrace | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
-    """One epoch of `updates`, with a progress bar; the mean loss and accuracy on its augmented batches."""
+    """One epoch of `updates`, with a progress bar; the mean loss and accuracy on its augmented batches.
+
+    `trace` is told of every step (the profiler's window)."""
     sums = {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)}
     count = 0
     with tqdm(
@@ -115,6 +129,8 @@ def _train_epoch(
             sums = {name: sums[name] + out[name] for name in sums}
             count += images
             bar.update(images)
+            if trace:
+                trace.step(out, images // config.train.batch_size)
             if bar.n % (20 * config.train.batch_size) < images:
                 bar.set_postfix(loss=f"{float(sums['loss']) / count:.3f}", acc=f"{int(sums['correct']) / count:.3f}")
     return state, {"loss": float(sums["loss"]) / count, "accuracy": int(sums["correct"]) / count}
