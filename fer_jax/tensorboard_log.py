@@ -118,7 +118,9 @@ class RunBoard:
         self.seconds += time.perf_counter() - started
 
     def _png(self, tag: str, path: Path, step: int) -> None:
-        """Log a PNG file as it is (no decoding, no re-rendering)."""
+        """Log a PNG file as it is (no decoding, no re-rendering); nothing when there is no such file."""
+        if not path.is_file():
+            return
         started = time.perf_counter()
         png = path.read_bytes()
         width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
