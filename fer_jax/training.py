@@ -65,12 +65,12 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
         f"end) | {steps.mesh.size} {jax.devices()[0].platform} device(s), {config.data.pipeline} pipeline"
     )
 
-    updates = epoch_updates(config, steps, splits["Training"])
     trace = StepTrace(run_dir, config.train.profile_steps, "jax")
+    updates = traced(epoch_updates(config, steps, splits["Training"]), trace, config.train.batch_size)
 
     def train_epoch(epoch: int) -> dict[str, float]:
         nonlocal state
-        state, metrics = _train_epoch(state, updates, config, epoch, images_per_epoch, trace)
+        state, metrics = _train_epoch(state, updates, config, epoch, images_per_epoch)
         return metrics
 
     hooks = loop.EpochHooks(
@@ -104,17 +104,21 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
 EpochUpdates = Callable[[TrainState, int], Iterator[tuple[TrainState, dict[str, jax.Array], int]]]
 
 
-def _train_epoch(
-    state: TrainState,
-    updates: EpochUpdates,
-    config: Config,
-    epoch: int,
-    images_per_epoch: int,
-    trace: StepTrace | None = None,
-) -> tuple[TrainState, dict[str, float]]:
-    """One epoch of `updates`, with a progress bar; the mean loss and accuracy on its augmented batches.
+def traced(updates: EpochUpdates, trace: StepTrace, batch_size: int) -> EpochUpdates:
+    """`updates` that tell `trace` of every step once it has been consumed (the profiler's window)."""
 
-    `trace` is told of every step (the profiler's window)."""
+    def run(state: TrainState, epoch: int):
+        for state, out, images in updates(state, epoch):  # noqa: B020 (each step yields the new state)
+            yield state, out, images
+            trace.step(out, images // batch_size)
+
+    return run
+
+
+def _train_epoch(
+    state: TrainState, updates: EpochUpdates, config: Config, epoch: int, images_per_epoch: int
+) -> tuple[TrainState, dict[str, float]]:
+    """One epoch of `updates`, with a progress bar; the mean loss and accuracy on its augmented batches."""
     sums = {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)}
     count = 0
     with tqdm(
@@ -129,8 +133,6 @@ def _train_epoch(
             sums = {name: sums[name] + out[name] for name in sums}
             count += images
             bar.update(images)
-            if trace:
-                trace.step(out, images // config.train.batch_size)
             if bar.n % (20 * config.train.batch_size) < images:
                 bar.set_postfix(loss=f"{float(sums['loss']) / count:.3f}", acc=f"{int(sums['correct']) / count:.3f}")
     return state, {"loss": float(sums["loss"]) / count, "accuracy": int(sums["correct"]) / count}
