@@ -23,7 +23,8 @@ from typing import Any
 
 import jax
 import torch
-from tensorboardX import SummaryWriter
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import hparams
 
@@ -58,7 +59,9 @@ def event_files(run_dir: str | os.PathLike) -> list[Path]:
 class RunBoard:
     """A run's TensorBoard event file: open it with `start`, then `epoch` per epoch and `finish` (or `close`).
 
-    `seconds` adds up the time spent in the writer calls, to check that logging stays cheap.
+    Written synchronously (tensorboardX's `EventsWriter`, not its `SummaryWriter`, whose flush does
+    not wait for the events queued to its writer thread), so after `epoch` the epoch is on disk.
+    `seconds` adds up the wall time of these calls, to check that logging stays cheap.
     """
 
     def __init__(self, config: Config, framework: str, images_per_epoch: int) -> None:
@@ -66,38 +69,39 @@ class RunBoard:
         self.images_per_epoch = images_per_epoch
         self.seconds = 0.0
         self.epoch_seconds = 0.0
-        started = time.perf_counter()
         for path in event_files(self.run_dir):
             path.unlink()
-        suffix = f".{os.getpid()}.{next(_serial)}"
-        self.writer = SummaryWriter(logdir=str(self.run_dir), flush_secs=3600, max_queue=1000, filename_suffix=suffix)
+        self.writer = EventsWriter(str(self.run_dir / "events"), f".{os.getpid()}.{next(_serial)}")
         _, start_info, self._end_info = hparams(run_hparams(config, framework), {})
-        self.writer.file_writer.add_summary(start_info)
-        self.seconds += time.perf_counter() - started
+        self._write(start_info, 0)
 
     @classmethod
     def start(cls, config: Config, framework: str, history: list[dict[str, Any]], images_per_epoch: int) -> RunBoard:
         """A new event file for the run in `config.run_dir` holding `history` (the epochs metrics.jsonl has)."""
+        started = time.perf_counter()
         board = cls(config, framework, images_per_epoch)
         for row in history:
             board._scalars(row)
         if history:
             board._png(CURVES, board.run_dir / "curves.png", history[-1]["epoch"])
-        board._flush()
+        board.writer.flush()
+        board.seconds += time.perf_counter() - started
         return board
 
     def epoch(self, row: dict[str, Any]) -> None:
-        """Log an epoch's metrics.jsonl row and curves.png (already written), then flush."""
+        """Log an epoch's metrics.jsonl row and curves.png (already written), then flush to disk."""
+        started = time.perf_counter()
         self._scalars(row)
         self._png(CURVES, self.run_dir / "curves.png", row["epoch"])
-        self._flush()
+        self.writer.flush()
+        self.seconds += time.perf_counter() - started
 
     def finish(self, results: dict[str, Any]) -> None:
         """Log the results (confusion_matrix.png, PrivateTest accuracy), end the hparams session and close."""
         started = time.perf_counter()
         self._png(CONFUSION, self.run_dir / "confusion_matrix.png", results["best_epoch"])
-        self.writer.add_scalar(TEST_ACCURACY, float(results["test_accuracy"]), results["best_epoch"])
-        self.writer.file_writer.add_summary(self._end_info)
+        self._write(_scalar(TEST_ACCURACY, results["test_accuracy"]), results["best_epoch"])
+        self._write(self._end_info, results["best_epoch"])
         self.seconds += time.perf_counter() - started
         self.close()
         share = f" ({self.seconds / self.epoch_seconds:.2%} of the epochs' time)" if self.epoch_seconds else ""
@@ -109,29 +113,27 @@ class RunBoard:
         self.writer.close()
         self.seconds += time.perf_counter() - started
 
+    def _write(self, summary: Summary, step: int) -> None:
+        self.writer.write_event(Event(wall_time=time.time(), step=step, summary=summary))
+
     def _scalars(self, row: dict[str, Any]) -> None:
-        started = time.perf_counter()
         for tag, key in SCALARS.items():
-            self.writer.add_scalar(tag, float(row[key]), row["epoch"])
-        self.writer.add_scalar(IMAGES_PER_S, self.images_per_epoch / row["seconds"], row["epoch"])
+            self._write(_scalar(tag, row[key]), row["epoch"])
+        self._write(_scalar(IMAGES_PER_S, self.images_per_epoch / row["seconds"]), row["epoch"])
         self.epoch_seconds += row["seconds"]
-        self.seconds += time.perf_counter() - started
 
     def _png(self, tag: str, path: Path, step: int) -> None:
         """Log a PNG file as it is (no decoding, no re-rendering); nothing when there is no such file."""
         if not path.is_file():
             return
-        started = time.perf_counter()
         png = path.read_bytes()
         width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
         image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
-        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
-        self.seconds += time.perf_counter() - started
+        self._write(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
-    def _flush(self) -> None:
-        started = time.perf_counter()
-        self.writer.flush()
-        self.seconds += time.perf_counter() - started
+
+def _scalar(tag: str, value: float) -> Summary:
+    return Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
 
 
 def run_hparams(config: Config, framework: str) -> dict[str, Any]:
