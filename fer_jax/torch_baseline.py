@@ -241,6 +241,7 @@ def train_torch(
     if config.train.ema_decay or config.data.mixup:
         raise ConfigError("the PyTorch baseline does not mirror train.ema_decay or data.mixup; set them to 0")
     run_dir = Path(config.run_dir)
+    trace = StepTrace(run_dir, config.train.profile_steps, "pytorch")
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     dataset = load_dataset(config)
     check_for_run(dataset, run_dir, config.data.cache_dir)
@@ -262,7 +263,6 @@ def train_torch(
         record = latest["record"]
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
     board = loop.start_run(config, record, "pytorch", steps_per_epoch * config.train.batch_size)
-    trace = StepTrace(run_dir, config.train.profile_steps, "pytorch")
     print(
         f"Run folder {run_dir} | PyTorch {config.model.name}: {count_torch_params(model):,} parameters | "
         f"train {len(splits['Training'])}, val {len(splits['PublicTest'])}, test {len(splits['PrivateTest'])} "

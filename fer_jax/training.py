@@ -46,6 +46,7 @@ __all__ = ["TrainingError", "train"]
 def train(config: Config, resume: bool = False, results_copy: str | None = None) -> dict[str, Any]:
     """Train (or with `resume`, continue) the run in `config.run_dir`; return its results."""
     run_dir = Path(config.run_dir)
+    trace = StepTrace(run_dir, config.train.profile_steps, "jax")
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     dataset = load_dataset(config)
     check_for_run(dataset, run_dir, config.data.cache_dir)
@@ -65,7 +66,6 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
         f"end) | {steps.mesh.size} {jax.devices()[0].platform} device(s), {config.data.pipeline} pipeline"
     )
 
-    trace = StepTrace(run_dir, config.train.profile_steps, "jax")
     updates = traced(epoch_updates(config, steps, splits["Training"]), trace, config.train.batch_size)
 
     def train_epoch(epoch: int) -> dict[str, float]:

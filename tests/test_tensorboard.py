@@ -21,6 +21,7 @@ from tensorboard.backend.event_processing.event_file_loader import LegacyEventFi
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from fer_jax import torch_baseline, training
+from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.files import read_jsonl
 from fer_jax.tensorboard_log import (
@@ -187,3 +188,16 @@ def test_tensorboard_serves_the_scalars_of_both_frameworks(jax_run: Path, torch_
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+def test_profile_flag_is_explained_and_checked(
+    tiny_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--profile STEPS" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", str(tiny_zip), "--profile", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.profile_steps must be 0 (off) or more, got -1" in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
