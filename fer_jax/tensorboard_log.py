@@ -165,6 +165,7 @@ class StepTrace:
         self.framework = framework
         self.calls = 0
         self.traced = 0
+        self.running = False
         self._torch_profile: Any = None
         self.path: Path | None = None
 
@@ -175,15 +176,14 @@ class StepTrace:
         self.calls += 1
         if self.calls == 1:
             self._start()
-        elif self.traced < self.steps:
+        elif self.running:
             self.traced += steps
             if self.traced >= self.steps:
                 self._stop(result)
 
     def close(self, result: Any = None) -> None:
         """Stop a trace still running (the run ended within its window)."""
-        if self.calls >= 1 and self.steps > 0 and self.traced < self.steps:
-            self.traced = self.steps
+        if self.running:
             self._stop(result)
 
     def _start(self) -> None:
@@ -195,8 +195,10 @@ class StepTrace:
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
             self._torch_profile = torch.profiler.profile(activities=activities)
             self._torch_profile.start()
+        self.running = True
 
     def _stop(self, result: Any) -> None:
+        self.running = False
         if self.framework == "jax":
             jax.block_until_ready(result)
             jax.profiler.stop_trace()
