@@ -9,6 +9,7 @@ import pytest
 
 from fer_jax import compare as compare_frameworks
 from fer_jax.files import read_jsonl
+from fer_jax.tensorboard_log import event_files
 from tests.fixtures import tiny_run_overrides
 
 
@@ -64,6 +65,7 @@ def test_compare_writes_both_frameworks_and_ratios(
 
     jax_dir, torch_dir = (Path(report["frameworks"][f]["runs"][0]["run_dir"]) for f in ("jax", "pytorch"))
     assert jax_dir.name == "jax" and torch_dir.name == "pytorch" and jax_dir.parent.name == "seed0"
+    assert event_files(jax_dir) and event_files(torch_dir)  # one `tensorboard --logdir` overlays seed0/{jax,pytorch}
     for jax_row, torch_row in zip(read_jsonl(jax_dir / "metrics.jsonl"), read_jsonl(torch_dir / "metrics.jsonl")):
         assert set(jax_row) == set(torch_row)
     jax_results = json.loads((jax_dir / "results.json").read_text())
