@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model and evaluate its best checkpoint on PrivateTest",
         description="Train on Training, select the checkpoint on PublicTest (early stopping), report PrivateTest. "
-        "The run folder gets config.json, metrics.jsonl, checkpoints/, curves.png, confusion_matrix.png "
-        "and results.json.",
+        "The run folder gets config.json, metrics.jsonl, checkpoints/, curves.png, confusion_matrix.png, "
+        "results.json and TensorBoard event files (tensorboard --logdir runs).",
         epilog="config keys for --set: " + ", ".join(known_keys()),
     )
     train.add_argument(
@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="set any config key, e.g. --set train.patience=5 (repeatable)",
     )
     train.add_argument("--results", help="also write the results JSON here (e.g. results/seed_cnn.json)")
+    train.add_argument(
+        "--profile",
+        type=int,
+        metavar="STEPS",
+        help="trace STEPS train steps after the first (which compiles) with jax.profiler into RUN_DIR/plugins/profile/ "
+        "for TensorBoard's profile plugin (XProf) and Perfetto (config train.profile_steps; also with --resume)",
+    )
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -252,6 +259,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         config.run_dir = args.resume
         if args.data:
             config.data.source = args.data
+        if args.profile is not None:
+            config.set("train.profile_steps", args.profile)
         return config
     config = Config.load(args.config) if args.config else Config()
     if args.quick:
@@ -263,6 +272,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "optim.learning_rate": args.lr,
         "optim.name": args.optimizer,
         "train.seed": args.seed,
+        "train.profile_steps": args.profile,
     }
     for key, value in flags.items():
         if value is not None:

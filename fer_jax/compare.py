@@ -57,7 +57,9 @@ Train the seed CNN with the JAX trainer (fer_jax.train.trainer.train) and with t
 PyTorch baseline (fer_jax.baseline.pytorch.train_torch), one after the other in
 this one process, with the same config, data batches and seeds, and (by
 default, --init shared) from the same initial weights: JAX's, ported to
-PyTorch. Each run writes its own folder under runs/compare/<timestamp>/<framework>/seed<k>.
+PyTorch. Each run writes its own folder under runs/compare/<timestamp>/seed<k>/<framework>,
+TensorBoard event files included: `tensorboard --logdir runs/compare/<timestamp>`
+overlays the JAX and PyTorch curves of each seed (runs seed<k>/jax, seed<k>/pytorch).
 
 Per framework (mean and std over seeds): final and best PublicTest accuracy;
 PrivateTest accuracy of the best-on-PublicTest checkpoint; seconds per epoch
@@ -178,7 +180,7 @@ def compare(
         for framework in FRAMEWORKS:
             run_config = copy.deepcopy(config)
             run_config.train.seed = seed
-            run_config.run_dir = str(run_root / framework / f"seed{seed}")
+            run_config.run_dir = str(run_root / f"seed{seed}" / framework)
             memory_measures[framework] = reset_peak_memory(framework)
             runs[framework].append(run_once(framework, run_config, splits["PublicTest"], shared_init=init == "shared"))
 
@@ -219,7 +221,7 @@ def compare(
     write_json(out, report)
     plot_comparison(report, out.with_suffix(".png"))
     print(format_table(report))
-    print(f"Wrote {out} and {out.with_suffix('.png')}")
+    print(f"Wrote {out} and {out.with_suffix('.png')}; curves of both frameworks: tensorboard --logdir {run_root}")
     return report
 
 

@@ -120,6 +120,10 @@ class TrainConfig:
     ema_decay: float = 0.0
     """Exponential moving average of the weights (e.g. 0.999; 0: off). When on, the EMA weights are
     the ones validated, selected, saved as the best checkpoint and reported."""
+    profile_steps: int = 0
+    """Trace this many train steps right after the run's first (which compiles) into RUN_DIR/plugins/profile/:
+    jax.profiler for JAX, torch.profiler for the baseline (0: off). A dispatch of data.pipeline='device' counts
+    as its `steps_per_dispatch` steps. Tracing does not change what the run computes."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fer_jax.train.tensorboard_log import event_files
 
 from fer_jax import compare as compare_frameworks
 from fer_jax.files import read_jsonl
@@ -63,7 +64,8 @@ def test_compare_writes_both_frameworks_and_ratios(
     assert ratios["train_throughput_ratio_jax_over_torch"] > 0
 
     jax_dir, torch_dir = (Path(report["frameworks"][f]["runs"][0]["run_dir"]) for f in ("jax", "pytorch"))
-    assert jax_dir.parent.name == "jax" and torch_dir.parent.name == "pytorch" and jax_dir.name == "seed0"
+    assert jax_dir.name == "jax" and torch_dir.name == "pytorch" and jax_dir.parent.name == "seed0"
+    assert event_files(jax_dir) and event_files(torch_dir)  # one `tensorboard --logdir` overlays seed0/{jax,pytorch}
     for jax_row, torch_row in zip(read_jsonl(jax_dir / "metrics.jsonl"), read_jsonl(torch_dir / "metrics.jsonl")):
         assert set(jax_row) == set(torch_row)
     jax_results = json.loads((jax_dir / "results.json").read_text())

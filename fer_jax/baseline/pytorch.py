@@ -45,6 +45,7 @@ from fer_jax.train.checkpoints import (
 from fer_jax.train.evaluation import confusion_matrix, load_dataset, load_splits
 from fer_jax.train.loop import TrainingError
 from fer_jax.train.steps import warmup_steps
+from fer_jax.train.tensorboard_log import StepTrace
 
 
 class TorchSeedCNN(nn.Module):
@@ -240,6 +241,7 @@ def train_torch(
     if config.train.ema_decay or config.data.mixup:
         raise ConfigError("the PyTorch baseline does not mirror train.ema_decay or data.mixup; set them to 0")
     run_dir = Path(config.run_dir)
+    trace = StepTrace(run_dir, config.train.profile_steps, "pytorch")
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     dataset = load_dataset(config)
     check_for_run(dataset, run_dir, config.data.cache_dir)
@@ -260,7 +262,7 @@ def train_torch(
         optimizer.load_state_dict(latest["optimizer"])
         record = latest["record"]
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
-    loop.start_run(config, record)
+    board = loop.start_run(config, record, "pytorch", steps_per_epoch * config.train.batch_size)
     print(
         f"Run folder {run_dir} | PyTorch {config.model.name}: {count_torch_params(model):,} parameters | "
         f"train {len(splits['Training'])}, val {len(splits['PublicTest'])}, test {len(splits['PrivateTest'])} "
@@ -277,13 +279,19 @@ def train_torch(
 
     hooks = loop.EpochHooks(
         train_epoch=lambda epoch: torch_train_epoch(
-            model, optimizer, schedule, (epoch - 1) * steps_per_epoch, splits["Training"], config, epoch, device
+            model, optimizer, schedule, (epoch - 1) * steps_per_epoch, splits["Training"], config, epoch, device, trace
         ),
         validate=lambda: evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device),
         learning_rate=lambda epoch: schedule(epoch * steps_per_epoch),
         save=save,
     )
-    record, stop_reason = loop.run_epochs(config, record, hooks)
+    try:
+        record, stop_reason = loop.run_epochs(config, record, hooks, board)
+    except BaseException:
+        board.close()
+        raise
+    finally:
+        trace.close()
     if not record["best_epoch"]:
         raise TrainingError(f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate")
     model.load_state_dict(checkpoints.restore_best(record["best_epoch"], device))
@@ -305,7 +313,7 @@ def train_torch(
         matrix,
         tta,
     )
-    return loop.finish_run(config, results, stop_reason, "pytorch")
+    return loop.finish_run(config, results, stop_reason, "pytorch", board=board)
 
 
 @dataclass(frozen=True)
@@ -522,8 +530,11 @@ def torch_train_epoch(
     config: Config,
     epoch: int,
     device: torch.device,
+    trace: StepTrace | None = None,
 ) -> dict[str, float]:
-    """One epoch from global step `step`; the mean loss and accuracy on the augmented batches."""
+    """One epoch from global step `step`; the mean loss and accuracy on the augmented batches.
+
+    `trace` is told of every step (the profiler's window)."""
     model.train()
     batches = torch_train_batches(split, config.data, config.train.batch_size, config.train.seed, epoch)
     total = len(split) // config.train.batch_size
@@ -550,6 +561,8 @@ def torch_train_epoch(
                 config.optim.label_smoothing,
             )
             step += 1
+            if trace:
+                trace.step()
             loss_sum += loss * len(labels)
             correct += batch_correct
             count += len(labels)

@@ -22,6 +22,7 @@ from fer_jax.environment import environment_info
 from fer_jax.files import read_jsonl, write_json, write_jsonl
 from fer_jax.train import plotting
 from fer_jax.train.checkpoints import move_aside, set_aside_stamp
+from fer_jax.train.tensorboard_log import RunBoard
 
 CURVE_KEYS = ("seconds", "train_accuracy", "val_accuracy")
 """The per-epoch fields of metrics.jsonl that results.json keeps as its `curve`."""
@@ -71,11 +72,12 @@ def finished_epochs(run_dir: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
 
 
-def start_run(config: Config, record: dict[str, Any]) -> None:
+def start_run(config: Config, record: dict[str, Any], framework: str, images_per_epoch: int) -> RunBoard:
     """Write config.json, environment.json and the metrics so far (the checkpoint's history) into the run folder.
 
     A metrics.jsonl that is not the start of that history (epochs past the checkpoint the run
-    continues from, or other rows) is set aside under `set-aside/`, never truncated.
+    continues from, or other rows) is set aside under `set-aside/`, never truncated. Returns the
+    run's TensorBoard event file, which holds that history too (`RunBoard.start`).
     """
     run_dir = Path(config.run_dir)
     write_json(run_dir / "config.json", config.to_dict())
@@ -94,13 +96,16 @@ def start_run(config: Config, record: dict[str, Any]) -> None:
             )
             move_aside(metrics, run_dir, reason, set_aside_stamp())
     write_jsonl(metrics, history)
+    return RunBoard.start(config, framework, history, images_per_epoch)
 
 
 def patience_exhausted(config: Config, record: dict[str, Any]) -> bool:
     return bool(config.train.patience) and record["epochs_without_improvement"] >= config.train.patience
 
 
-def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tuple[dict[str, Any], str]:
+def run_epochs(
+    config: Config, record: dict[str, Any], hooks: EpochHooks, board: RunBoard | None = None
+) -> tuple[dict[str, Any], str]:
     """Train from the epoch after `record['epoch']` until max epochs, early stopping or a non-finite loss.
 
     Returns the final record and why it stopped. A checkpoint is saved after
@@ -108,7 +113,8 @@ def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tup
     in an order a crash cannot break: 'best' first, then 'latest', then
     metrics.jsonl. Killed after 'best', the run resumes from the previous latest
     (or from that best, which holds the same state without EMA); after 'latest',
-    from it, and metrics.jsonl is rewritten from its history.
+    from it, and metrics.jsonl is rewritten from its history. `board` logs each epoch once metrics.jsonl
+    holds it.
     """
     run_dir = Path(config.run_dir)
     stop_reason = "early_stopping" if patience_exhausted(config, record) else "max_epochs"
@@ -142,6 +148,8 @@ def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tup
         hooks.save("latest", epoch, record)
         write_jsonl(run_dir / "metrics.jsonl", record["history"])
         plotting.plot_curves(record["history"], run_dir / "curves.png")
+        if board:
+            board.epoch(row)
         print(
             f"Epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{' (best)' if improved else ''} | "
@@ -217,11 +225,18 @@ def summarize(
 
 
 def finish_run(
-    config: Config, results: dict[str, Any], stop_reason: str, framework: str, results_copy: str | None = None
+    config: Config,
+    results: dict[str, Any],
+    stop_reason: str,
+    framework: str,
+    results_copy: str | None = None,
+    board: RunBoard | None = None,
 ) -> dict[str, Any]:
-    """Add how the run ended, write results.json (and a copy, e.g. under results/)."""
+    """Add how the run ended, write results.json (and a copy, e.g. under results/), log the results to `board`."""
     results.update(stop_reason=stop_reason, command=environment_info()["command"], framework=framework)
     write_json(Path(config.run_dir) / "results.json", results)
     if results_copy:
         write_json(results_copy, results)
+    if board:
+        board.finish(results)
     return results

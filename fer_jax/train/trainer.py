@@ -38,6 +38,7 @@ from fer_jax.train.evaluation import (
 )
 from fer_jax.train.loop import TrainingError
 from fer_jax.train.steps import Steps, TrainState, init_state, selected_weights
+from fer_jax.train.tensorboard_log import StepTrace
 
 __all__ = ["TrainingError", "train"]
 
@@ -45,6 +46,7 @@ __all__ = ["TrainingError", "train"]
 def train(config: Config, resume: bool = False, results_copy: str | None = None) -> dict[str, Any]:
     """Train (or with `resume`, continue) the run in `config.run_dir`; return its results."""
     run_dir = Path(config.run_dir)
+    trace = StepTrace(run_dir, config.train.profile_steps, "jax")
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
     dataset = load_dataset(config)
     check_for_run(dataset, run_dir, config.data.cache_dir)
@@ -56,15 +58,15 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     if resumed:
         state, record = resumed
         print(f"Resuming {run_dir} after epoch {record['epoch']}")
-    loop.start_run(config, record)
+    images_per_epoch = loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
+    board = loop.start_run(config, record, "jax", images_per_epoch)
     print(
         f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
         f"train {len(splits['Training'])}, val {len(splits['PublicTest'])} images (PrivateTest unread until the "
         f"end) | {steps.mesh.size} {jax.devices()[0].platform} device(s), {config.data.pipeline} pipeline"
     )
 
-    updates = epoch_updates(config, steps, splits["Training"])
-    images_per_epoch = loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
+    updates = traced(epoch_updates(config, steps, splits["Training"]), trace, config.train.batch_size)
 
     def train_epoch(epoch: int) -> dict[str, float]:
         nonlocal state
@@ -82,19 +84,35 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
         ),
     )
     try:
-        record, stop_reason = loop.run_epochs(config, record, hooks)
+        record, stop_reason = loop.run_epochs(config, record, hooks, board)
+        trace.close(state)
         if not checkpoints.has("best"):
             raise TrainingError(
                 f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate"
             )
         splits[REPORTED_SPLIT] = reported_split(config, dataset)
         results = evaluate_checkpoint(config, state, steps, checkpoints, splits)
+    except BaseException:
+        trace.close()
+        board.close()
+        raise
     finally:
         checkpoints.close()
-    return loop.finish_run(config, results, stop_reason, "jax", results_copy)
+    return loop.finish_run(config, results, stop_reason, "jax", results_copy, board)
 
 
 EpochUpdates = Callable[[TrainState, int], Iterator[tuple[TrainState, dict[str, jax.Array], int]]]
+
+
+def traced(updates: EpochUpdates, trace: StepTrace, batch_size: int) -> EpochUpdates:
+    """`updates` that tell `trace` of every step once it has been consumed (the profiler's window)."""
+
+    def run(state: TrainState, epoch: int):
+        for state, out, images in updates(state, epoch):  # noqa: B020 (each step yields the new state)
+            yield state, out, images
+            trace.step(out, images // batch_size)
+
+    return run
 
 
 def _train_epoch(
