@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from fer_jax.train.tensorboard_log import event_files
 
 from fer_jax import compare as compare_frameworks
 from fer_jax.files import read_jsonl
+from fer_jax.train.tensorboard_log import event_files
 from tests.fixtures import tiny_run_overrides
 
 

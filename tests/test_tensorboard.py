@@ -16,15 +16,6 @@ from pathlib import Path
 
 import jax.profiler
 import pytest
-from fer_jax.train.tensorboard_log import (
-    CONFUSION,
-    CURVES,
-    IMAGES_PER_S,
-    PROFILE_DIR,
-    SCALARS,
-    TEST_ACCURACY,
-    event_files,
-)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -34,6 +25,15 @@ from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.files import read_jsonl
 from fer_jax.train import trainer as training
+from fer_jax.train.tensorboard_log import (
+    CONFUSION,
+    CURVES,
+    IMAGES_PER_S,
+    PROFILE_DIR,
+    SCALARS,
+    TEST_ACCURACY,
+    event_files,
+)
 
 SERVER_TIMEOUT_S = 90
 
