@@ -64,18 +64,24 @@ centre 0.056 of a FER side lower)."""
 
 
 RETINAFACE_THRESHOLD = 0.7
-"""RetinaFace's score a face needs (`retinaface`). Chosen on PublicTest scenes (docs/predict.md): the lowest
-threshold with no box on the face-free images and at most 0.05 false boxes per face scene."""
+"""RetinaFace's score a face needs (`retinaface`). Chosen on PublicTest scenes
+(results/retinaface_passes_publictest.json): the lowest threshold with no box on the face-free images and at most 0.05 false boxes per face scene (recall
+0.787, 0.025 false boxes per face scene; 0.6: 0.792, 0.045)."""
 RETINAFACE_SWEEP_THRESHOLD = 0.8
-"""The same for `retinaface-sweep`, whose five passes add false boxes at 0.7."""
+"""The same for `retinaface-sweep`, whose passes add false boxes (0.075 per face scene at 0.7, 0.040 at 0.8)."""
 RETINAFACE_SWEEP_ANGLES = (0.0, 20.0, -20.0, 90.0, -90.0)
-"""Turns of the image `retinaface-sweep` searches: RetinaFace's own landmarks cover tilts up to about 15 degrees;
-+-20 raised recall on PublicTest scenes by 5 points (+-30 by less), +-90 by 2 more."""
+"""Turns of the image `retinaface-sweep` searches. On PublicTest scenes at score 0.8, +-20 raised the upright
+pass's recall from 0.760 to 0.824 (+-30: 0.819, with more false boxes), +-90 to 0.799, the 2x pass to 0.863,
+and all of them to 0.924 (results/retinaface_passes_publictest.json)."""
 RETINAFACE_UPSCALE = (2.0, 80, 0.9)
 """`retinaface-sweep` also searches the image enlarged by this factor and keeps the faces under this side (px of
 the image searched, before enlarging) scoring above this: RetinaFace-MobileNet misses most faces under 48 px at
 their size. Larger faces and lower scores from that pass were mostly false boxes on smooth noise (PublicTest
 scenes)."""
+RETINAFACE_ALIGN_MIN_ANGLE = 10.0
+"""A RetinaFace face is turned upright by its eye line only when that is tilted by more than this (degrees). On
+PublicTest scenes straightening every face (0.642 on the detected faces) or none (0.636) read worse than this
+(0.654): FER-2013's own faces are tilted by a few degrees, and turning costs an interpolation."""
 RETINAFACE_FRAMING = (1.05, -0.02)
 """RetinaFace's box is smaller than a FER-2013 crop: its side times the first number, and its centre moved along
 the face's vertical axis by the second times the new side, give the crop the classifier reads best. Chosen on
@@ -245,9 +251,11 @@ def framed(
     landmarks: Sequence[tuple[float, float]],
     score: float,
     framing: tuple[float, float] = RETINAFACE_FRAMING,
+    align_min_angle: float = RETINAFACE_ALIGN_MIN_ANGLE,
 ) -> Detection:
     """A RetinaFace box (its 4 corners, clockwise from the top left, in input pixels: a turned rectangle when it
-    came from a turned pass) and landmarks as a FER-framed square, turned by the eye line."""
+    came from a turned pass) and landmarks as a FER-framed square, turned by the eye line when it is tilted by
+    more than `align_min_angle` degrees."""
     (x0, y0), (x1, y1), (x2, y2) = corners[:3]
     (left_x, left_y), (right_x, right_y) = landmarks[:2]
     angle = math.atan2(right_y - left_y, right_x - left_x)
@@ -256,7 +264,8 @@ def framed(
     cx = (x0 + x2) / 2 - math.sin(angle) * shift * side
     cy = (y0 + y2) / 2 + math.cos(angle) * shift * side
     box = (round(cx - side / 2), round(cy - side / 2), round(side), round(side))
-    return Detection(box, math.degrees(angle), score)
+    turn = math.degrees(angle)
+    return Detection(box, turn if abs(turn) > align_min_angle else 0.0, score)
 
 
 def retinaface_detections(
@@ -265,9 +274,12 @@ def retinaface_detections(
     threshold: float = RETINAFACE_THRESHOLD,
     upscale: tuple[float, int, float] | None = None,
     framing: tuple[float, float] = RETINAFACE_FRAMING,
+    merged: bool = True,
+    align_min_angle: float = RETINAFACE_ALIGN_MIN_ANGLE,
 ) -> list[Detection]:
     """RetinaFace on the image (scaled down to DETECT_MAX_SIDE) turned by each of `angles`, and with `upscale`
-    (factor, largest face side, threshold) enlarged for small faces; best score first, merged, left to right."""
+    (factor, largest face side, threshold) enlarged for small faces; best score first, merged, left to right
+    (`merged=False`: every pass's boxes, for combining passes run separately)."""
     image, scale = scaled(gray)
     passes = [(angle, 1.0, threshold, math.inf) for angle in angles]
     if upscale:
@@ -289,8 +301,8 @@ def retinaface_detections(
                     for x, y in points
                 ]
             points = [(x / scale, y / scale) for x, y in points]
-            found.append(framed(points[:4], points[4:], face.score, framing))
-    return merge(sorted(found, key=lambda d: -d.score))
+            found.append(framed(points[:4], points[4:], face.score, framing, align_min_angle))
+    return merge(sorted(found, key=lambda d: -d.score)) if merged else found
 
 
 DETECTORS: dict[str, tuple[str, Detector]] = {
@@ -339,22 +351,20 @@ def crop(gray: Any, detection: Detection, align: bool = True) -> Any:
 
     An upright box is cut from the image and resized (INTER_AREA when
     shrinking). A rotated one is first cut with 1.5x margin (edges replicated
-    beyond the image), scaled so the face is 48 px, then turned upright.
+    beyond the image), turned upright at full resolution, cut to the box and
+    then resized the same way: turning the 48x48 crop instead blurred it, and
+    cost the classifier 1-3 points on PublicTest scenes (docs/predict.md).
     """
     x, y, width, height = detection.box
     if not align or detection.rotation == 0:
         left, top = max(0, x), max(0, y)
         face = gray[top : y + height, left : x + width]
-        shrink = face.shape[0] >= IMAGE_SIZE and face.shape[1] >= IMAGE_SIZE
-        return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    margin = math.ceil(1.5 * width)
-    patch = cv2.getRectSubPix(gray, (margin, margin), (x + width / 2, y + height / 2))
-    scale = IMAGE_SIZE / width
-    size = max(IMAGE_SIZE, round(margin * scale))
-    patch = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), detection.rotation, 1.0)
-    matrix[0, 2] += IMAGE_SIZE / 2 - size / 2
-    matrix[1, 2] += IMAGE_SIZE / 2 - size / 2
-    return cv2.warpAffine(
-        patch, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    else:
+        margin = math.ceil(1.5 * max(width, height))
+        patch = cv2.getRectSubPix(gray, (margin, margin), (x + width / 2, y + height / 2))
+        matrix = cv2.getRotationMatrix2D((margin / 2, margin / 2), detection.rotation, 1.0)
+        matrix[0, 2] += width / 2 - margin / 2
+        matrix[1, 2] += height / 2 - margin / 2
+        face = cv2.warpAffine(patch, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    shrink = face.shape[0] >= IMAGE_SIZE and face.shape[1] >= IMAGE_SIZE
+    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
