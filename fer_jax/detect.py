@@ -65,8 +65,8 @@ centre 0.056 of a FER side lower)."""
 
 RETINAFACE_THRESHOLD = 0.7
 """RetinaFace's score a face needs (`retinaface`). Chosen on PublicTest scenes
-(results/retinaface_passes_publictest.json): the lowest threshold with no box on the face-free images and at most 0.05 false boxes per face scene (recall
-0.787, 0.025 false boxes per face scene; 0.6: 0.792, 0.045)."""
+(results/retinaface_passes_publictest.json): the lowest threshold with no box on the face-free images and at
+most 0.05 false boxes per face scene (recall 0.787, 0.025 false boxes per face scene; 0.6: 0.792, 0.045)."""
 RETINAFACE_SWEEP_THRESHOLD = 0.8
 """The same for `retinaface-sweep`, whose passes add false boxes (0.075 per face scene at 0.7, 0.040 at 0.8)."""
 RETINAFACE_SWEEP_ANGLES = (0.0, 20.0, -20.0, 90.0, -90.0)
