@@ -231,7 +231,7 @@ def test_retinaface_landmarks_and_the_eye_line_turn_a_tilted_face_upright(gray):
     assert abs(face.rotation - upright.rotation - 25) < 6, face.rotation
     same = np.corrcoef(crop(tilted, face).ravel(), crop(gray, upright).ravel())[0, 1]
     as_found = np.corrcoef(crop(tilted, face, align=False).ravel(), crop(gray, upright).ravel())[0, 1]
-    assert same > 0.85 and same > as_found + 0.1, (same, as_found)
+    assert same > 0.8 and same > as_found + 0.2, (same, as_found)  # her own 2.4-degree tilt stays in `upright`
 
 
 def test_retinaface_sweep_finds_a_face_turned_by_90_degrees_and_small_faces(gray):
