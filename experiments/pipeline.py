@@ -630,13 +630,14 @@ def format_recall_table(report: dict[str, Any]) -> str:
 
 
 def format_alignment(report: dict[str, Any]) -> str:
-    """Accuracy on the rotated faces each sweep detector found, classified upright vs as found."""
+    """Accuracy on the rotated faces each detector found (and on all it found), classified upright vs as found."""
     lines = []
     for r in report["detectors"]:
         if r.get("accuracy_on_detected_rotated") is not None:
             lines.append(
                 f"- `{r['detector']}`: {_fmt(r['accuracy_on_detected_rotated'])} turned upright vs "
-                f"{_fmt(r['accuracy_on_detected_rotated_unaligned'])} as found"
+                f"{_fmt(r['accuracy_on_detected_rotated_unaligned'])} as found (all faces it found: "
+                f"{_fmt(r['accuracy_on_detected'])} vs {_fmt(r['accuracy_on_detected_unaligned'])})"
             )
     return "\n".join(lines)
 
