@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="retinaface",
         metavar="NAME",
         help="retinaface (default: a CNN, faces turned upright by their eyes), retinaface-sweep (also faces turned "
-        "by 90 degrees and faces under 40 px, about 10x slower), dlib or dlib-sweep (dlib's HOG detector), haar or "
-        "haar-sweep (OpenCV's cascades); docs/predict.md compares them",
+        "by 90 degrees and faces under 40 px, about 12x the CPU time), dlib or dlib-sweep (dlib's HOG detector), "
+        "haar or haar-sweep (OpenCV's cascades); docs/predict.md compares them",
     )
     predict.add_argument(
         "--backend",
