@@ -345,7 +345,8 @@ def pipeline_section(report: dict[str, Any]) -> str:
     onnx, int8 = speed.get("onnx"), speed.get("onnx_int8")
     return (
         f"Scenes from {report['split']} faces ({report['labelled_faces']} labelled FER faces, "
-        f"{report['scenes']['free']} face-free images), {report['machine']}; classifier: the shipped "
+        f"{report['scenes']['free']} face-free images), {report['machine']}, load average "
+        f"{report['load_average'][0]:.1f} as the last run began; classifier: the shipped "
         f"`{weights['file']}` ({weights['model']}, PrivateTest {weights['test_accuracy']:.3f} on the original "
         f"crops). Classifier alone, batch {speed['batch']}: {speed['jax']['faces_per_s']:,.0f} faces/s in JAX"
         + (f", {onnx['faces_per_s']:,.0f} with ONNX Runtime" if onnx else "")
@@ -379,7 +380,8 @@ def pipeline_block(results: Path) -> str:
             "Recall by kind of scene, face size and rotation (*turned 15-45* pools the +-15, 30 and 45 degree "
             "faces, *turned 90* the +-90 ones):",
             pipeline.format_recall_table(report),
-            "Accuracy on the rotated FER faces each detector found, crop turned upright vs as found:",
+            "Accuracy on the rotated FER faces each detector found (and on all it found), crop turned upright vs "
+            "as found:",
             pipeline.format_alignment(report),
         ]
 

@@ -13,7 +13,7 @@ import torch
 from experiments import pipeline
 from fer_jax.cli import build_parser, main
 from fer_jax.data.fer2013 import DataError
-from fer_jax.infer import detect
+from fer_jax.infer import detect, retinaface
 from fer_jax.infer.batch import BATCH_SIZE, BUCKETS, probabilities, stream
 from fer_jax.infer.detect import Detection, crop, get_detector, haar_boxes, merge, sweep
 from tests.fixtures import make_faces
@@ -85,7 +85,7 @@ def test_merge_keeps_the_first_of_overlapping_boxes_left_to_right():
 
 
 def test_unknown_detector_and_missing_dlib_are_one_line(monkeypatch):
-    with pytest.raises(DataError, match="unknown detector 'mtcnn': choose one of haar, haar-sweep, dlib, dlib-sweep"):
+    with pytest.raises(DataError, match="unknown detector 'mtcnn': choose one of retinaface, retinaface-sweep, haar"):
         get_detector("mtcnn")
     detect._dlib_detector.cache_clear()
     monkeypatch.setitem(sys.modules, "dlib", None)
@@ -103,8 +103,7 @@ def test_dlib_finds_the_astronaut_framed_like_a_fer_crop(gray):
     assert 0.9 < face.box[2] / haar.box[2] < 1.25
 
 
-def test_dlib_is_the_default_and_finds_no_false_face_in_a_jpeg_of_the_astronaut(gray):
-    assert build_parser().parse_args(["predict", "x.png"]).detector == detect.DEFAULT_DETECTOR == "dlib"
+def test_dlib_finds_no_false_face_in_a_jpeg_of_the_astronaut(gray):
     ok, encoded = cv2.imencode(".jpg", gray)  # OpenCV's default quality, 95
     assert ok
     jpeg = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
@@ -202,3 +201,60 @@ def test_score_curve_drops_the_boxes_under_each_threshold():
     assert curve[0.1]["recall"] == 1.0 and curve[0.1]["false_boxes_in_face_scenes"] == 0
     assert curve[0.1]["false_boxes_per_face_free_image"] == 0.0
     assert curve[0.5]["recall"] == 0.0
+
+
+# RetinaFace --------------------------------------------------------------------------------------------------
+
+
+def test_retinaface_is_the_default_and_frames_the_astronaut_like_a_fer_crop(gray):
+    assert build_parser().parse_args(["predict", "x.png"]).detector == detect.DEFAULT_DETECTOR == "retinaface"
+    (face,) = get_detector("retinaface")(gray)
+    (haar,) = get_detector("haar")(gray)  # Haar's box frames faces as FER-2013's crops do
+    assert math.dist(centre(face.box), centre(haar.box)) < 0.15 * haar.box[2]
+    assert 0.9 < face.box[2] / haar.box[2] < 1.35
+    assert abs(face.rotation) < 5 and face.score > 0.99  # her head is nearly upright
+    ok, encoded = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 30])
+    assert ok and len(get_detector("retinaface")(cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE))) == 1
+
+
+def test_retinaface_landmarks_and_the_eye_line_turn_a_tilted_face_upright(gray):
+    (raw,) = retinaface.detect(gray, 0.5)
+    left_eye, right_eye, nose, mouth_left, mouth_right = raw.landmarks
+    x1, y1, x2, y2 = raw.box
+    assert all(x1 < x < x2 and y1 < y < y2 for x, y in raw.landmarks)
+    assert left_eye[0] < nose[0] < right_eye[0] and max(left_eye[1], right_eye[1]) < nose[1] < mouth_left[1]
+    assert mouth_left[0] < mouth_right[0]
+    matrix = cv2.getRotationMatrix2D(ASTRONAUT_CENTRE, -25, 1.0)  # her head turned 25 degrees clockwise
+    tilted = cv2.warpAffine(gray, matrix, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+    (face,) = get_detector("retinaface")(tilted)
+    (upright,) = get_detector("retinaface")(gray)
+    assert abs(face.rotation - upright.rotation - 25) < 6, face.rotation
+    same = np.corrcoef(crop(tilted, face).ravel(), crop(gray, upright).ravel())[0, 1]
+    as_found = np.corrcoef(crop(tilted, face, align=False).ravel(), crop(gray, upright).ravel())[0, 1]
+    assert same > 0.8 and same > as_found + 0.2, (same, as_found)  # her own 2.4-degree tilt stays in `upright`
+
+
+def test_retinaface_sweep_finds_a_face_turned_by_90_degrees_and_small_faces(gray):
+    turned = cv2.rotate(gray, cv2.ROTATE_90_CLOCKWISE)  # (x, y) -> (511 - y, x)
+    (face,) = get_detector("retinaface-sweep")(turned)
+    x, y = ASTRONAUT_CENTRE
+    assert math.dist(centre(face.box), (511 - y, x)) < 15 and abs(face.rotation - 90) < 10
+    small = cv2.resize(gray, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)  # her face about 30 px
+    canvas = np.full((240, 320), 128, np.uint8)
+    canvas[40:168, 100:228] = small
+    (found,) = get_detector("retinaface-sweep")(canvas)
+    assert math.dist(centre(found.box), (100 + x / 4, 40 + y / 4)) < 6
+
+
+def test_retinaface_takes_any_size_and_refuses_an_altered_model(tmp_path):
+    for shape in [(0, 0), (1, 1), (7, 3000), (33, 17), (101, 203)]:
+        assert retinaface.detect(np.full(shape, 128, np.uint8), 0.5) == []
+    assert len(retinaface.anchors(101, 203)) == 2 * sum(
+        math.ceil(101 / s) * math.ceil(203 / s) for s in retinaface.STRIDES
+    )
+    altered = tmp_path / "model.onnx"
+    altered.write_bytes(retinaface.WEIGHTS.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DataError, match=r"model.onnx: sha256 [0-9a-f]{16}\.\.\. is not the shipped model's"):
+        retinaface.session(altered)
+    with pytest.raises(DataError, match="no such file"):
+        retinaface.session(tmp_path / "missing.onnx")

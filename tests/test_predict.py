@@ -1,6 +1,7 @@
 """`fer_jax.infer.predict` and `fer-jax predict`: a photo, FER faces, odd images, bad files, video, shipped weights."""
 
 import csv
+import importlib
 import json
 import shutil
 import zipfile
@@ -25,9 +26,9 @@ from fer_jax.train.loop import new_record
 from fer_jax.train.steps import init_state
 
 ROOT = Path(__file__).resolve().parent.parent
-# Where the default detector (dlib, framed like a FER crop) finds the astronaut's face (x, y, width, height),
-# within a few pixels. Haar's box is (177, 67, 93, 93).
-ASTRONAUT_FACE = (169, 64, 103, 103)
+# Where the default detector (RetinaFace, framed like a FER crop) finds the astronaut's face (x, y, width, height),
+# within a few pixels. dlib's box is (169, 64, 103, 103), Haar's (177, 67, 93, 93).
+ASTRONAUT_FACE = (169, 55, 114, 114)
 
 
 def assert_astronaut_face(box, scale=1.0, tolerance=8):
@@ -127,6 +128,35 @@ def test_unreadable_files_are_one_line_each_and_the_others_still_run(astronaut, 
     assert lines[2].startswith("fer-jax predict: error: 2 of 3 images could not be read")
     assert "astronaut.jpg: 1 face" in captured.out and (out / "astronaut_annotated.jpg").is_file()
     assert [("error" in r) for r in json.loads((out / "predictions.json").read_text())["images"]] == [True, True, False]
+
+
+def test_bad_inputs_give_a_result_or_one_line_and_never_stop_the_batch(astronaut, tmp_path, capsys, monkeypatch):
+    with pytest.raises(DataError, match=r"image array of shape \(0, 0, 3\): the image is empty"):
+        fer_jax.predict(np.zeros((0, 0, 3), np.uint8))
+    assert fer_jax.predict(np.full((10_000, 10_000), 128, np.uint8)) == []  # 100 megapixels, no face
+    photo, empty, odd = tmp_path / "astronaut.png", tmp_path / "empty.png", tmp_path / "odd.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    empty.write_bytes(b"")
+    cv2.imwrite(str(odd), np.full((20, 30, 3), 7, np.uint8))
+    predict_module = importlib.import_module("fer_jax.predict")  # `fer_jax.predict` is the function
+    detect_and_crop = predict_module.detect_and_crop
+
+    def failing_on_odd(bgr, *args):  # a library error inside detection, on one image only
+        if bgr.shape[:2] == (20, 30):
+            raise cv2.error("OpenCV(4.14.0) color.cpp:199: error: (-215:Assertion failed) in function 'cvtColor'\n")
+        return detect_and_crop(bgr, *args)
+
+    monkeypatch.setattr(predict_module, "detect_and_crop", failing_on_odd)
+    assert main(["predict", str(empty), str(odd), str(photo), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in captured.err
+    assert lines[0] == f"{empty}: not a readable image; skipped"
+    assert lines[1] == (
+        f"{odd}: could not be processed (OpenCV(4.14.0) color.cpp:199: error: (-215:Assertion failed) in function "
+        "'cvtColor'); skipped"
+    )
+    assert "astronaut.png: 1 face" in captured.out
 
 
 def test_predict_without_inputs_is_one_line(capsys):

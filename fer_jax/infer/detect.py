@@ -9,10 +9,14 @@ downloaded at run time:
   +-90 degrees, plus the profile cascade on the image and its mirror, on
   small images upscaled first; boxes are mapped back and merged, and each face
   keeps the rotation that found it, so its crop is turned upright;
-- `dlib` (the default), `dlib-sweep`: dlib's HOG frontal detector (built into
+- `dlib`, `dlib-sweep`: dlib's HOG frontal detector (built into
   the dlib-bin wheel, a dependency of fer-jax), alone and with the same
   rotations and upscaling (no profile cascade: dlib's own filters cover
-  turned heads).
+  turned heads);
+- `retinaface` (the default), `retinaface-sweep`: RetinaFace-MobileNet-0.25, a CNN
+  (`fer_jax.infer.retinaface`, its model ships in fer_jax/weights/), alone and with passes on
+  the image turned by +-20 and +-90 degrees and enlarged 2x for small faces. Its five
+  landmarks turn each face upright by its eye line.
 
 docs/predict.md compares them on `experiments/pipeline.py`'s benchmark.
 """
@@ -29,6 +33,7 @@ from typing import Any
 import cv2
 
 from fer_jax.data.fer2013 import IMAGE_SIZE, DataError
+from fer_jax.infer import retinaface
 
 Box = tuple[int, int, int, int]
 """x, y, width, height in pixels of the input image."""
@@ -56,6 +61,34 @@ DLIB_FRAMING = (1.13, -0.064)
 """dlib's box is tighter than a FER-2013 crop: its side times 1.13 and its centre moved up 0.064 of its side give
 the FER framing the classifier was trained on (medians over matched PublicTest scene faces: side 0.88x,
 centre 0.056 of a FER side lower)."""
+
+
+RETINAFACE_THRESHOLD = 0.7
+"""RetinaFace's score a face needs (`retinaface`). Chosen on PublicTest scenes
+(results/retinaface_passes_publictest.json): the lowest threshold with no box on the face-free images and at
+most 0.05 false boxes per face scene (recall 0.787, 0.025 false boxes per face scene; 0.6: 0.792, 0.045)."""
+RETINAFACE_SWEEP_THRESHOLD = 0.8
+"""The same for `retinaface-sweep`, whose passes add false boxes (0.075 per face scene at 0.7, 0.040 at 0.8)."""
+RETINAFACE_SWEEP_ANGLES = (0.0, 20.0, -20.0, 90.0, -90.0)
+"""Turns of the image `retinaface-sweep` searches. On PublicTest scenes at score 0.8, +-20 raised the upright
+pass's recall from 0.760 to 0.824 (+-30: 0.819, with more false boxes), +-90 to 0.799, the 2x pass to 0.863,
+and all of them to 0.924 (results/retinaface_passes_publictest.json)."""
+RETINAFACE_UPSCALE = (2.0, 80, 0.9)
+"""`retinaface-sweep` also searches the image enlarged by this factor and keeps the faces under this side (px of
+the image searched, before enlarging) scoring above this: RetinaFace-MobileNet misses most faces under 48 px at
+their size. Larger faces and lower scores from that pass were mostly false boxes on smooth noise (PublicTest
+scenes)."""
+RETINAFACE_ALIGN_MIN_ANGLE = 10.0
+"""A RetinaFace face is turned upright by its eye line only when that is tilted by more than this (degrees). On
+PublicTest scenes (results/retinaface_calibration_publictest.json) turning none read worst (0.629 on the
+detected faces; 0.467 on the rotated ones); turning all (0.651) and those over 10 degrees (0.651; rotated
+0.622 against 0.600) tied, and 10 leaves the near-upright faces, most of them, unresampled."""
+RETINAFACE_FRAMING = (1.05, -0.04)
+"""RetinaFace's box is smaller than a FER-2013 crop: its side times the first number, and its centre moved along
+the face's vertical axis by the second times the new side, give the crop the classifier reads best. Chosen on
+PublicTest scenes by the classifier's accuracy on the detected faces over a grid
+(results/retinaface_calibration_publictest.json: 0.664, against 0.642 at the geometric medians 1.086, -0.01,
+where a FER face's side is 1.086 RetinaFace's); the grid is flat within about +-1.5 points around it."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +248,76 @@ def sweep(find: BoxFinder, gray: Any, angles: Sequence[float] = SWEEP_ANGLES, pr
     return merge(found)
 
 
+def framed(
+    corners: Sequence[tuple[float, float]],
+    landmarks: Sequence[tuple[float, float]],
+    score: float,
+    framing: tuple[float, float] = RETINAFACE_FRAMING,
+    align_min_angle: float = RETINAFACE_ALIGN_MIN_ANGLE,
+) -> Detection:
+    """A RetinaFace box (its 4 corners, clockwise from the top left, in input pixels: a turned rectangle when it
+    came from a turned pass) and landmarks as a FER-framed square, turned by the eye line when it is tilted by
+    more than `align_min_angle` degrees."""
+    (x0, y0), (x1, y1), (x2, y2) = corners[:3]
+    (left_x, left_y), (right_x, right_y) = landmarks[:2]
+    angle = math.atan2(right_y - left_y, right_x - left_x)
+    grow, shift = framing
+    side = grow * (math.dist((x0, y0), (x1, y1)) + math.dist((x1, y1), (x2, y2))) / 2
+    cx = (x0 + x2) / 2 - math.sin(angle) * shift * side
+    cy = (y0 + y2) / 2 + math.cos(angle) * shift * side
+    box = (round(cx - side / 2), round(cy - side / 2), round(side), round(side))
+    turn = math.degrees(angle)
+    return Detection(box, turn if abs(turn) > align_min_angle else 0.0, score)
+
+
+def retinaface_detections(
+    gray: Any,
+    angles: Sequence[float] = (0.0,),
+    threshold: float = RETINAFACE_THRESHOLD,
+    upscale: tuple[float, int, float] | None = None,
+    framing: tuple[float, float] = RETINAFACE_FRAMING,
+    merged: bool = True,
+    align_min_angle: float = RETINAFACE_ALIGN_MIN_ANGLE,
+) -> list[Detection]:
+    """RetinaFace on the image (scaled down to DETECT_MAX_SIDE) turned by each of `angles`, and with `upscale`
+    (factor, largest face side, threshold) enlarged for small faces; best score first, merged, left to right
+    (`merged=False`: every pass's boxes, for combining passes run separately)."""
+    image, scale = scaled(gray)
+    passes = [(angle, 1.0, threshold, math.inf) for angle in angles]
+    if upscale:
+        passes.append((0.0, upscale[0], upscale[2], upscale[1]))
+    found: list[Detection] = []
+    for angle, factor, floor, largest in passes:
+        turned, back = rotated(image, angle) if angle else (image, None)
+        if factor != 1:
+            turned = cv2.resize(turned, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+        for face in retinaface.detect(turned, floor):
+            x1, y1, x2, y2 = face.box
+            if (x2 - x1 + y2 - y1) / 2 / factor >= largest:
+                continue
+            points = [(x1, y1), (x2, y1), (x2, y2), (x1, y2), *face.landmarks]
+            points = [(x / factor, y / factor) for x, y in points]
+            if back is not None:
+                points = [
+                    (back[0, 0] * x + back[0, 1] * y + back[0, 2], back[1, 0] * x + back[1, 1] * y + back[1, 2])
+                    for x, y in points
+                ]
+            points = [(x / scale, y / scale) for x, y in points]
+            found.append(framed(points[:4], points[4:], face.score, framing, align_min_angle))
+    return merge(sorted(found, key=lambda d: -d.score)) if merged else found
+
+
 DETECTORS: dict[str, tuple[str, Detector]] = {
+    "retinaface": (
+        "RetinaFace-MobileNet-0.25 (a CNN), faces turned upright by their eye line",
+        lambda gray: retinaface_detections(gray),
+    ),
+    "retinaface-sweep": (
+        "RetinaFace on the image, on copies turned by +-20 and +-90 degrees, and enlarged 2x for small faces",
+        lambda gray: retinaface_detections(
+            gray, RETINAFACE_SWEEP_ANGLES, RETINAFACE_SWEEP_THRESHOLD, RETINAFACE_UPSCALE
+        ),
+    ),
     "haar": ("OpenCV's frontal Haar cascade, upright faces only", lambda gray: single_pass(haar_boxes, gray)),
     "haar-sweep": (
         "the Haar cascade on rotated copies, plus the profile cascade",
@@ -228,7 +330,7 @@ DETECTORS: dict[str, tuple[str, Detector]] = {
     ),
 }
 """name -> (description, detector)."""
-DEFAULT_DETECTOR = "dlib"
+DEFAULT_DETECTOR = "retinaface"
 """What `fer-jax predict` uses unless told otherwise (docs/predict.md compares DETECTORS)."""
 
 
@@ -238,6 +340,8 @@ def get_detector(name: str) -> Detector:
         raise DataError(f"unknown detector {name!r}: choose one of {', '.join(DETECTORS)}")
     if name.startswith("dlib"):
         _dlib_detector()
+    if name.startswith("retinaface"):
+        retinaface.session()
     return DETECTORS[name][1]
 
 
@@ -249,22 +353,20 @@ def crop(gray: Any, detection: Detection, align: bool = True) -> Any:
 
     An upright box is cut from the image and resized (INTER_AREA when
     shrinking). A rotated one is first cut with 1.5x margin (edges replicated
-    beyond the image), scaled so the face is 48 px, then turned upright.
+    beyond the image), turned upright at full resolution, cut to the box and
+    then resized the same way: turning the 48x48 crop instead blurred it, and
+    cost the classifier 1-3 points on PublicTest scenes (docs/predict.md).
     """
     x, y, width, height = detection.box
     if not align or detection.rotation == 0:
         left, top = max(0, x), max(0, y)
         face = gray[top : y + height, left : x + width]
-        shrink = face.shape[0] >= IMAGE_SIZE and face.shape[1] >= IMAGE_SIZE
-        return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    margin = math.ceil(1.5 * width)
-    patch = cv2.getRectSubPix(gray, (margin, margin), (x + width / 2, y + height / 2))
-    scale = IMAGE_SIZE / width
-    size = max(IMAGE_SIZE, round(margin * scale))
-    patch = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), detection.rotation, 1.0)
-    matrix[0, 2] += IMAGE_SIZE / 2 - size / 2
-    matrix[1, 2] += IMAGE_SIZE / 2 - size / 2
-    return cv2.warpAffine(
-        patch, matrix, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    else:
+        margin = math.ceil(1.5 * max(width, height))
+        patch = cv2.getRectSubPix(gray, (margin, margin), (x + width / 2, y + height / 2))
+        matrix = cv2.getRotationMatrix2D((margin / 2, margin / 2), detection.rotation, 1.0)
+        matrix[0, 2] += width / 2 - margin / 2
+        matrix[1, 2] += height / 2 - margin / 2
+        face = cv2.warpAffine(patch, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    shrink = face.shape[0] >= IMAGE_SIZE and face.shape[1] >= IMAGE_SIZE
+    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

@@ -2,8 +2,8 @@
 classifies them, in fixed-size batches across images and frames (`fer_jax.infer.batch`).
 
 Each face is cropped from the grayscale image (the detector's square box, turned
-upright when the detector found it rotated), resized to 48x48 and scaled to
-[0, 1], as the training faces are. The default
+upright by the eye line of RetinaFace's landmarks, or by the rotation a sweep
+found it at), resized to 48x48 and scaled to [0, 1], as the training faces are. The default
 model is the CPU-best net (`vgg_bn` at width 3/8, `experiments/configs/cpu_best.py`) shipped in
 `fer_jax/weights/` beside the seed CNN (float16, checked by sha256); `export_weights` writes such
 a file from any run folder.
@@ -294,11 +294,19 @@ def to_bgr(image: Any) -> Any:
         raise DataError(f"image array of {tensor.dtype}: expected uint8, 16-bit or floats in [0, 1]")
     if tensor.ndim == 3 and tensor.shape[2] == 1:
         tensor = tensor[..., 0]
+    if tensor.ndim in (2, 3) and tensor.shape[0] * tensor.shape[1] == 0:
+        raise DataError(f"image array of shape {tuple(tensor.shape)}: the image is empty")
     conversions = {2: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}
     channels = 2 if tensor.ndim == 2 else tensor.shape[2] if tensor.ndim == 3 else 0
     if channels not in conversions:
         raise DataError(f"image array of shape {tuple(tensor.shape)}: expected (H, W), (H, W, 3) or (H, W, 4)")
     return cv2.cvtColor(tensor.contiguous().numpy(), conversions[channels])
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message as one line (its first non-empty one, at most 300 characters)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
 
 
 def detect_and_crop(
@@ -441,10 +449,13 @@ def predict_files(
                 if nothing:
                     raise DataError(nothing)
                 bgr = read_image(path)
+                found, crops = detect_and_crop(bgr, detect, detector)
             except DataError as err:
                 yield (path, None, [], str(err)), []
                 continue
-            found, crops = detect_and_crop(bgr, detect, detector)
+            except (cv2.error, MemoryError) as err:  # one image the libraries cannot handle; the batch goes on
+                yield (path, None, [], f"{path}: could not be processed ({one_line(err)})"), []
+                continue
             yield (path, bgr, found, ""), crops
 
     for (path, bgr, found, error), face_probabilities in stream(detected(), classifier):

@@ -1,0 +1,216 @@
+"""Calibration of the RetinaFace detectors: score thresholds and passes, and the crop the classifier reads best.
+
+    python -m experiments.retinaface_calibration --data ../shared/datasets/fer2013.zip --split PublicTest \\
+        --part framing --out results/retinaface_calibration_publictest.json
+    python -m experiments.retinaface_calibration --data ../shared/datasets/fer2013.zip --split PublicTest \\
+        --part detection --out results/retinaface_passes_publictest.json
+
+`--part detection`: on all of `experiments/pipeline.py`'s scenes of the split
+(FER faces, photos, LFW, face-free images), each pass of `retinaface-sweep`
+(upright, +-20, +-30 and +-90 degrees at score 0.5, and the 2x pass for small
+faces) runs once; combinations of passes are merged as the detector merges
+them and scored at each of pipeline.SCORE_THRESHOLDS from 0.5 up: recall,
+false boxes per face scene and per face-free image.
+
+`--part framing`: on the split's FER scenes, the `retinaface` detector runs once
+with its raw box (`framing=(1, 0)`); each of its FER faces is then cropped at
+every (grow, shift) of a grid (side times grow, centre moved along the face's
+vertical axis by shift times the new side) and classified; then, at the
+framing in use, turned upright by its eye line when tilted by more than each
+of ALIGN_MIN_ANGLES. Choose on
+PublicTest (never PrivateTest); the PrivateTest run only reports the grid. It
+also gives the medians that `fer_jax.infer.detect.RETINAFACE_FRAMING` was first set
+from: the FER face's side over RetinaFace's, and its centre's offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+GROW = (0.95, 1.0, 1.05, 1.086, 1.1, 1.15, 1.2, 1.25, 1.3)
+SHIFT = (-0.08, -0.06, -0.04, -0.02, -0.01, 0.0, 0.02, 0.04)
+
+
+def reframe(detection: Any, grow: float, shift: float) -> Any:
+    """A detection found with framing (1, 0), reframed as `fer_jax.infer.detect.framed` would with (grow, shift)."""
+    x, y, side, _ = detection.box
+    angle = math.radians(detection.rotation)
+    cx = x + side / 2 - math.sin(angle) * shift * grow * side
+    cy = y + side / 2 + math.cos(angle) * shift * grow * side
+    new = grow * side
+    return dataclasses.replace(detection, box=(round(cx - new / 2), round(cy - new / 2), round(new), round(new)))
+
+
+ALIGN_MIN_ANGLES = (0.0, 5.0, 10.0, 15.0, 20.0, 360.0)
+"""A face is turned upright by its eye line when it is tilted by more than this (360: never)."""
+PASSES: dict[str, dict[str, Any]] = {
+    "upright": {"angles": (0.0,)},
+    "+-20": {"angles": (20.0, -20.0)},
+    "+-30": {"angles": (30.0, -30.0)},
+    "+-90": {"angles": (90.0, -90.0)},
+    "2x small": {"angles": ()},
+}
+"""The passes of a sweep, each run on its own (the 2x pass with fer_jax.infer.detect.RETINAFACE_UPSCALE)."""
+COMBINATIONS = (
+    ("upright",),
+    ("upright", "+-20"),
+    ("upright", "+-30"),
+    ("upright", "+-90"),
+    ("upright", "+-20", "+-90"),
+    ("upright", "2x small"),
+    ("upright", "+-20", "2x small"),
+    ("upright", "+-20", "+-90", "2x small"),
+    ("upright", "+-30", "+-90", "2x small"),
+)
+"""`retinaface` is the first, `retinaface-sweep` the last but one."""
+PASS_FLOOR = 0.5
+
+
+def detection_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Recall and false boxes of each combination of passes at each score threshold (see the module's doc)."""
+    from experiments import pipeline
+    from fer_jax.data.fer2013 import load_fer2013
+    from fer_jax.infer.detect import RETINAFACE_UPSCALE, merge, retinaface_detections
+
+    split = load_fer2013(args.data).splits[args.split]
+    free = pipeline.face_free_photos()
+    seed = pipeline.SCENE_SEED[args.split]
+    scenes = [
+        *pipeline.build_fer_scenes(split.images, split.labels, seed, list(free.values())),
+        *pipeline.build_photo_scenes(seed, list(free.values())),
+        *pipeline.build_face_free(seed, free),
+    ]
+    found: dict[str, list[list[Any]]] = {name: [] for name in PASSES}
+    for scene in scenes:
+        gray = cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY)
+        for name, options in PASSES.items():
+            upscale = RETINAFACE_UPSCALE if name == "2x small" else None
+            found[name].append(
+                retinaface_detections(gray, threshold=PASS_FLOOR, upscale=upscale, merged=False, **options)
+            )
+    face_scenes = sum(scene.kind != "free" for scene in scenes)
+    rows = []
+    for combination in COMBINATIONS:
+        merged = [
+            merge(sorted((d for name in combination for d in found[name][i]), key=lambda d: -d.score))
+            for i in range(len(scenes))
+        ]
+        for row in pipeline.score_curve(scenes, merged):
+            if row["threshold"] >= PASS_FLOOR:
+                row["false_boxes_per_face_scene"] = row["false_boxes_in_face_scenes"] / face_scenes
+                rows.append({"passes": " + ".join(combination), **row})
+                print(
+                    "{passes}, score >= {threshold}: recall {recall:.3f}, false boxes {false_boxes_per_face_scene:.3f} "
+                    "per face scene, {false_boxes_per_face_free_image:.3f} per face-free image".format(**rows[-1]),
+                    flush=True,
+                )
+    return {"split": args.split, "scenes": len(scenes), "face_scenes": face_scenes, "rows": rows}
+
+
+def framing_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Accuracy on the detected FER faces at each framing of the grid (see the module's doc)."""
+    from experiments import pipeline
+    from fer_jax.data.fer2013 import load_fer2013
+    from fer_jax.infer.detect import RETINAFACE_ALIGN_MIN_ANGLE, RETINAFACE_FRAMING, crop, retinaface_detections
+    from fer_jax.infer.predict import load_classifier
+
+    split = load_fer2013(args.data).splits[args.split]
+    free = pipeline.face_free_photos()
+    scenes = pipeline.build_fer_scenes(split.images, split.labels, pipeline.SCENE_SEED[args.split], list(free.values()))
+    faces = []  # (gray image, raw detection, truth)
+    for scene in scenes:
+        gray = cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY)
+        found = retinaface_detections(gray, framing=(1.0, 0.0), align_min_angle=0.0)
+        for truth, which in zip(scene.faces, pipeline.match(scene.faces, [d.box for d in found])):
+            if which is not None:
+                faces.append((gray, found[which], truth))
+    classifier = load_classifier(None)
+    labels = [truth.label for _, _, truth in faces]
+
+    def turned(detection: Any, min_angle: float) -> Any:
+        return detection if abs(detection.rotation) > min_angle else dataclasses.replace(detection, rotation=0.0)
+
+    grid = []
+    for grow in GROW:
+        for shift in SHIFT:
+            crops = [crop(gray, turned(reframe(d, grow, shift), RETINAFACE_ALIGN_MIN_ANGLE)) for gray, d, _ in faces]
+            guesses = pipeline.classify(classifier, crops)
+            accuracy = sum(g == label for g, label in zip(guesses, labels)) / len(labels)
+            grid.append({"grow": grow, "shift": shift, "accuracy_on_detected": accuracy})
+            print(f"grow {grow:.3f} shift {shift:+.2f}: {accuracy:.4f}", flush=True)
+    best = max(grid, key=lambda g: g["accuracy_on_detected"])
+    alignment = []
+    for min_angle in ALIGN_MIN_ANGLES:
+        crops = [crop(gray, turned(reframe(d, *RETINAFACE_FRAMING), min_angle)) for gray, d, _ in faces]
+        guesses = pipeline.classify(classifier, crops)
+        correct = [g == t.label for g, (_, _, t) in zip(guesses, faces)]
+        alignment.append(
+            {
+                "turned_if_tilted_over_degrees": min_angle,
+                "accuracy_on_detected": sum(correct) / len(correct),
+                "upright_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle == 0),
+                "rotated_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle != 0),
+            }
+        )
+        print(
+            "turned upright when tilted over {turned_if_tilted_over_degrees} degrees: {accuracy_on_detected:.4f} "
+            "(upright faces {upright_faces:.4f}, rotated {rotated_faces:.4f})".format(**alignment[-1]),
+            flush=True,
+        )
+    upright = [(d, t) for _, d, t in faces if t.angle == 0]
+    report = {
+        "split": args.split,
+        "detector": "retinaface (single pass, RETINAFACE_THRESHOLD)",
+        "faces_detected": len(faces),
+        "fer_faces": sum(len(s.faces) for s in scenes),
+        "median_fer_side_over_retinaface_side": statistics.median(t.side / d.box[2] for d, t in upright),
+        "median_centre_offset_over_fer_side": statistics.median(
+            (t.cy - d.box[1] - d.box[3] / 2) / t.side for d, t in upright
+        ),
+        "framing_in_use": list(RETINAFACE_FRAMING),
+        "accuracy_at_framing_in_use": next(
+            (g["accuracy_on_detected"] for g in grid if (g["grow"], g["shift"]) == tuple(RETINAFACE_FRAMING)), None
+        ),
+        "best": best,
+        "grid": grid,
+        "alignment_at_framing_in_use": alignment,
+    }
+    print(f"best: grow {best['grow']} shift {best['shift']} accuracy {best['accuracy_on_detected']:.4f}")
+    return report
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from fer_jax.files import write_json
+
+    report = (detection_part if args.part == "detection" else framing_part)(args)
+    report["command"] = " ".join(["python", "-m", "experiments.retinaface_calibration", *sys.argv[1:]])
+    write_json(Path(args.out), report)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from experiments.pipeline import SCENE_SEED
+    from fer_jax.cli import run_command
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.retinaface_calibration", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--data", required=True, help="the FER-2013 archive")
+    parser.add_argument("--split", default="PublicTest", choices=tuple(SCENE_SEED))
+    parser.add_argument("--part", choices=("framing", "detection"), default="framing")
+    parser.add_argument("--out", required=True, help="the results JSON")
+    args = parser.parse_args(argv)
+    return run_command("python -m experiments.retinaface_calibration", lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
