@@ -1,7 +1,6 @@
 """`fer_jax.infer.predict` and `fer-jax predict`: a photo, FER faces, odd images, bad files, video, shipped weights."""
 
 import csv
-import importlib
 import json
 import shutil
 import zipfile
@@ -19,6 +18,7 @@ from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.data.fer2013 import EMOTIONS, DataError, decode_face
 from fer_jax.files import write_json
+from fer_jax.infer import predict as predict_module
 from fer_jax.infer.predict import DEFAULT_WEIGHTS, load_classifier, load_weights, shipped_weights
 from fer_jax.models.zoo import count_params
 from fer_jax.train.checkpoints import RunCheckpoints
@@ -138,7 +138,6 @@ def test_bad_inputs_give_a_result_or_one_line_and_never_stop_the_batch(astronaut
     cv2.imwrite(str(photo), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
     empty.write_bytes(b"")
     cv2.imwrite(str(odd), np.full((20, 30, 3), 7, np.uint8))
-    predict_module = importlib.import_module("fer_jax.predict")  # `fer_jax.predict` is the function
     detect_and_crop = predict_module.detect_and_crop
 
     def failing_on_odd(bgr, *args):  # a library error inside detection, on one image only
