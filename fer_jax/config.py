@@ -120,6 +120,26 @@ class TrainConfig:
     ema_decay: float = 0.0
     """Exponential moving average of the weights (e.g. 0.999; 0: off). When on, the EMA weights are
     the ones validated, selected, saved as the best checkpoint and reported."""
+    distributed: bool = False
+    """Join a multi-process run with `jax.distributed.initialize()` (which process this is: `ProcessConfig`): the
+    mesh spans every process's devices, process 0 alone writes the run folder (docs/distributed.md)."""
+    distributed_timeout: int = 120
+    """Seconds a multi-process run waits for its processes to join, and for a silent one before it fails."""
+
+
+@dataclass
+class ProcessConfig:
+    """Which process this is in a multi-process run (`train.distributed`), from flags or the launcher's environment.
+
+    Not saved with the run: it differs per process and per launch (a run may resume with another process
+    count). Empty fields come from $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and $JAX_PROCESS_ID, else
+    from JAX's cluster auto-detection (SLURM, Cloud TPU, Open MPI, Kubernetes).
+    """
+
+    coordinator_address: str = ""
+    """host:port of process 0's coordination service."""
+    num_processes: int = 0
+    process_id: int = -1
 
 
 @dataclass

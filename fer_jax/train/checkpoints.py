@@ -11,6 +11,9 @@ commits in two steps, and a process killed in any of them leaves a run that resu
    (`ManifestFirst`), so a committed step always has its manifest;
 2. steps beyond the kept ones (2 latest, 1 best) are removed, oldest first.
 
+In a multi-process run every process calls `save` and Orbax writes each one's shards; process 0
+alone writes the manifest, commits, removes and sets aside, between barriers.
+
 A restore verifies the manifest, takes the newest step that passes and that Orbax reads, and falls
 back to the next one with a one-line warning naming the damaged file. A step folder without a
 manifest, of an epoch no older than the newest step that has one, is a save cut short (by a version
@@ -43,6 +46,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.path import atomicity
 
 from fer_jax.files import sha256_of, write_json
+from fer_jax.train import distributed
 from fer_jax.train.steps import EmaTrainState, selected_weights
 
 MANIFEST = "checksums.json"
@@ -92,7 +96,8 @@ def write_manifest(folder: Path, epoch: int) -> None:
 
 class ManifestFirst(atomicity.AtomicRenameTemporaryPath):
     """Orbax's commit of a step (atomic rename of its temporary folder), with `checksums.json` written inside the
-    temporary folder first: no step folder Orbax has committed lacks its manifest."""
+    temporary folder first: no step folder Orbax has committed lacks its manifest. Orbax commits on process 0
+    only, after every process has written its shards."""
 
     async def finalize(self, *args: Any, **kwargs: Any) -> None:
         write_manifest(Path(self.get()), int(Path(self.get_final()).name))
@@ -152,14 +157,17 @@ class RunCheckpoints:
         self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(), temporary_path_class=ManifestFirst)
 
     def save(self, which: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
-        """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), with its manifest."""
+        """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), with its manifest
+        (every process calls this in a multi-process run)."""
         folder = self._folder(which)
         path = folder / str(epoch)
         self._checkpointer.save(
             path, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
         )
-        for old in reversed(self.steps(which)[KEEP[which] :]):
-            shutil.rmtree(folder / str(old))
+        if distributed.is_writer():
+            for old in reversed(self.steps(which)[KEEP[which] :]):
+                shutil.rmtree(folder / str(old))
+        distributed.barrier(f"pruned {which} {epoch}")
 
     def steps(self, which: str) -> list[int]:
         """Epochs with a step folder in `which`, finished or not, newest first."""
@@ -216,7 +224,8 @@ class RunCheckpoints:
         epoch = loaded[0][1] if loaded else 0
         damaged = {(which, e) for which, e, _ in failed}
         stamp = set_aside_stamp()
-        for which in KEEP:
+        distributed.barrier("resume loaded")  # every process has read the folders before process 0 moves any
+        for which in KEEP if distributed.is_writer() else ():
             folder = self._folder(which)
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 if not path.name.isdigit():
@@ -228,6 +237,7 @@ class RunCheckpoints:
                 else:
                     continue
                 move_aside(path, self.run_dir, reason, stamp)
+        distributed.barrier("resume set aside")
         if loaded is None:
             print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
             return None

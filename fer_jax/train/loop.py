@@ -22,6 +22,7 @@ from fer_jax.environment import environment_info
 from fer_jax.files import read_jsonl, write_json, write_jsonl
 from fer_jax.train import plotting
 from fer_jax.train.checkpoints import move_aside, set_aside_stamp
+from fer_jax.train.distributed import is_writer
 
 CURVE_KEYS = ("seconds", "train_accuracy", "val_accuracy")
 """The per-epoch fields of metrics.jsonl that results.json keeps as its `curve`."""
@@ -75,8 +76,11 @@ def start_run(config: Config, record: dict[str, Any]) -> None:
     """Write config.json, environment.json and the metrics so far (the checkpoint's history) into the run folder.
 
     A metrics.jsonl that is not the start of that history (epochs past the checkpoint the run
-    continues from, or other rows) is set aside under `set-aside/`, never truncated.
+    continues from, or other rows) is set aside under `set-aside/`, never truncated. In a multi-process
+    run only process 0 writes.
     """
+    if not is_writer():
+        return
     run_dir = Path(config.run_dir)
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "environment.json", environment_info())
@@ -140,8 +144,9 @@ def run_epochs(config: Config, record: dict[str, Any], hooks: EpochHooks) -> tup
         if improved:
             hooks.save("best", epoch, record)
         hooks.save("latest", epoch, record)
-        write_jsonl(run_dir / "metrics.jsonl", record["history"])
-        plotting.plot_curves(record["history"], run_dir / "curves.png")
+        if is_writer():
+            write_jsonl(run_dir / "metrics.jsonl", record["history"])
+            plotting.plot_curves(record["history"], run_dir / "curves.png")
         print(
             f"Epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f}{' (best)' if improved else ''} | "
@@ -176,9 +181,10 @@ def summarize(
     each epoch's `CURVE_KEYS` (for time-to-accuracy plots, without the run folder).
     """
     run_dir = Path(config.run_dir)
-    plotting.plot_confusion_matrix(
-        matrix, run_dir / "confusion_matrix.png", title=f"PrivateTest, best checkpoint (epoch {best_epoch})"
-    )
+    if is_writer():
+        plotting.plot_confusion_matrix(
+            matrix, run_dir / "confusion_matrix.png", title=f"PrivateTest, best checkpoint (epoch {best_epoch})"
+        )
     print(
         f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
         f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})"
@@ -221,7 +227,8 @@ def finish_run(
 ) -> dict[str, Any]:
     """Add how the run ended, write results.json (and a copy, e.g. under results/)."""
     results.update(stop_reason=stop_reason, command=environment_info()["command"], framework=framework)
-    write_json(Path(config.run_dir) / "results.json", results)
-    if results_copy:
-        write_json(results_copy, results)
+    if is_writer():
+        write_json(Path(config.run_dir) / "results.json", results)
+        if results_copy:
+            write_json(results_copy, results)
     return results
