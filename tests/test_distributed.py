@@ -7,7 +7,8 @@ process waiting for a peer that never comes. The two-process run must match the 
 first epoch's three steps, write one run folder, fail in the surviving process with one clear line
 within its timeout, and resume in one process (another process count) to the reference's end.
 Everything started here is killed in a `finally`. The processes share a JAX compilation cache, so the
-resumed run reuses the reference's compiled steps.
+resumed run reuses the reference's compiled steps. One more test does the same comparison (no kill) with
+data.pipeline=device.
 """
 
 from __future__ import annotations
@@ -230,6 +231,33 @@ def test_a_killed_run_resumes_with_another_process_count(runs):
     assert largest_difference(weights(runs["run_dir"] / final), weights(reference / final)) < 1e-5
     results = json.loads((runs["run_dir"] / "results.json").read_text())
     assert results["test_accuracy"] == json.loads((reference / "results.json").read_text())["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_the_device_pipeline_matches_too(tiny_zip, tmp_path):
+    """data.pipeline=device (the split on every device, each process handing over its slice of the indices):
+    two processes against one with two devices, one epoch."""
+    flags = ["--epochs", "1", "--set", "data.pipeline=device", "--set", "train.steps_per_dispatch=3"]
+    port, started = free_port(), []
+    try:
+        started.append(
+            start(train_command(tiny_zip, tmp_path / "cache", *flags, "--run-dir", "run"), tmp_path / "one", 2, "log")
+        )
+        for i in (0, 1):
+            command = train_command(tiny_zip, tmp_path / "cache", *flags, "--run-dir", "run", *process_flags(port, i))
+            started.append(start(command, tmp_path / "two", 1, f"log{i}"))
+        codes = [process.wait(timeout=WAIT) for process in started]
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert codes == [0, 0, 0], [(tmp_path / "two" / f"log{i}").read_text()[-1500:] for i in (0, 1)]
+    one, two = read_jsonl(tmp_path / "one/run/metrics.jsonl")[0], read_jsonl(tmp_path / "two/run/metrics.jsonl")[0]
+    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=1e-4)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+    step = "run/checkpoints/latest/1"
+    assert largest_difference(weights(tmp_path / "two" / step), weights(tmp_path / "one" / step)) < 1e-5
 
 
 def test_bad_process_settings_are_one_line_errors(monkeypatch):

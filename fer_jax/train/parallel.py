@@ -49,6 +49,13 @@ def batch_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*([None] * axis), BATCH_AXIS))
 
 
+def replicate(mesh: Mesh, array: jax.Array) -> jax.Array:
+    """A copy of `array` on every device of the mesh (each process passes the same array in a multi-process run)."""
+    if multi_process():
+        return jax.make_array_from_process_local_data(replicated(mesh), array, array.shape)
+    return jax.device_put(array, replicated(mesh))
+
+
 def shard_batch(mesh: Mesh, *arrays: jax.Array, axis: int = 0) -> tuple[jax.Array, ...]:
     """Place arrays split along `axis` over the mesh (no copy when there is one device and they are on it).
 

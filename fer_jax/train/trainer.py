@@ -157,9 +157,8 @@ def epoch_updates(config: Config, steps: Steps, split: fer_data.Split) -> EpochU
         return host_updates
     if config.data.pipeline != "device":
         raise ConfigError(f"unknown data.pipeline {config.data.pipeline!r}: expected 'torchvision' or 'device'")
-    everywhere = parallel.replicated(steps.mesh)
-    images = jax.device_put(fer_data.to_jax(split.images), everywhere)
-    labels = jax.device_put(fer_data.to_jax(split.labels).astype(jnp.int32), everywhere)
+    images = parallel.replicate(steps.mesh, fer_data.to_jax(split.images))
+    labels = parallel.replicate(steps.mesh, fer_data.to_jax(split.labels).astype(jnp.int32))
     per_call = max(1, config.train.steps_per_dispatch)
 
     def device_updates(state: TrainState, epoch: int):
