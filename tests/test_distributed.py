@@ -276,3 +276,15 @@ def test_bad_process_settings_are_one_line_errors(monkeypatch):
     monkeypatch.setenv("JAX_PROCESS_ID", "one")
     with pytest.raises(ConfigError, match="JAX_PROCESS_ID must be a whole number"):
         distributed.resolve(ProcessConfig())
+
+
+def test_process_flags_without_distributed_are_refused(capsys, tmp_path):
+    from fer_jax.cli import main
+
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--process-id", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "fer-jax train: error: --coordinator-address, --num-processes and --process-id need --distributed"
+    )
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--distributed", "--coordinator-address", "foo"]) == 2
+    assert "coordinator address 'foo' is not host:port" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
