@@ -141,11 +141,11 @@ def process_group(config: Config, launch: ProcessConfig | None = None) -> Iterat
     start(config, launch)
     try:
         yield
-    except Exception as err:
+    except BaseException as err:  # also Ctrl-C: the process must not then wait for its peers at exit
         if not multi_process():
             raise
         _abandoned = True
-        if isinstance(err, ConfigError | DistributedError):
+        if not isinstance(err, Exception) or isinstance(err, ConfigError | DistributedError):
             raise
         raise DistributedError(
             f"process {jax.process_index()} of {jax.process_count()} stopped: {_first_line(err)} "
