@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fer_jax.commands import run_command
-from fer_jax.config import Config, ConfigError, known_keys, quick
+from fer_jax.config import Config, ConfigError, ProcessConfig, known_keys, quick
 
 EPILOG = """examples:
   fer-jax download --dest data                 # Kaggle msambare/fer2013 -> data/fer2013.zip
@@ -21,6 +21,8 @@ EPILOG = """examples:
   fer-jax evaluate runs/seed_cnn/20261127-120000   # report into RUN_DIR/eval/
   fer-jax predict photo.jpg                    # faces, boxes and 7 probabilities; annotated image in predictions/
   fer-jax compare --quick --seeds 3            # JAX vs PyTorch, one run, same machine
+  fer-jax train --distributed --coordinator-address 10.0.0.1:1234 --num-processes 2 --process-id 0
+                                               # one of two processes of a run (docs/distributed.md)
 """
 
 
@@ -108,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="trace STEPS train steps after the first (which compiles) with jax.profiler into RUN_DIR/plugins/profile/ "
         "for TensorBoard's profile plugin (XProf) and Perfetto (config train.profile_steps; also with --resume)",
     )
+    group = train.add_argument_group(
+        "multi-process runs",
+        "One run over the devices of several processes or hosts (jax.distributed; docs/distributed.md). Every "
+        "process runs the same command but --process-id; process 0 writes the run folder, which all of them must "
+        "see. Unset, the address, count and id come from $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and "
+        "$JAX_PROCESS_ID, else from JAX's detection of SLURM, Cloud TPU, Open MPI or Kubernetes.",
+    )
+    group.add_argument(
+        "--distributed",
+        action=argparse.BooleanOptionalAction,
+        help="join a multi-process run (config train.distributed; with --resume, overrides the saved value)",
+    )
+    group.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's host and a free port")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes the run has")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0..N-1")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -262,6 +279,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             config.data.source = args.data
         if args.profile is not None:
             config.set("train.profile_steps", args.profile)
+        if args.distributed is not None:
+            config.train.distributed = args.distributed
         return config
     config = Config.load(args.config) if args.config else Config()
     if args.quick:
@@ -274,6 +293,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "optim.name": args.optimizer,
         "train.seed": args.seed,
         "train.profile_steps": args.profile,
+        "train.distributed": args.distributed,
     }
     for key, value in flags.items():
         if value is not None:
@@ -293,7 +313,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return run_command(f"fer-jax {args.command}", lambda: _dispatch(args))
+    code = run_command(f"fer-jax {args.command}", lambda: _dispatch(args))
+    if args.command == "train":
+        from fer_jax.train.distributed import exit_if_abandoned
+
+        exit_if_abandoned(code)
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -318,7 +343,14 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise SystemExit(1)
     elif args.command == "train":
         config = config_from_args(args)
-        results = train(config, resume=bool(args.resume), results_copy=args.results)
+        launch = ProcessConfig(
+            args.coordinator_address or "",
+            args.num_processes or 0,
+            -1 if args.process_id is None else args.process_id,
+        )
+        if launch != ProcessConfig() and not config.train.distributed:
+            raise ConfigError("--coordinator-address, --num-processes and --process-id need --distributed")
+        results = train(config, resume=bool(args.resume), results_copy=args.results, launch=launch)
         print(f"Run folder: {config.run_dir}  (PrivateTest accuracy {results['test_accuracy']:.4f})")
     elif args.command == "evaluate":
         evaluate_report(args.run_dir, args.data, crops=args.crops)

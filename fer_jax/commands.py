@@ -19,11 +19,20 @@ def run_command(program: str, action: Callable[[], object]) -> int:
     from fer_jax.data.download import DownloadError
     from fer_jax.data.fer2013 import DataError
     from fer_jax.train.checkpoints import CheckpointError  # heavy imports (JAX, torch) only after --help
+    from fer_jax.train.distributed import DistributedError
     from fer_jax.train.loop import TrainingError
 
     try:
         action()
-    except (CheckpointError, DataError, DownloadError, TrainingError, FileNotFoundError, ConfigError) as err:
+    except (
+        CheckpointError,
+        DataError,
+        DistributedError,
+        DownloadError,
+        TrainingError,
+        FileNotFoundError,
+        ConfigError,
+    ) as err:
         print(f"{program}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

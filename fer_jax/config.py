@@ -124,6 +124,26 @@ class TrainConfig:
     """Trace this many train steps right after the run's first (which compiles) into RUN_DIR/plugins/profile/:
     jax.profiler for JAX, torch.profiler for the baseline (0: off). A dispatch of data.pipeline='device' counts
     as its `steps_per_dispatch` steps. Tracing does not change what the run computes."""
+    distributed: bool = False
+    """Join a multi-process run with `jax.distributed.initialize()` (which process this is: `ProcessConfig`): the
+    mesh spans every process's devices, process 0 alone writes the run folder (docs/distributed.md)."""
+    distributed_timeout: int = 120
+    """Seconds a multi-process run waits for its processes to join, and for a silent one before it fails."""
+
+
+@dataclass
+class ProcessConfig:
+    """Which process this is in a multi-process run (`train.distributed`), from flags or the launcher's environment.
+
+    Not saved with the run: it differs per process and per launch (a run may resume with another process
+    count). Empty fields come from $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and $JAX_PROCESS_ID, else
+    from JAX's cluster auto-detection (SLURM, Cloud TPU, Open MPI, Kubernetes).
+    """
+
+    coordinator_address: str = ""
+    """host:port of process 0's coordination service."""
+    num_processes: int = 0
+    process_id: int = -1
 
 
 @dataclass

@@ -221,11 +221,11 @@ def assert_matches_reference(run_dir: Path, reference: dict, before: list[dict])
         ("after best 1", 1, [], None),  # best/1, no latest at all: its best holds the full state
         ("before best 2", 1, [], None),
         ("inside orbax commit best 2", 1, ["checkpoints/best/2.orbax-checkpoint-tmp"], None),
-        ("before manifest best 2", 1, ["checkpoints/best/2"], ("best/2", "latest/1")),
+        ("before manifest best 2", 1, ["checkpoints/best/2.orbax-checkpoint-tmp"], None),  # inside the commit
         ("pruning best 1", 2, [], None),
         ("after best 2", 2, [], None),  # between best and latest
         ("inside orbax commit latest 2", 2, ["checkpoints/latest/2.orbax-checkpoint-tmp"], None),
-        ("before manifest latest 2", 2, ["checkpoints/latest/2"], ("latest/2", "best/2")),
+        ("before manifest latest 2", 2, ["checkpoints/latest/2.orbax-checkpoint-tmp"], None),
         ("after latest 2", 2, [], None),  # metrics.jsonl one line short of the checkpoint
         ("pruning latest 1", 3, [], None),  # three latest; nothing left to train
     ],
@@ -380,6 +380,45 @@ def test_an_exception_inside_an_orbax_commit_then_resume(reference, tmp_path, ca
     assert f"Resuming {run_dir} after epoch 2" in out
     assert set_aside(run_dir) == ["checkpoints/latest/2.orbax-checkpoint-tmp"]
     assert_matches_reference(run_dir, reference, [])
+
+
+def test_no_committed_checkpoint_lacks_its_checksums(tmp_path, monkeypatch, capsys):
+    """The window a kill -9 once hit, between Orbax's commit and the manifest: the manifest is now written inside
+    the temporary folder, so the step folder Orbax commits always has it. Killed before the rename, no step
+    folder exists; killed right after it, the step restores verified."""
+    state, record = {"w": jnp.arange(4.0)}, {"epoch": 1}
+    real_rename, renamed = atomicity.async_path.rename, []
+
+    async def rename(source, target):
+        await real_rename(source, target)
+        if Path(target).name.isdigit():  # the step folder, not one of its items
+            renamed.append((Path(target).name, (Path(target) / MANIFEST).is_file()))
+            raise Crash  # killed the instant the step is committed
+
+    def no_manifest(folder, epoch):
+        raise Crash  # killed while writing the manifest
+
+    saved = RunCheckpoints(tmp_path)
+    monkeypatch.setattr(checkpoints, "write_manifest", no_manifest)
+    with pytest.raises(Crash):
+        saved.save("latest", 1, state, record)
+    assert saved.steps("latest") == [] and (tmp_path / "checkpoints/latest/1.orbax-checkpoint-tmp").is_dir()
+    monkeypatch.undo()
+    monkeypatch.setattr(atomicity.async_path, "rename", rename)
+    with pytest.raises(Crash):
+        saved.save("latest", 2, state, record)
+    monkeypatch.undo()
+    assert renamed == [("2", True)]
+    restored, restored_record = RunCheckpoints(tmp_path).restore("latest", state)
+    assert restored_record == record and jnp.array_equal(restored["w"], state["w"])
+    assert "warning" not in capsys.readouterr().err
+    files = json.loads((tmp_path / "checkpoints/latest/2" / MANIFEST).read_text())["files"]
+    on_disk = {
+        p.relative_to(tmp_path / "checkpoints/latest/2").as_posix()
+        for p in (tmp_path / "checkpoints/latest/2").rglob("*")
+        if p.is_file()
+    }
+    assert on_disk - set(files) == {MANIFEST, *checkpoints.ORBAX_COMMIT_FILES}
 
 
 # The PyTorch baseline's checkpoints: the same rules on single files, tried on tiny objects (no training).

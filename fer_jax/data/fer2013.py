@@ -383,7 +383,7 @@ def to_jax(tensor: torch.Tensor) -> jax.Array:
     one host-to-device copy that any input path needs.
     """
     array = jax.dlpack.from_dlpack(tensor.contiguous())
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     return array if device.platform == "cpu" else jax.device_put(array, device)
 
 

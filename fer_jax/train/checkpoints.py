@@ -2,18 +2,24 @@
 
 `RUN_DIR/checkpoints/{latest,best}/<epoch>/` is an Orbax checkpoint (`state/`: weights, optimizer
 state, step; `record/`: the epoch, early-stopping state and metrics history) with a checksum
-manifest, `checksums.json`: the size and sha256 of each of its files. A save commits in three
-steps, and a process killed in any of them leaves a run that resumes:
+manifest, `checksums.json`: the size and sha256 of each of its files (but Orbax's own commit
+marks, `_CHECKPOINT_METADATA` and `commit_success.txt`, which its commit still writes). A save
+commits in two steps, and a process killed in any of them leaves a run that resumes:
 
-1. Orbax writes the step into `<epoch>.orbax-checkpoint-tmp` and renames it to `<epoch>` (atomic);
-2. `checksums.json` is written (temporary file, fsync, rename): the commit point;
-3. steps beyond the kept ones (2 latest, 1 best) are removed, oldest first.
+1. Orbax writes the step into `<epoch>.orbax-checkpoint-tmp`; `checksums.json` is written inside
+   it (temporary file, fsync, rename), then Orbax renames the folder to `<epoch>`: the commit point
+   (`ManifestFirst`), so a committed step always has its manifest;
+2. steps beyond the kept ones (2 latest, 1 best) are removed, oldest first.
+
+In a multi-process run every process calls `save` and Orbax writes each one's shards; process 0
+alone writes the manifest, commits, removes and sets aside, between barriers.
 
 A restore verifies the manifest, takes the newest step that passes and that Orbax reads, and falls
 back to the next one with a one-line warning naming the damaged file. A step folder without a
-manifest, of an epoch no older than the newest step that has one, is a save cut short between 1
-and 2, skipped like a damaged one; older ones (a run saved before manifests existed, then
-resumed) and those of a run where no step has one restore unverified, with a warning. The best
+manifest, of an epoch no older than the newest step that has one, is a save cut short (by a version
+that wrote the manifest after the commit), skipped like a damaged one; older ones (a run saved
+before manifests existed, then resumed) and those of a run where no step has one restore
+unverified, with a warning. The best
 checkpoint falls back to the latest of its epoch, which holds the same weights. When nothing
 readable is left: `CheckpointError`, one line saying what is damaged and what to do.
 
@@ -37,8 +43,10 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.path import atomicity
 
 from fer_jax.files import sha256_of, write_json
+from fer_jax.train import distributed
 from fer_jax.train.steps import EmaTrainState, selected_weights
 
 MANIFEST = "checksums.json"
@@ -47,6 +55,8 @@ KEEP = {"latest": 2, "best": 1}
 """Steps kept of each checkpoint: the previous latest is the fallback when the newest is damaged."""
 SET_ASIDE = "set-aside"
 """Folder in the run where `--resume` moves what it would otherwise drop, under a timestamp."""
+ORBAX_COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")
+"""Files at the top of a step folder that Orbax writes during its commit, after the manifest: not in it."""
 
 
 class CheckpointError(Exception):
@@ -74,13 +84,24 @@ def file_digest(path: Path) -> dict[str, Any]:
 
 
 def write_manifest(folder: Path, epoch: int) -> None:
-    """Record the size and sha256 of every file under `folder` in `folder/checksums.json`, atomically."""
+    """Record the size and sha256 of every file under `folder` (but Orbax's commit marks) in
+    `folder/checksums.json`, atomically."""
     files = {
         p.relative_to(folder).as_posix(): file_digest(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name != MANIFEST and p.relative_to(folder).as_posix() not in ORBAX_COMMIT_FILES
     }
     write_json(folder / MANIFEST, {"epoch": epoch, "files": files})
+
+
+class ManifestFirst(atomicity.AtomicRenameTemporaryPath):
+    """Orbax's commit of a step (atomic rename of its temporary folder), with `checksums.json` written inside the
+    temporary folder first: no step folder Orbax has committed lacks its manifest. Orbax commits on process 0
+    only, after every process has written its shards."""
+
+    async def finalize(self, *args: Any, **kwargs: Any) -> None:
+        write_manifest(Path(self.get()), int(Path(self.get_final()).name))
+        await super().finalize(*args, **kwargs)
 
 
 def verify_manifest(folder: Path, name: str) -> None:
@@ -133,18 +154,20 @@ class RunCheckpoints:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.root = self.run_dir.absolute() / "checkpoints"
-        self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(), temporary_path_class=ManifestFirst)
 
     def save(self, which: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
-        """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), committed by its manifest."""
+        """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), with its manifest
+        (every process calls this in a multi-process run)."""
         folder = self._folder(which)
         path = folder / str(epoch)
         self._checkpointer.save(
             path, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
         )
-        write_manifest(path, epoch)
-        for old in reversed(self.steps(which)[KEEP[which] :]):
-            shutil.rmtree(folder / str(old))
+        if distributed.is_writer():
+            for old in reversed(self.steps(which)[KEEP[which] :]):
+                shutil.rmtree(folder / str(old))
+        distributed.barrier(f"pruned {which} {epoch}")
 
     def steps(self, which: str) -> list[int]:
         """Epochs with a step folder in `which`, finished or not, newest first."""
@@ -201,7 +224,8 @@ class RunCheckpoints:
         epoch = loaded[0][1] if loaded else 0
         damaged = {(which, e) for which, e, _ in failed}
         stamp = set_aside_stamp()
-        for which in KEEP:
+        distributed.barrier("resume loaded")  # every process has read the folders before process 0 moves any
+        for which in KEEP if distributed.is_writer() else ():
             folder = self._folder(which)
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 if not path.name.isdigit():
@@ -213,6 +237,7 @@ class RunCheckpoints:
                 else:
                     continue
                 move_aside(path, self.run_dir, reason, stamp)
+        distributed.barrier("resume set aside")
         if loaded is None:
             print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
             return None

@@ -22,6 +22,7 @@ from fer_jax.environment import environment_info
 from fer_jax.files import read_jsonl, write_json, write_jsonl
 from fer_jax.train import plotting
 from fer_jax.train.checkpoints import move_aside, set_aside_stamp
+from fer_jax.train.distributed import is_writer
 from fer_jax.train.tensorboard_log import RunBoard
 
 CURVE_KEYS = ("seconds", "train_accuracy", "val_accuracy")
@@ -72,13 +73,16 @@ def finished_epochs(run_dir: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
 
 
-def start_run(config: Config, record: dict[str, Any], framework: str, images_per_epoch: int) -> RunBoard:
+def start_run(config: Config, record: dict[str, Any], framework: str, images_per_epoch: int) -> RunBoard | None:
     """Write config.json, environment.json and the metrics so far (the checkpoint's history) into the run folder.
 
     A metrics.jsonl that is not the start of that history (epochs past the checkpoint the run
-    continues from, or other rows) is set aside under `set-aside/`, never truncated. Returns the
-    run's TensorBoard event file, which holds that history too (`RunBoard.start`).
+    continues from, or other rows) is set aside under `set-aside/`, never truncated. In a multi-process
+    run only process 0 writes. Returns the run's TensorBoard event file, which holds that history too
+    (`RunBoard.start`).
     """
+    if not is_writer():
+        return None
     run_dir = Path(config.run_dir)
     write_json(run_dir / "config.json", config.to_dict())
     write_json(run_dir / "environment.json", environment_info())
@@ -146,8 +150,9 @@ def run_epochs(
         if improved:
             hooks.save("best", epoch, record)
         hooks.save("latest", epoch, record)
-        write_jsonl(run_dir / "metrics.jsonl", record["history"])
-        plotting.plot_curves(record["history"], run_dir / "curves.png")
+        if is_writer():
+            write_jsonl(run_dir / "metrics.jsonl", record["history"])
+            plotting.plot_curves(record["history"], run_dir / "curves.png")
         if board:
             board.epoch(row)
         print(
@@ -184,9 +189,10 @@ def summarize(
     each epoch's `CURVE_KEYS` (for time-to-accuracy plots, without the run folder).
     """
     run_dir = Path(config.run_dir)
-    plotting.plot_confusion_matrix(
-        matrix, run_dir / "confusion_matrix.png", title=f"PrivateTest, best checkpoint (epoch {best_epoch})"
-    )
+    if is_writer():
+        plotting.plot_confusion_matrix(
+            matrix, run_dir / "confusion_matrix.png", title=f"PrivateTest, best checkpoint (epoch {best_epoch})"
+        )
     print(
         f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
         f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})"
@@ -234,9 +240,10 @@ def finish_run(
 ) -> dict[str, Any]:
     """Add how the run ended, write results.json (and a copy, e.g. under results/), log the results to `board`."""
     results.update(stop_reason=stop_reason, command=environment_info()["command"], framework=framework)
-    write_json(Path(config.run_dir) / "results.json", results)
-    if results_copy:
-        write_json(results_copy, results)
+    if is_writer():
+        write_json(Path(config.run_dir) / "results.json", results)
+        if results_copy:
+            write_json(results_copy, results)
     if board:
         board.finish(results)
     return results

@@ -252,7 +252,7 @@ def init_state(config: Config, steps_per_epoch: int) -> tuple[TrainState, Steps]
         }
 
     jit_train = jax.jit(train_step, donate_argnums=0)
-    jit_eval = jax.jit(eval_step)
+    jit_eval = jax.jit(eval_step, **parallel.gather_outputs(mesh))
 
     def sharded_eval(state: TrainState, *batch: jax.Array) -> Metrics:
         return parallel.to_first_device(mesh, jit_eval(state, *parallel.shard_batch(mesh, *batch)))

@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
-from fer_jax.config import Config, ConfigError
+from fer_jax.config import Config, ConfigError, ProcessConfig
 from fer_jax.data import fer2013 as fer_data
 from fer_jax.data.check import check_for_run
 from fer_jax.models.zoo import count_params
-from fer_jax.train import loop, parallel
+from fer_jax.train import distributed, loop, parallel
 from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.train.evaluation import (
     REPORTED_SPLIT,
@@ -43,13 +43,24 @@ from fer_jax.train.tensorboard_log import StepTrace
 __all__ = ["TrainingError", "train"]
 
 
-def train(config: Config, resume: bool = False, results_copy: str | None = None) -> dict[str, Any]:
-    """Train (or with `resume`, continue) the run in `config.run_dir`; return its results."""
+def train(
+    config: Config, resume: bool = False, results_copy: str | None = None, launch: ProcessConfig | None = None
+) -> dict[str, Any]:
+    """Train (or with `resume`, continue) the run in `config.run_dir`; return its results. With
+    `train.distributed`, as one process of a multi-process run (`launch`: which one; see `distributed`)."""
+    with distributed.process_group(config, launch):
+        return _train(config, resume, results_copy)
+
+
+def _train(config: Config, resume: bool, results_copy: str | None) -> dict[str, Any]:
+    config.run_dir = distributed.shared_string(config.run_dir)  # a default one is named after process 0's clock
     run_dir = Path(config.run_dir)
     trace = StepTrace(run_dir, config.train.profile_steps, "jax")
     loop.check_new_run(run_dir, holds_checkpoints(run_dir), resume)
+    distributed.barrier("checked-new-run")  # before process 0 writes into the folder
     dataset = load_dataset(config)
-    check_for_run(dataset, run_dir, config.data.cache_dir)
+    if distributed.is_writer():
+        check_for_run(dataset, run_dir, config.data.cache_dir)
     splits = selection_splits(config, dataset)
     state, steps = init_state(config, loop.steps_per_epoch(config, splits["Training"]))
     checkpoints = RunCheckpoints(run_dir)
@@ -71,12 +82,14 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     def train_epoch(epoch: int) -> dict[str, float]:
         nonlocal state
         state, metrics = _train_epoch(state, updates, config, epoch, images_per_epoch)
-        return metrics
+        return distributed.same_everywhere(metrics)
 
     hooks = loop.EpochHooks(
         train_epoch=train_epoch,
-        validate=lambda: evaluate_split(
-            selected_weights(state), steps, splits["PublicTest"], config.train.eval_batch_size
+        validate=lambda: distributed.same_everywhere(
+            _loss_and_accuracy(
+                evaluate_split(selected_weights(state), steps, splits["PublicTest"], config.train.eval_batch_size)
+            )
         ),
         learning_rate=lambda epoch: float(steps.learning_rate(state.step)),
         save=lambda which, epoch, record: checkpoints.save(
@@ -99,6 +112,10 @@ def train(config: Config, resume: bool = False, results_copy: str | None = None)
     finally:
         checkpoints.close()
     return loop.finish_run(config, results, stop_reason, "jax", results_copy, board)
+
+
+def _loss_and_accuracy(metrics: dict[str, Any]) -> dict[str, float]:
+    return {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
 
 
 EpochUpdates = Callable[[TrainState, int], Iterator[tuple[TrainState, dict[str, jax.Array], int]]]
@@ -158,9 +175,8 @@ def epoch_updates(config: Config, steps: Steps, split: fer_data.Split) -> EpochU
         return host_updates
     if config.data.pipeline != "device":
         raise ConfigError(f"unknown data.pipeline {config.data.pipeline!r}: expected 'torchvision' or 'device'")
-    everywhere = parallel.replicated(steps.mesh)
-    images = jax.device_put(fer_data.to_jax(split.images), everywhere)
-    labels = jax.device_put(fer_data.to_jax(split.labels).astype(jnp.int32), everywhere)
+    images = parallel.replicate(steps.mesh, fer_data.to_jax(split.images))
+    labels = parallel.replicate(steps.mesh, fer_data.to_jax(split.labels).astype(jnp.int32))
     per_call = max(1, config.train.steps_per_dispatch)
 
     def device_updates(state: TrainState, epoch: int):

@@ -1,0 +1,290 @@
+"""Multi-process training on JAX's distributed runtime, on this machine: two `fer-jax train` processes on
+127.0.0.1 (Gloo CPU collectives, one CPU device each) against one process with two devices.
+
+One module fixture runs, side by side: the reference (one process, two devices, two epochs); the
+same run as two processes, one of which is killed (kill -9) once the first epoch is saved; and a
+process waiting for a peer that never comes. The two-process run must match the reference after its
+first epoch's three steps, write one run folder, fail in the surviving process with one clear line
+within its timeout, and resume in one process (another process count) to the reference's end.
+Everything started here is killed in a `finally`. The processes share a JAX compilation cache, so the
+resumed run reuses the reference's compiled steps. One more test does the same comparison (no kill) with
+data.pipeline=device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from fer_jax.config import ConfigError, ProcessConfig
+from fer_jax.files import read_jsonl
+from fer_jax.train import distributed
+from tests.fixtures import tiny_run_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCHS = 2
+"""Two: the reference keeps latest/1 (the epoch compared) and latest/2."""
+TIMEOUT = 20
+"""train.distributed_timeout of the two-process run (seconds)."""
+LONELY_TIMEOUT = 5
+"""train.distributed_timeout of the process whose peer never comes."""
+LONELY = """
+import sys
+from fer_jax.config import Config, ProcessConfig
+from fer_jax.train import distributed
+config = Config()
+config.train.distributed, config.train.distributed_timeout = True, int(sys.argv[2])
+distributed.start(config, ProcessConfig(sys.argv[1], 2, 1))
+"""
+WAIT = 240
+"""The longest any process here may run."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_command(data: Path, cache: Path, *flags: str) -> list[str]:
+    overrides = [*tiny_run_overrides(cache), "--set", "model.conv_impl=xla"]  # compiles fastest on the CPU
+    return [sys.executable, "-m", "fer_jax", "train", "--data", str(data), "--epochs", str(EPOCHS), *overrides, *flags]
+
+
+def environment(devices: int, jax_cache: Path) -> dict[str, str]:
+    """This session's environment (PYTHONPATH: this checkout's fer_jax), on `devices` CPU devices."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def start(command: list[str], cwd: Path, devices: int, log: str) -> subprocess.Popen:
+    cwd.mkdir(parents=True, exist_ok=True)
+    with open(cwd / log, "w") as out:
+        env = environment(devices, cwd.parent / "jax-cache")
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def process_flags(port: int, process_id: int, processes: int = 2) -> list[str]:
+    return [
+        "--distributed",
+        "--coordinator-address",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        str(processes),
+        "--process-id",
+        str(process_id),
+        "--set",
+        f"train.distributed_timeout={TIMEOUT}",
+    ]
+
+
+def wait_for(condition, what: str, processes: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in processes):
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+def last_line(path: Path) -> str:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def weights(step: Path) -> list[np.ndarray]:
+    """The trained weights of a checkpoint step, as NumPy arrays, in a fixed order."""
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(step / "state").item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return jax.tree.leaves(checkpointer.restore(step / "state", restore_args=restore_args)["params"])
+
+
+def largest_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    assert len(a) == len(b)
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_zip, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("distributed")
+    cache = root / "cache"
+    started: list[subprocess.Popen] = []
+    try:
+        began, cpu_before = time.monotonic(), children_cpu_seconds()
+        reference = start(train_command(tiny_zip, cache, "--run-dir", "run"), root / "reference", 2, "log")
+        port = free_port()
+        pair = [
+            start(train_command(tiny_zip, cache, *process_flags(port, i)), root / "pair", 1, f"log{i}") for i in (0, 1)
+        ]
+        lonely_command = [sys.executable, "-c", LONELY, f"127.0.0.1:{free_port()}", str(LONELY_TIMEOUT)]
+        lonely = start(lonely_command, root / "lonely", 1, "log")
+        started += [reference, *pair, lonely]
+        runs_folder = root / "pair" / "runs" / "seed_cnn"
+
+        def first_epoch_saved() -> bool:
+            folders = list(runs_folder.iterdir()) if runs_folder.is_dir() else []
+            return len(folders) == 1 and len(read_jsonl_or_empty(folders[0] / "metrics.jsonl")) >= 1
+
+        wait_for(first_epoch_saved, "the two-process run's first epoch", pair)
+        pair[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        (run_dir,) = runs_folder.iterdir()
+        first_epoch = read_jsonl(run_dir / "metrics.jsonl")[0]
+        first_weights = weights(run_dir / "checkpoints" / "latest" / "1")
+        survivor_code = pair[0].wait(timeout=WAIT)
+        survivor_seconds = time.monotonic() - killed
+        lonely_code = lonely.wait(timeout=WAIT)
+        assert reference.wait(timeout=WAIT) == 0, (root / "reference" / "log").read_text()[-3000:]
+        resumed = subprocess.run(
+            [sys.executable, "-m", "fer_jax", "train", "--resume", str(run_dir), "--no-distributed"],
+            cwd=root / "pair",
+            env=environment(2, root / "jax-cache"),
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        return {
+            "root": root,
+            "run_dir": run_dir,
+            "first_epoch": first_epoch,
+            "first_weights": first_weights,
+            "survivor": (survivor_code, survivor_seconds, last_line(root / "pair" / "log0")),
+            "lonely": (lonely_code, last_line(root / "lonely" / "log")),
+            "resumed": resumed,
+            "seconds": time.monotonic() - began,
+            "cpu_seconds": children_cpu_seconds() - cpu_before,
+        }
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def read_jsonl_or_empty(path: Path) -> list[dict]:
+    try:
+        return read_jsonl(path)
+    except (OSError, ValueError):
+        return []
+
+
+def test_two_processes_train_like_one_process_with_two_devices(runs):
+    reference = runs["root"] / "reference" / "run"
+    expected = read_jsonl(reference / "metrics.jsonl")[0]
+    for key in ("train_loss", "val_loss"):
+        assert runs["first_epoch"][key] == pytest.approx(expected[key], abs=1e-4), key
+    assert runs["first_epoch"]["train_accuracy"] == expected["train_accuracy"]
+    weight_difference = largest_difference(runs["first_weights"], weights(reference / "checkpoints" / "latest" / "1"))
+    assert weight_difference < 1e-5
+    differences = {key: runs["first_epoch"][key] - expected[key] for key in ("train_loss", "val_loss")}
+    print(f"\ntwo processes vs one, epoch 1: {json.dumps(differences)}, largest weight difference {weight_difference}")
+    print(f"processes: {runs['seconds']:.1f} s wall, {runs['cpu_seconds']:.1f} s CPU")
+
+
+def test_process_zero_alone_writes_one_run_folder(runs):
+    pair = runs["root"] / "pair"
+    assert [p.name for p in (pair / "runs" / "seed_cnn").iterdir()] == [runs["run_dir"].name]
+    assert sorted(p.name for p in pair.iterdir()) == ["log0", "log1", "runs"]
+    for step in ("best/1", "latest/1"):  # saved by the two processes: process 0's manifest lists both one's shards
+        assert "state/ocdbt.process_1/" in (runs["run_dir"] / "checkpoints" / step / "checksums.json").read_text()
+
+
+def test_a_killed_peer_is_one_clear_error_within_the_timeout(runs):
+    code, seconds, line = runs["survivor"]
+    assert code != 0 and seconds < 2 * TIMEOUT + 15, (code, seconds, line)
+    assert line.startswith("fer-jax train: error: process 0 of 2 stopped") or "another task died" in line, line
+    code, line = runs["lonely"]
+    assert code == 2 and line.startswith(f"fer-jax train: error: process 1 of 2 waited {LONELY_TIMEOUT}s at 127.0."), (
+        line
+    )
+
+
+def test_a_killed_run_resumes_with_another_process_count(runs):
+    resumed = runs["resumed"]
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    reference = runs["root"] / "reference" / "run"
+    rows, expected = read_jsonl(runs["run_dir"] / "metrics.jsonl"), read_jsonl(reference / "metrics.jsonl")
+    assert [row["epoch"] for row in rows] == list(range(1, EPOCHS + 1))
+    for row, want in zip(rows, expected, strict=True):
+        assert row["train_loss"] == pytest.approx(want["train_loss"], abs=1e-4)
+        assert row["val_accuracy"] == want["val_accuracy"]
+    final = f"checkpoints/latest/{EPOCHS}"
+    assert largest_difference(weights(runs["run_dir"] / final), weights(reference / final)) < 1e-5
+    results = json.loads((runs["run_dir"] / "results.json").read_text())
+    assert results["test_accuracy"] == json.loads((reference / "results.json").read_text())["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_the_device_pipeline_matches_too(tiny_zip, tmp_path):
+    """data.pipeline=device (the split on every device, each process handing over its slice of the indices):
+    two processes against one with two devices, one epoch."""
+    flags = ["--epochs", "1", "--set", "data.pipeline=device", "--set", "train.steps_per_dispatch=3"]
+    port, started = free_port(), []
+    try:
+        started.append(
+            start(train_command(tiny_zip, tmp_path / "cache", *flags, "--run-dir", "run"), tmp_path / "one", 2, "log")
+        )
+        for i in (0, 1):
+            command = train_command(tiny_zip, tmp_path / "cache", *flags, "--run-dir", "run", *process_flags(port, i))
+            started.append(start(command, tmp_path / "two", 1, f"log{i}"))
+        codes = [process.wait(timeout=WAIT) for process in started]
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert codes == [0, 0, 0], [(tmp_path / "two" / f"log{i}").read_text()[-1500:] for i in (0, 1)]
+    one, two = read_jsonl(tmp_path / "one/run/metrics.jsonl")[0], read_jsonl(tmp_path / "two/run/metrics.jsonl")[0]
+    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=1e-4)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+    step = "run/checkpoints/latest/1"
+    assert largest_difference(weights(tmp_path / "two" / step), weights(tmp_path / "one" / step)) < 1e-5
+
+
+def test_bad_process_settings_are_one_line_errors(monkeypatch):
+    for address in ("127.0.0.1", "127.0.0.1:0", ":1234", "127.0.0.1:http"):
+        with pytest.raises(ConfigError, match="not host:port"):
+            distributed.resolve(ProcessConfig(address, 2, 0))
+    with pytest.raises(ConfigError, match="cannot resolve"):
+        distributed.resolve(ProcessConfig("no-such-host.invalid:1234", 2, 0))
+    with pytest.raises(ConfigError, match="process id 2 is not in 0..1"):
+        distributed.resolve(ProcessConfig("127.0.0.1:1234", 2, 2))
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert distributed.resolve(ProcessConfig()) == ProcessConfig("127.0.0.1:1234", 2, 1)
+    assert distributed.resolve(ProcessConfig(process_id=0)) == ProcessConfig("127.0.0.1:1234", 2, 0)
+    monkeypatch.setenv("JAX_PROCESS_ID", "one")
+    with pytest.raises(ConfigError, match="JAX_PROCESS_ID must be a whole number"):
+        distributed.resolve(ProcessConfig())
+
+
+def test_process_flags_without_distributed_are_refused(capsys, tmp_path):
+    from fer_jax.cli import main
+
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--process-id", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "fer-jax train: error: --coordinator-address, --num-processes and --process-id need --distributed"
+    )
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--distributed", "--coordinator-address", "foo"]) == 2
+    assert "coordinator address 'foo' is not host:port" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
