@@ -9,7 +9,7 @@
 (FER faces, photos, LFW, face-free images), each pass of `retinaface-sweep`
 (upright, +-20, +-30 and +-90 degrees at score 0.5, and the 2x pass for small
 faces) runs once; combinations of passes are merged as the detector merges
-them and scored at each of pipeline.SCORE_THRESHOLDS from 0.5 up: recall,
+them and scored at each of experiments.scoring.SCORE_THRESHOLDS from 0.5 up: recall,
 false boxes per face scene and per face-free image.
 
 `--part framing`: on the split's FER scenes, the `retinaface` detector runs once
@@ -77,17 +77,18 @@ PASS_FLOOR = 0.5
 
 def detection_part(args: argparse.Namespace) -> dict[str, Any]:
     """Recall and false boxes of each combination of passes at each score threshold (see the module's doc)."""
-    from experiments import pipeline
+    from experiments.scenes import SCENE_SEED, build_face_free, build_fer_scenes, build_photo_scenes, face_free_photos
+    from experiments.scoring import score_curve
     from fer_jax.data.fer2013 import load_fer2013
     from fer_jax.infer.detect import RETINAFACE_UPSCALE, merge, retinaface_detections
 
     split = load_fer2013(args.data).splits[args.split]
-    free = pipeline.face_free_photos()
-    seed = pipeline.SCENE_SEED[args.split]
+    free = face_free_photos()
+    seed = SCENE_SEED[args.split]
     scenes = [
-        *pipeline.build_fer_scenes(split.images, split.labels, seed, list(free.values())),
-        *pipeline.build_photo_scenes(seed, list(free.values())),
-        *pipeline.build_face_free(seed, free),
+        *build_fer_scenes(split.images, split.labels, seed, list(free.values())),
+        *build_photo_scenes(seed, list(free.values())),
+        *build_face_free(seed, free),
     ]
     found: dict[str, list[list[Any]]] = {name: [] for name in PASSES}
     for scene in scenes:
@@ -104,7 +105,7 @@ def detection_part(args: argparse.Namespace) -> dict[str, Any]:
             merge(sorted((d for name in combination for d in found[name][i]), key=lambda d: -d.score))
             for i in range(len(scenes))
         ]
-        for row in pipeline.score_curve(scenes, merged):
+        for row in score_curve(scenes, merged):
             if row["threshold"] >= PASS_FLOOR:
                 row["false_boxes_per_face_scene"] = row["false_boxes_in_face_scenes"] / face_scenes
                 rows.append({"passes": " + ".join(combination), **row})
@@ -118,19 +119,20 @@ def detection_part(args: argparse.Namespace) -> dict[str, Any]:
 
 def framing_part(args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy on the detected FER faces at each framing of the grid (see the module's doc)."""
-    from experiments import pipeline
+    from experiments.scenes import SCENE_SEED, build_fer_scenes, face_free_photos
+    from experiments.scoring import classify, match
     from fer_jax.data.fer2013 import load_fer2013
     from fer_jax.infer.detect import RETINAFACE_ALIGN_MIN_ANGLE, RETINAFACE_FRAMING, crop, retinaface_detections
     from fer_jax.infer.predict import load_classifier
 
     split = load_fer2013(args.data).splits[args.split]
-    free = pipeline.face_free_photos()
-    scenes = pipeline.build_fer_scenes(split.images, split.labels, pipeline.SCENE_SEED[args.split], list(free.values()))
+    free = face_free_photos()
+    scenes = build_fer_scenes(split.images, split.labels, SCENE_SEED[args.split], list(free.values()))
     faces = []  # (gray image, raw detection, truth)
     for scene in scenes:
         gray = cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY)
         found = retinaface_detections(gray, framing=(1.0, 0.0), align_min_angle=0.0)
-        for truth, which in zip(scene.faces, pipeline.match(scene.faces, [d.box for d in found])):
+        for truth, which in zip(scene.faces, match(scene.faces, [d.box for d in found])):
             if which is not None:
                 faces.append((gray, found[which], truth))
     classifier = load_classifier(None)
@@ -143,7 +145,7 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
     for grow in GROW:
         for shift in SHIFT:
             crops = [crop(gray, turned(reframe(d, grow, shift), RETINAFACE_ALIGN_MIN_ANGLE)) for gray, d, _ in faces]
-            guesses = pipeline.classify(classifier, crops)
+            guesses = classify(classifier, crops)
             accuracy = sum(g == label for g, label in zip(guesses, labels)) / len(labels)
             grid.append({"grow": grow, "shift": shift, "accuracy_on_detected": accuracy})
             print(f"grow {grow:.3f} shift {shift:+.2f}: {accuracy:.4f}", flush=True)
@@ -151,7 +153,7 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
     alignment = []
     for min_angle in ALIGN_MIN_ANGLES:
         crops = [crop(gray, turned(reframe(d, *RETINAFACE_FRAMING), min_angle)) for gray, d, _ in faces]
-        guesses = pipeline.classify(classifier, crops)
+        guesses = classify(classifier, crops)
         correct = [g == t.label for g, (_, _, t) in zip(guesses, faces)]
         alignment.append(
             {
@@ -198,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from experiments.pipeline import SCENE_SEED
+    from experiments.scenes import SCENE_SEED
     from fer_jax.cli import run_command
 
     parser = argparse.ArgumentParser(

@@ -10,7 +10,8 @@ import pytest
 import skimage.data
 import torch
 
-from experiments import pipeline
+from experiments.scenes import Scene, Truth, build_fer_scenes
+from experiments.scoring import evaluate_detector, match, score_curve
 from fer_jax.cli import build_parser, main
 from fer_jax.data.fer2013 import DataError
 from fer_jax.infer import detect, retinaface
@@ -18,7 +19,7 @@ from fer_jax.infer.batch import BATCH_SIZE, BUCKETS, probabilities, stream
 from fer_jax.infer.detect import Detection, crop, get_detector, haar_boxes, merge, sweep
 from tests.fixtures import make_faces
 
-ASTRONAUT_CENTRE = (222, 115)  # the middle of her face, marked by hand (experiments/pipeline.py's PHOTOS)
+ASTRONAUT_CENTRE = (222, 115)  # the middle of her face, marked by hand (experiments/scenes.py's PHOTOS)
 
 
 @pytest.fixture(scope="module")
@@ -142,15 +143,15 @@ def test_scenes_keep_every_face_inside_and_matching_scores_them():
     images = torch.stack([f.pixels for f in faces])
     labels = torch.tensor([f.label for f in faces])
     counts = {"single": 2, "group": 1, "grid": 1, "rotated": 2, "small": 1, "jpeg": 1}
-    scenes = pipeline.build_fer_scenes(images, labels, 1, [], counts)
-    again = pipeline.build_fer_scenes(images, labels, 1, [], counts)
+    scenes = build_fer_scenes(images, labels, 1, [], counts)
+    again = build_fer_scenes(images, labels, 1, [], counts)
     assert [s.faces for s in scenes] == [s.faces for s in again]  # a fixed seed: the same scenes
     assert [s.kind for s in scenes] == ["single"] * 2 + ["group", "grid"] + ["rotated"] * 2 + ["small", "jpeg"]
     used = [t.index for s in scenes for t in s.faces]
     assert len(used) == len(set(used)) >= 16 + 4 + 3
     jpeg = scenes[-1].image
     assert (jpeg[..., 0] == jpeg[..., 1]).all() and (jpeg[..., 1] == jpeg[..., 2]).all()  # grayscale
-    plain = pipeline.build_fer_scenes(images, labels, 1, [], {**counts, "jpeg": 0})
+    plain = build_fer_scenes(images, labels, 1, [], {**counts, "jpeg": 0})
     assert [s.faces for s in plain] == [s.faces for s in scenes[:-1]]  # the jpeg scenes come last
     for scene in scenes:
         height, width = scene.image.shape[:2]
@@ -159,38 +160,38 @@ def test_scenes_keep_every_face_inside_and_matching_scores_them():
             assert t.label == labels[t.index]
     truths = scenes[2].faces
     exact = [(round(t.cx - t.side / 2), round(t.cy - t.side / 2), round(t.side), round(t.side)) for t in truths]
-    assert pipeline.match(truths, exact[::-1]) == list(range(len(truths)))[::-1]
+    assert match(truths, exact[::-1]) == list(range(len(truths)))[::-1]
     off = [(x + w, y, w, h) for x, y, w, h in exact]  # a face's width to the right: no match
     tiny = [(x + w // 2 - 2, y + h // 2 - 2, 4, 4) for x, y, w, h in exact]  # right place, far too small
-    assert pipeline.match(truths, off) == pipeline.match(truths, tiny) == [None] * len(truths)
+    assert match(truths, off) == match(truths, tiny) == [None] * len(truths)
 
 
 def test_evaluate_detector_scores_a_photo_and_a_face_free_image():
     astronaut = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     x, y = ASTRONAUT_CENTRE
-    face = pipeline.Truth(x, y, 95, 0.0, "fer", label=3)  # scored as a labelled face: 'happy'
+    face = Truth(x, y, 95, 0.0, "fer", label=3)  # scored as a labelled face: 'happy'
     scenes = [
-        pipeline.Scene("astronaut", "photo", astronaut, [face]),
-        pipeline.Scene("blank", "free", np.full((300, 400, 3), 128, np.uint8)),
+        Scene("astronaut", "photo", astronaut, [face]),
+        Scene("blank", "free", np.full((300, 400, 3), 128, np.uint8)),
     ]
 
     def always_happy(faces):
         return np.eye(7, dtype=np.float32)[[3] * len(faces)]
 
-    result = pipeline.evaluate_detector("haar", scenes, always_happy)
+    result = evaluate_detector("haar", scenes, always_happy)
     assert result["recall"] == result["end_to_end_accuracy"] == result["accuracy_on_detected"] == 1.0
     assert result["boxes"] == 1 and result["false_boxes_per_face_free_image"] == 0 and result["missed"] == []
     assert result["pipeline_faces_per_s"] > 0
 
 
 def test_score_curve_drops_the_boxes_under_each_threshold():
-    truth = pipeline.Truth(100, 100, 50, 0.0, "fer", label=0)
+    truth = Truth(100, 100, 50, 0.0, "fer", label=0)
     face, elsewhere = Detection((75, 75, 50, 50), score=0.4), Detection((300, 300, 50, 50), score=0.08)
     scenes = [
-        pipeline.Scene("photo", "photo", None, [truth]),
-        pipeline.Scene("free", "free", None),
+        Scene("photo", "photo", None, [truth]),
+        Scene("free", "free", None),
     ]
-    curve = {row["threshold"]: row for row in pipeline.score_curve(scenes, [[face, elsewhere], [elsewhere]])}
+    curve = {row["threshold"]: row for row in score_curve(scenes, [[face, elsewhere], [elsewhere]])}
     assert curve[0.0] == {
         "threshold": 0.0,
         "recall": 1.0,
