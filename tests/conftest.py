@@ -9,8 +9,11 @@ from pathlib import Path
 # the fer-jax subprocesses and the notebook kernels (which inherit the environment) all use it. The many
 # tiny runs compile the same train and eval steps again and again; each is compiled once per session and
 # then loaded. A new folder per session: a run always starts from an empty cache, as on a fresh clone.
-XLA_CACHE = tempfile.mkdtemp(prefix="fer-jax-test-xla-cache-")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", XLA_CACHE)
+# pytest-xdist's workers inherit the variable from the controlling process, so they share the folder.
+# A cache folder the user set is used and kept; the one made here is removed at the end.
+OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ
+if OWN_XLA_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer-jax-test-xla-cache-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
@@ -23,7 +26,8 @@ SMALL = {"Training": 4, "PublicTest": 2, "PrivateTest": 2}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(XLA_CACHE, ignore_errors=True)
+    if OWN_XLA_CACHE:  # the controlling process, after every worker has finished
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
