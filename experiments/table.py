@@ -234,7 +234,9 @@ def headline_rows(results: Path) -> list[str]:
             f"| faces in the wild (default detector `{DEFAULT_DETECTOR}`) | "
             f"end-to-end **{default['end_to_end_accuracy']:.3f}**, "
             f"recall {default['recall']:.3f} | accuracy on the faces found {default['accuracy_on_detected']:.3f}; "
-            f"{default['detect_ms_per_image']:.0f} ms per image | `results/pipeline_cpu.json` |"
+            f"{default['detect_ms_per_image']:.0f} ms per image"
+            + (f" at load average {load[0]:.1f}" if (load := faces.get("load_average")) else "")
+            + " | `results/pipeline_cpu.json` |"
         )
     return ["| result | number | beside it | from |", "| --- | --- | --- | --- |", *rows]
 

@@ -24,6 +24,7 @@ def random_faces(count: int) -> torch.Tensor:
         (0.0, 1.0, (0, 0), True),
     ],
 )
+@pytest.mark.slow
 def test_affine_gives_torchvisions_pixels_for_the_same_parameters(angle, scale, shift, flip):
     faces = random_faces(2)
     expected = F.affine(faces, angle=angle, translate=list(shift), scale=scale, shear=[0.0, 0.0])
@@ -40,6 +41,7 @@ def test_affine_gives_torchvisions_pixels_for_the_same_parameters(angle, scale, 
     assert same >= 0.995, f"{float(same):.4f} of pixels equal"  # rounding ties of float32 coordinates may differ
 
 
+@pytest.mark.slow
 def test_parameters_are_drawn_from_the_configured_ranges():
     config = DataConfig(rotation_degrees=10.0, zoom=0.1, translate=0.1)
     params = sample_params(jax.random.key(0), 20_000, 48, config)
@@ -50,6 +52,7 @@ def test_parameters_are_drawn_from_the_configured_ranges():
     assert float(jnp.abs(params["angle"].mean())) < 0.2  # uniform, centred
 
 
+@pytest.mark.slow
 def test_random_augmentation_matches_torchvision_in_distribution():
     """Per-pixel means of many augmented copies of one face agree with torchvision's RandomAffine + flip."""
     config = DataConfig()
@@ -68,6 +71,7 @@ def test_random_augmentation_matches_torchvision_in_distribution():
     assert float(jnp.mean(ours == 0)) == pytest.approx(float((theirs == 0).float().mean()), abs=0.01)
 
 
+@pytest.mark.slow
 def test_augment_off_is_identity_and_flip_only_mirrors():
     faces = jnp.asarray(random_faces(4))
     assert (augment(jax.random.key(0), faces, DataConfig(augment=False)) == faces).all()
@@ -113,6 +117,7 @@ def test_interpolation_and_fill_give_torchvisions_pixels(interpolation, fill, an
         assert float(jnp.mean(ours == 0)) < 0.01  # nothing zero-filled (random faces are rarely 0)
 
 
+@pytest.mark.slow
 def test_bilinear_edge_fill_agrees_with_train_transform_in_distribution():
     from fer_jax.data.fer2013 import train_transform
 

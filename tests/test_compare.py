@@ -22,6 +22,7 @@ def test_help_explains_the_measurements(capsys: pytest.CaptureFixture[str]) -> N
         assert word in text
 
 
+@pytest.mark.slow
 def test_compare_writes_both_frameworks_and_ratios(
     tiny_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,6 +23,7 @@ NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
         (3, 1, [(0, 1), (2, 0)]),
     ],
 )
+@pytest.mark.slow
 def test_im2col_matches_xla_convolution_and_its_gradients(kernel, stride, padding):
     lhs = jax.random.normal(jax.random.key(0), (2, 11, 12, 5))  # an odd and an even side
     rhs = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 4))
@@ -42,6 +43,7 @@ def test_im2col_matches_xla_convolution_and_its_gradients(kernel, stride, paddin
         assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_images", [1, 2, 3])
 def test_im2col_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkeypatch, chunk_images):
     """Large patch matrices are built a few images at a time; values and gradients stay the same."""
@@ -63,6 +65,7 @@ def test_im2col_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkey
         assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["VALID", "SAME", [(1, 1), (1, 1)], [(0, 1), (2, 0)]])
 @pytest.mark.parametrize("shape", [(2, 11, 12, 16), (3, 8, 7, 20)])  # odd and even output sides
 def test_winograd_matches_xla_convolution_and_its_gradients(shape, padding):
@@ -85,6 +88,7 @@ def test_winograd_matches_xla_convolution_and_its_gradients(shape, padding):
         assert jnp.allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_images", [1, 2, 3])
 def test_winograd_in_batch_chunks_matches_xla_convolution_and_its_gradients(monkeypatch, chunk_images):
     lhs = jax.random.normal(jax.random.key(0), (6, 10, 10, 16))
@@ -109,6 +113,7 @@ def test_winograd_in_batch_chunks_matches_xla_convolution_and_its_gradients(monk
     ("in_features", "kernel", "stride"),
     [(1, 3, 1), (15, 3, 1), (16, 3, 2), (16, 1, 1)],  # seed_cnn's conv1, few channels, strided, 1x1
 )
+@pytest.mark.slow
 def test_winograd_leaves_other_convolutions_to_im2col(in_features, kernel, stride):
     lhs = jax.random.normal(jax.random.key(0), (2, 9, 9, in_features))
     rhs = jax.random.normal(jax.random.key(1), (kernel, kernel, in_features, 4))

@@ -37,6 +37,8 @@ from fer_jax.train import trainer as training
 from fer_jax.train.checkpoints import MANIFEST, SET_ASIDE, CheckpointError, RunCheckpoints
 from fer_jax.train.evaluation import evaluate_run, restore_run
 
+pytestmark = pytest.mark.slow  # every test here runs training end to end
+
 EPOCHS = 3
 STEPS_PER_EPOCH = 3  # 28 training images (4 per class), batch 8
 VAL_ACCURACY = {1: 0.3, 2: 0.6, 3: 0.5}

@@ -62,6 +62,7 @@ def test_duplicates_within_and_across_splits(tmp_path):
     assert report["cross_split_duplicates"]["Training->PrivateTest"]["exact"] == 0
 
 
+@pytest.mark.slow
 def test_the_cli_writes_report_and_grids_and_strict_fails_on_warnings(blurred_training_zip, tmp_path, capsys):
     out = tmp_path / "check"
     assert (

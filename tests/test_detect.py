@@ -31,6 +31,7 @@ def centre(box):
     return box[0] + box[2] / 2, box[1] + box[3] / 2
 
 
+@pytest.mark.slow
 def test_sweep_finds_a_face_turned_by_90_degrees_maps_it_back_and_crops_it_upright(gray):
     turned = cv2.rotate(gray, cv2.ROTATE_90_CLOCKWISE)  # (x, y) -> (511 - y, x)
     assert get_detector("haar")(turned) == []  # the upright cascade alone misses it
@@ -44,6 +45,7 @@ def test_sweep_finds_a_face_turned_by_90_degrees_maps_it_back_and_crops_it_uprig
     assert same > 0.8 > sideways + 0.4, (same, sideways)
 
 
+@pytest.mark.slow
 def test_cli_detector_option_records_the_rotation(gray, tmp_path, capsys):
     cv2.imwrite(
         str(tmp_path / "turned.png"), cv2.rotate(gray, cv2.ROTATE_90_COUNTERCLOCKWISE)
@@ -138,6 +140,7 @@ def test_batches_have_fixed_shapes_and_results_keep_their_order():
     assert probabilities(classifier, []) == []
 
 
+@pytest.mark.slow
 def test_scenes_keep_every_face_inside_and_matching_scores_them():
     faces = make_faces({"Training": 0, "PublicTest": 0, "PrivateTest": 6})
     images = torch.stack([f.pixels for f in faces])

@@ -44,6 +44,8 @@ LONELY = """
 import sys
 from fer_jax.config import Config, ProcessConfig
 from fer_jax.train import distributed
+
+pytestmark = pytest.mark.slow  # every test here runs training end to end
 config = Config()
 config.train.distributed, config.train.distributed_timeout = True, int(sys.argv[2])
 distributed.start(config, ProcessConfig(sys.argv[1], 2, 1))

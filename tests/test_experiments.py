@@ -77,6 +77,7 @@ def test_errors_are_one_line(
     assert not Path("results").exists()
 
 
+@pytest.mark.slow
 def test_runner_writes_seed_runs_and_summary_and_the_table_reads_them(
     tiny_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,6 +190,7 @@ def test_table_rows_per_framework_of_a_comparison(tmp_path: Path) -> None:
     assert [row["machine"] for row in rows] == ["jax machine", "pytorch machine"]
 
 
+@pytest.mark.slow
 def test_saliency_is_input_shaped_and_finite() -> None:
     from fer_jax.eval.inspect import feature_maps, first_layer_filters, most_confused_pairs, saliency_maps
 

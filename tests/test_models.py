@@ -50,6 +50,7 @@ def test_seed_cnn_shape_and_parameter_count():
     assert count_params(model) == SEED_CNN_PARAMS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_is_selectable_by_name_with_its_shape_and_size(name: str, compute_dtype: str):
@@ -69,6 +70,7 @@ def test_every_model_is_selectable_by_name_with_its_shape_and_size(name: str, co
     assert {x.dtype for x in jax.tree.leaves(nnx.state(model))} == {jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv_impl", ["im2col", "winograd"])
 def test_conv_implementations_give_the_same_network(conv_impl):
     x = faces(2, seed=2)
@@ -76,6 +78,7 @@ def test_conv_implementations_give_the_same_network(conv_impl):
     assert jnp.allclose(ours, xla, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_conv_implementations_give_the_same_downsampling_block():
     """A strided ResNet block holds every other convolution of the zoo: 3x3 strides 2 and 1, 1x1 stride 2."""
     x = jax.random.normal(jax.random.key(4), (2, 12, 12, 8))
@@ -92,6 +95,7 @@ def test_conv_implementations_give_the_same_downsampling_block():
         assert jnp.allclose(ours, xla, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_dropout_only_in_training_and_seeded(name: str):
     model = create_model(ModelConfig(name=name, conv_impl="xla"), seed=0)
@@ -104,6 +108,7 @@ def test_dropout_only_in_training_and_seeded(name: str):
     assert jnp.array_equal(eval_logits(model, x), eval_logits(model, x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.25, 0.5])
 def test_byte_dropout_keeps_each_element_with_probability_one_minus_rate(rate: float):
     dropout = Dropout(rate)
@@ -118,6 +123,7 @@ def test_byte_dropout_keeps_each_element_with_probability_one_minus_rate(rate: f
     assert jnp.array_equal(dropout(x, deterministic=True, rngs=nnx.Rngs(dropout=0)), x)
 
 
+@pytest.mark.slow
 def test_byte_dropout_leaves_other_rates_to_flax():
     x = jax.random.normal(jax.random.key(0), (8, 10))
     assert jnp.array_equal(Dropout(0.2)(x, rngs=nnx.Rngs(dropout=3)), nnx.Dropout(0.2)(x, rngs=nnx.Rngs(dropout=3)))
@@ -128,7 +134,9 @@ def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
     """One `fer_jax.train.steps` train step moves every running statistic with momentum 0.9 (PyTorch's 0.1);
     evaluation then normalises with them: each image's logits are the same whatever batch it is in."""
     config = Config()
-    config.apply_overrides(["model.name=resnet18", "train.batch_size=4", "train.eval_batch_size=4"])
+    config.apply_overrides(
+        ["model.name=resnet18", "model.conv_impl=xla", "train.batch_size=4", "train.eval_batch_size=4"]
+    )
     state, steps = init_state(config, steps_per_epoch=1)
     images = faces(4).reshape(4, 1, 48, 48)
     labels = jnp.arange(4)
@@ -154,6 +162,7 @@ def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
     assert jnp.array_equal(predictions, logits.argmax(-1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_bfloat16_gives_float32_logits_close_to_float32(name: str):
     x = faces(2)

@@ -46,6 +46,7 @@ def faces() -> np.ndarray:
     return np.concatenate([pixels.numpy(), np.full((1, 48, 48), 255, np.uint8)])
 
 
+@pytest.mark.slow
 def test_onnx_logits_agree_with_jax_within_1e_4(exported, faces):
     classifier = load_classifier(shipped_weights("seed_cnn"))
     jax_logits = np.asarray(classifier.model(jnp.asarray(faces, jnp.float32)[..., None] / 255.0))
@@ -84,6 +85,7 @@ def test_predict_with_the_onnx_backend_matches_jax(exported, faces, tmp_path, ca
     assert got == pytest.approx(want, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_narrow_vgg_bn_exports_with_its_batchnorm_statistics(faces, tmp_path):
     model = create_model(ModelConfig(name="vgg_bn", width=0.125), seed=1)
     for path, variable in nnx.iter_graph(model):
@@ -98,6 +100,7 @@ def test_a_narrow_vgg_bn_exports_with_its_batchnorm_statistics(faces, tmp_path):
     assert onnx.info["model"] == "vgg_bn" and onnx.info["source"] == "test"
 
 
+@pytest.mark.slow
 def test_int8_export_is_calibrated_on_training_faces_and_close_to_float(exported, tmp_path, capsys):
     all_faces = make_faces({"Training": 6, "PublicTest": 1, "PrivateTest": 1})
     training = [f for f in all_faces if f.split == "Training"]

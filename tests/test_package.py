@@ -6,6 +6,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,6 +29,7 @@ def test_package_never_imports_numpy():
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "fer_jax", "--help"], capture_output=True, text=True, check=True)
     for command in ("download", "train", "evaluate"):

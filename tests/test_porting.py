@@ -34,6 +34,7 @@ def torch_logits(model: TorchSeedCNN, images: torch.Tensor) -> torch.Tensor:
         return model.eval()(images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv_impl", CONV_IMPLS)
 def test_torch_to_flax_gives_the_same_logits(conv_impl: str) -> None:
     torch.manual_seed(0)
@@ -46,6 +47,7 @@ def test_torch_to_flax_gives_the_same_logits(conv_impl: str) -> None:
     assert expected.std() > 1e-3  # not a trivially constant output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conv_impl", CONV_IMPLS)
 def test_flax_to_torch_gives_the_same_logits(conv_impl: str) -> None:
     flax_model = create_model(ModelConfig(conv_impl=conv_impl), seed=2)
@@ -77,6 +79,7 @@ def test_params_from_torch_leaves_its_template_alone() -> None:
     assert all(torch.equal(before[name], after[name]) for name in before)
 
 
+@pytest.mark.slow
 def test_trained_torch_checkpoint_scores_the_same_in_jax(tiny_zip: Path, tmp_path: Path) -> None:
     config = Config()
     config.data.source = str(tiny_zip)

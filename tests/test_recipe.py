@@ -90,6 +90,7 @@ def test_warmup_then_constant_and_no_warmup_is_the_old_schedule():
         make_schedule(schedule_config("cosine", -1.0), 10)
 
 
+@pytest.mark.slow
 def test_label_smoothing_loss_by_hand_and_as_pytorch():
     logits = jnp.array([[2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
     log_p = jax.nn.log_softmax(logits)[0]
@@ -102,6 +103,7 @@ def test_label_smoothing_loss_by_hand_and_as_pytorch():
     assert float(training_loss(many, labels, 0.1)) == pytest.approx(float(in_torch), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_mixup_blends_pairs_of_images_and_their_losses():
     config = Config().apply_overrides(["train.batch_size=8", "optim.schedule=constant", "data.mixup=0.4"])
     images = jax.random.uniform(jax.random.key(0), (8, 1, 48, 48))
@@ -124,6 +126,7 @@ def narrow_resnet_config(**overrides) -> Config:
     return config
 
 
+@pytest.mark.slow
 def test_weight_decay_mask_decays_kernels_only_in_both_frameworks():
     config = narrow_resnet_config(
         **{"optim.name": "sgd", "optim.learning_rate": 1.0, "optim.momentum": 0.0, "optim.weight_decay": 0.1}
@@ -155,6 +158,7 @@ def test_ema_update_math_and_decay_ramp():
     assert float(new["model_state"]["mean"]) == pytest.approx(3.6) and int(new["model_state"]["count"]) == 7
 
 
+@pytest.mark.slow
 def test_ema_follows_the_weights_and_is_what_selected_weights_gives():
     config = Config().apply_overrides(["train.ema_decay=0.5", "train.batch_size=4", "optim.learning_rate=1e-3"])
     state, steps = init_state(config, steps_per_epoch=2)
@@ -174,6 +178,7 @@ def test_ema_follows_the_weights_and_is_what_selected_weights_gives():
     assert type(plain) is TrainState and selected_weights(plain) is plain
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_saved_as_best_and_reported(tiny_zip, tmp_path):
     config = tiny_config(tiny_zip, tmp_path, **{"train.epochs": 1, "train.ema_decay": 0.9, "optim.learning_rate": 1e-3})
     results = training.train(config)
@@ -210,6 +215,7 @@ class Tripwire:
         return len(self._split)
 
 
+@pytest.mark.slow
 def test_private_test_is_read_only_after_the_epochs_by_the_final_evaluation(tiny_zip, tmp_path, monkeypatch):
     loop_done: list[bool] = []
     real_load, real_run_epochs, real_reported = training.load_dataset, loop.run_epochs, training.reported_split
@@ -248,6 +254,7 @@ def test_averaged_accuracy_is_flip_tta():
     assert averaged_accuracy([plain, mirrored], labels) == 1.0  # face 0: (0.88 + 0.05) / 2 < (0.12 + 0.95) / 2
 
 
+@pytest.mark.slow
 def test_random_erasing_matches_torchvision_in_distribution():
     """Erased-pixel fraction, how often an image is erased, and where: JAX against torchvision's RandomErasing."""
     count, probability = 3000, 0.5
@@ -271,6 +278,7 @@ def test_random_erasing_matches_torchvision_in_distribution():
     assert float(jnp.log(rows).mean()) == pytest.approx(float(torch.log(theirs_rows.float()).mean()), abs=0.08)
 
 
+@pytest.mark.slow
 def test_erasing_is_in_both_pipelines_and_off_leaves_the_affine_draws_unchanged():
     faces = jax.random.randint(jax.random.key(0), (64, 48, 48), 1, 256).astype(jnp.uint8)
     key = jax.random.key(5)
@@ -292,6 +300,7 @@ def test_pytorch_baseline_refuses_what_it_does_not_mirror(tmp_path):
             train_torch(config)
 
 
+@pytest.mark.slow
 def test_width_multiplier():
     narrow = create_model(narrow_resnet_config().model, 0)
     assert count_params(narrow) < count_params(create_model(narrow_resnet_config(**{"model.width": 0.25}).model, 0))
@@ -300,6 +309,7 @@ def test_width_multiplier():
         create_model(Config().apply_overrides(["model.width=0.5"]).model, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, model", [("sota_resnet18", "resnet18"), ("sota_vgg_bn", "vgg_bn")])
 def test_sota_configs_and_their_quick_versions(name, model):
     _, module = configs.load(name)

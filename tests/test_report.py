@@ -17,6 +17,7 @@ from fer_jax.train.loop import new_record
 from fer_jax.train.steps import init_state
 
 
+@pytest.mark.slow
 def test_metrics_match_hand_computed_values():
     # true 0 0 0 1 1 2, predicted 0 0 1 1 2 2 (class 3 neither true nor predicted):
     # confusion rows [2 1 0 0] [0 1 1 0] [0 0 1 0] [0 0 0 0]
@@ -33,6 +34,7 @@ def test_metrics_match_hand_computed_values():
     assert metrics["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 4)
 
 
+@pytest.mark.slow
 def test_metrics_name_the_seven_emotions_and_handle_a_class_never_predicted():
     labels = list(range(7)) * 2
     predictions = [3] * 14  # always happy
@@ -53,6 +55,7 @@ def test_confident_mistakes_are_the_wrong_answers_most_sure_first():
     assert (mistakes[0]["true"], mistakes[0]["predicted"]) == ("angry", "disgust")
 
 
+@pytest.mark.slow
 def test_tta_views():
     images = jnp.arange(2 * 48 * 48, dtype=jnp.float32).reshape(2, 1, 48, 48)
     assert (mirror(images)[..., 0] == images[..., 47]).all()

@@ -35,6 +35,8 @@ from fer_jax.train.tensorboard_log import (
     event_files,
 )
 
+pytestmark = pytest.mark.slow  # every test here runs training end to end
+
 SERVER_TIMEOUT_S = 90
 
 

@@ -139,6 +139,7 @@ def test_cli_builds_and_prints_split_sizes(tiny_zip, tmp_path, capsys):
         assert f"{name}: {count} examples" in out
 
 
+@pytest.mark.slow
 def test_cli_help_and_missing_data(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "fer_jax.data.tfds_builder", "--help"], capture_output=True, text=True, check=True

@@ -74,6 +74,7 @@ def test_torch_optimizer_follows_optax(overrides: list[str]) -> None:
     assert float(jnp.abs(params - to_jax(weights.detach().clone())).max()) < 1e-6
 
 
+@pytest.mark.slow
 def test_train_torch_writes_the_run_folder(tiny_zip: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_zip, tmp_path, "run")
     results = train_torch(config)
@@ -93,6 +94,7 @@ def test_train_torch_writes_the_run_folder(tiny_zip: Path, tmp_path: Path) -> No
         train_torch(config)
 
 
+@pytest.mark.slow
 def test_resumed_run_repeats_an_uninterrupted_one(tiny_zip: Path, tmp_path: Path) -> None:
     straight = tiny_config(tiny_zip, tmp_path, "straight")
     straight.optim.schedule = "constant"  # the cosine schedule depends on train.epochs
