@@ -33,6 +33,8 @@ from fer_jax.files import read_jsonl
 from fer_jax.train import distributed
 from tests.fixtures import tiny_run_overrides
 
+pytestmark = pytest.mark.slow  # every test here runs training end to end
+
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 2
 """Two: the reference keeps latest/1 (the epoch compared) and latest/2."""
@@ -44,8 +46,6 @@ LONELY = """
 import sys
 from fer_jax.config import Config, ProcessConfig
 from fer_jax.train import distributed
-
-pytestmark = pytest.mark.slow  # every test here runs training end to end
 config = Config()
 config.train.distributed, config.train.distributed_timeout = True, int(sys.argv[2])
 distributed.start(config, ProcessConfig(sys.argv[1], 2, 1))
