@@ -21,7 +21,6 @@ FOUR_DEVICES = textwrap.dedent("""
     from fer_jax.train import parallel
     from fer_jax.config import Config
     from fer_jax.train.steps import init_state
-    from fer_jax.train.trainer import train
 
     assert len(jax.devices()) == 4
     images = jax.random.uniform(jax.random.key(0), (16, 1, 48, 48))
@@ -38,22 +37,15 @@ FOUR_DEVICES = textwrap.dedent("""
         out[devices] = {"loss": float(metrics["loss"]), "kernel": jax.device_get(kernel).tolist(),
                         "mesh": steps.mesh.size, "replicated": kernel.sharding.is_fully_replicated,
                         "devices": len(kernel.sharding.device_set)}
-    config = Config()
-    config.data.source = sys.argv[1]
-    config.data.cache_dir = sys.argv[2] + "/cache"
-    config.run_dir = sys.argv[2] + "/run"
-    config.apply_overrides(["train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2",
-                            "data.pipeline=device", "train.steps_per_dispatch=2"])
-    out["run"] = train(config)
     print("RESULT" + json.dumps(out))
 """)
 
 
 @pytest.mark.slow
-def test_four_devices_train_like_one(tiny_zip, tmp_path):
+def test_four_devices_train_like_one():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
-        [sys.executable, "-c", FOUR_DEVICES, str(tiny_zip), str(tmp_path)],
+        [sys.executable, "-c", FOUR_DEVICES],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -67,7 +59,6 @@ def test_four_devices_train_like_one(tiny_zip, tmp_path):
     assert four["replicated"] and four["devices"] == 4 and one["devices"] == 1
     assert four["loss"] == pytest.approx(one["loss"], rel=1e-4)
     assert max(abs(a - b) for row_a, row_b in zip(one["kernel"], four["kernel"]) for a, b in zip(row_a, row_b)) < 1e-5
-    assert out["run"]["epochs"] == 2 and 0.0 <= out["run"]["test_accuracy"] <= 1.0
 
 
 def test_batch_must_split_evenly_over_the_devices():
