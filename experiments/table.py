@@ -217,7 +217,8 @@ def headline_rows(results: Path) -> list[str]:
         rows.append(
             f"| JAX vs PyTorch, accuracy (same data, batches, recipe, seeds) | PrivateTest {jax_acc['mean']:.4f} vs "
             f"{torch_acc['mean']:.4f} (**{frameworks['ratios']['test_accuracy_ratio_jax_over_torch']:.2f}x**) | "
-            f"mean of {jax_acc['n']} seeds, {frameworks['settings']['epochs']} epochs | `results/compare_cpu.json` |"
+            f"mean of {jax_acc['n']} seeds, {frameworks['settings']['epochs']} epochs on "
+            f"{frameworks['settings']['train_images']:,} Training faces | `results/compare_cpu.json` |"
         )
     speed = load("bench_cpu.json")
     if speed:
