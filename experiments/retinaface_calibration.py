@@ -191,10 +191,19 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from fer_jax.data.cache import file_sha256
+    from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_json
 
     report = (detection_part if args.part == "detection" else framing_part)(args)
+    env = environment_info()
     report["command"] = " ".join(["python", "-m", "experiments.retinaface_calibration", *sys.argv[1:]])
+    report["machine"], report["git_commit"], report["versions"] = (
+        device_description(),
+        env["git_commit"],
+        env["versions"],
+    )
+    report["dataset_sha256"] = file_sha256(args.data) if Path(args.data).is_file() else None
     write_json(Path(args.out), report)
     return report
 
