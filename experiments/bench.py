@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated (default: %(default)s)")
     parser.add_argument(
+        "--precisions",
+        help="comma-separated model.compute_dtype values, each measured in both frameworks (default: float32, "
+        "and bfloat16 where the CPU has AMX or AVX512-BF16 units, or on a GPU)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -170,8 +175,9 @@ class DeviceChunks:
 
         from fer_jax.data import fer2013 as fer_data
         from fer_jax.train import parallel
+        from fer_jax.train.steps import steps_per_dispatch
 
-        per_call, batch = config.train.steps_per_dispatch, config.train.batch_size
+        per_call, batch = steps_per_dispatch(config), config.train.batch_size
         self.steps, self.state = steps, state
         self.images = jax.device_put(fer_data.to_jax(split.images), parallel.replicated(steps.mesh))
         self.labels = jax.device_put(fer_data.to_jax(split.labels).astype("int32"), parallel.replicated(steps.mesh))
@@ -215,7 +221,7 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
     result.update(timed_steps(step_run, block, args, batch))
 
     chunks = DeviceChunks(config, steps, train, state)
-    calls = max(1, args.steps // config.train.steps_per_dispatch)
+    calls = max(1, args.steps // (chunks.images_per_call // batch))
     result["fast_compile_seconds"] = timed(lambda: chunks.run(1), block)
     result["fast_train_images_per_s"] = calls * chunks.images_per_call / timed(lambda: chunks.run(calls), block)
     state = chunks.state
@@ -248,6 +254,7 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
         TorchSeedCNN,
         evaluate_torch,
         make_torch_optimizer,
+        to_model_input,
         torch_device,
         torch_train_epoch,
         torch_train_step,
@@ -260,10 +267,11 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     train, batch = splits["Training"], config.train.batch_size
     device = torch_device()
     torch.manual_seed(config.train.seed)
-    model = TorchSeedCNN().to(device).train()
+    model = TorchSeedCNN().to(device, memory_format=torch.channels_last).train()
     optimizer, schedule = make_torch_optimizer(config, model.parameters(), len(train) // batch)
-    images = train.images[:batch].unsqueeze(1).float().div(255.0).to(device)
+    images = to_model_input(train.images[:batch].unsqueeze(1).float().div(255.0), device)
     labels = train.labels[:batch].to(device)
+    dtype = config.model.compute_dtype
 
     def sync(out: Any) -> Any:
         if device.type == "cuda":
@@ -272,7 +280,7 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     def step_run(count: int) -> Any:
         for step in range(count):
-            out = torch_train_step(model, optimizer, images, labels, schedule(step), step)
+            out = torch_train_step(model, optimizer, images, labels, schedule(step), step, 0.0, dtype)
         return out
 
     result = timed_steps(step_run, sync, args, batch)
@@ -280,8 +288,8 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
         lambda: torch_train_epoch(model, optimizer, schedule, 0, train, config, 1, device), sync
     )
     val = splits["PublicTest"]
-    evaluate_torch(model, val, config.train.eval_batch_size, device)
-    seconds = timed(lambda: evaluate_torch(model, val, config.train.eval_batch_size, device), sync)
+    evaluate_torch(model, val, config.train.eval_batch_size, device, dtype)
+    seconds = timed(lambda: evaluate_torch(model, val, config.train.eval_batch_size, device, dtype), sync)
     result["eval_images_per_s"] = len(val) / seconds
     result["peak_memory_bytes"] = peak_memory_bytes("pytorch")
     return result
@@ -380,11 +388,20 @@ def format_table(report: dict[str, Any]) -> str:
         low, high = (format(stats[k] / divisor, fmt) for k in ("min", "max"))
         return f"{format(stats['median'] / divisor, fmt)} [{low}, {high}]"
 
-    summaries = report["summaries"]
-    paired = report.get("paired_ratios", {})
     lines = [
         f"{report['machine']} | {report['settings']['repeats']} repeats | batch "
         f"{report['settings']['batch_size']} | epoch of {report['settings']['epoch_images']} images",
+    ]
+    for precision, measured in report["by_precision"].items():
+        lines += [f"compute dtype {precision}:", *precision_table(measured, cell)]
+    return "\n".join(lines)
+
+
+def precision_table(measured: dict[str, Any], cell: Callable[..., str]) -> list[str]:
+    """The rows of one precision: each metric per framework, and the JAX/PyTorch ratios."""
+    summaries = measured["summaries"]
+    paired = measured.get("paired_ratios", {})
+    lines = [
         f"{'metric':<34}"
         + "".join(f"{f:>26}" for f in summaries)
         + f"{'jax/pytorch':>13}"
@@ -392,10 +409,24 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     for metric, (label, divisor, fmt, ratio_name) in METRICS.items():
         cells = "".join(f"{cell(summaries[f].get(metric), divisor, fmt):>26}" for f in summaries)
-        ratio = report["ratios"].get(ratio_name)
+        ratio = measured["ratios"].get(ratio_name)
         row = f"{label:<34}{cells}{'-' if ratio is None else f'{ratio:.3f}':>13}"
         lines.append(row + (f"{cell(paired.get(ratio_name), 1, '.3f'):>26}" if paired else ""))
-    return "\n".join(lines)
+    return lines
+
+
+def supported_precisions() -> str:
+    """float32, and bfloat16 where the hardware multiplies it (`model.compute_dtype=auto` picks it there): an
+    AVX2-only CPU would only emulate bfloat16, so its numbers would measure the emulation."""
+    from fer_jax.models.layers import resolve_compute_dtype
+
+    return ",".join(dict.fromkeys(["float32", resolve_compute_dtype("auto")]))
+
+
+def measured(runs: dict[str, list[dict[str, Any]]], frameworks: list[str]) -> dict[str, Any]:
+    """One precision's summaries, ratios of the medians, per-repeat ratios and raw runs."""
+    summaries = {f: summarize(runs[f]) for f in frameworks}
+    return {"summaries": summaries, "ratios": ratios(summaries), "paired_ratios": paired_ratios(runs), "runs": runs}
 
 
 def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -406,15 +437,16 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     frameworks = [f for f in args.frameworks.split(",") if f]
     if unknown := set(frameworks) - set(FRAMEWORKS):
         raise SystemExit(f"unknown framework(s) {sorted(unknown)}: choose from {', '.join(FRAMEWORKS)}")
+    precisions = [p for p in (args.precisions or supported_precisions()).split(",") if p]
     config = worker_config(args)
     env = worker_environment(args.huge_pages)
-    runs: dict[str, list[dict[str, Any]]] = {f: [] for f in frameworks}
+    runs = {p: {f: [] for f in frameworks} for p in precisions}
     for repeat in range(args.repeats):
-        order = frameworks if repeat % 2 == 0 else frameworks[::-1]
-        for framework in order:
-            print(f"[bench] repeat {repeat + 1}/{args.repeats}: {framework}", flush=True)
-            runs[framework].append(run_worker("experiments.bench", framework, argv, env))
-    summaries = {f: summarize(runs[f]) for f in frameworks}
+        order = [(p, f) for p in precisions for f in frameworks]
+        for precision, framework in order if repeat % 2 == 0 else order[::-1]:
+            print(f"[bench] repeat {repeat + 1}/{args.repeats}: {framework} {precision}", flush=True)
+            worker_argv = [*argv, "--set", f"model.compute_dtype={precision}"]
+            runs[precision][framework].append(run_worker("experiments.bench", framework, worker_argv, env))
     report = {
         **machine_fields(),
         "command": "python -m experiments.bench " + shlex.join(argv),
@@ -425,17 +457,14 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "timed_steps": args.steps,
             "warmup_steps": args.warmup_steps,
             "batch_size": config.train.batch_size,
-            "steps_per_dispatch": config.train.steps_per_dispatch,
+            "steps_per_dispatch": config.train.steps_per_dispatch or "auto",
             "epoch_images": args.epoch_images or "all",
             "eval_images": args.eval_images or "all",
             "overrides": args.set,
         },
         "config": config.to_dict(),
-        "summaries": summaries,
-        "ratios": ratios(summaries),
-        "paired_ratios": paired_ratios(runs),
+        "by_precision": {p: measured(runs[p], frameworks) for p in precisions},
         "ratio_notes": RATIO_NOTES,
-        "runs": runs,
     }
     out = args.out or Path(f"results/bench_{device_slug()}.json")
     write_json(out, report)

@@ -222,10 +222,11 @@ def headline_rows(results: Path) -> list[str]:
         )
     speed = load("bench_cpu.json")
     if speed:
-        jax_speed, torch_speed = (speed["summaries"][f]["train_step_images_per_s"] for f in ("jax", "pytorch"))
+        float32 = speed["by_precision"]["float32"]
+        jax_speed, torch_speed = (float32["summaries"][f]["train_step_images_per_s"] for f in ("jax", "pytorch"))
         rows.append(
-            f"| JAX vs PyTorch, train speed | {jax_speed['median']:.0f} vs {torch_speed['median']:.0f} images/s "
-            f"(**{speed['ratios']['train_throughput_ratio_jax_over_torch']:.2f}x**) | median of "
+            f"| JAX vs PyTorch, train speed (float32) | {jax_speed['median']:.0f} vs {torch_speed['median']:.0f} "
+            f"images/s (**{float32['ratios']['train_throughput_ratio_jax_over_torch']:.2f}x**) | median of "
             f"{jax_speed['n']} repeats in one run, {_cell(speed['machine'])} | `results/bench_cpu.json` |"
         )
     faces = load("pipeline_cpu.json")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, ProcessConfig, known_keys, quick
+from fer_jax.environment import use_project_xla_flags
 
 EPILOG = """examples:
   fer-jax download --dest data                 # Kaggle msambare/fer2013 -> data/fer2013.zip
@@ -307,6 +308,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    use_project_xla_flags()  # before the first JAX computation: XLA reads its flags once
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["compare"]:  # its own parser, options and --help
         from fer_jax.compare import main as compare_main

@@ -231,7 +231,7 @@ def machine_fields() -> dict[str, Any]:
     return {
         "machine": device_description(),
         "torch_device": torch_device_description(torch_device()),
-        **{key: env[key] for key in ("versions", "python", "platform", "git_commit")},
+        **{key: env[key] for key in ("cpu_features", "xla_flags", "versions", "python", "platform", "git_commit")},
     }
 
 
@@ -279,12 +279,12 @@ def eval_pass_seconds(framework: str, config: Config, split: Split) -> float:
             return evaluate_split(state, steps, split, config.train.eval_batch_size)
     else:
         device = torch_device()
-        model = TorchSeedCNN().to(device)
+        model = TorchSeedCNN().to(device, memory_format=torch.channels_last)
         best = Path(config.run_dir) / "checkpoints" / "best.pt"
         model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
 
         def one_pass() -> Any:
-            return evaluate_torch(model, split, config.train.eval_batch_size, device)
+            return evaluate_torch(model, split, config.train.eval_batch_size, device, config.model.compute_dtype)
 
     one_pass()
     start = time.perf_counter()

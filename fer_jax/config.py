@@ -76,8 +76,10 @@ class ModelConfig:
     conv_impl: str = "auto"
     """'auto' (winograd on CPU, XLA's convolution elsewhere), 'winograd' (3x3 stride-1 layers; im2col
     for the rest), 'im2col' or 'xla'."""
-    compute_dtype: str = "float32"
-    """'float32' or 'bfloat16' (layers compute in bfloat16 over float32 weights; logits stay float32)."""
+    compute_dtype: str = "auto"
+    """'auto', 'float32' or 'bfloat16': what the layers compute in. Weights, optimizer state, BatchNorm statistics,
+    logits and loss stay float32. 'auto': bfloat16 on a GPU/TPU and on a CPU with AMX or AVX512-BF16 units, float32
+    on other CPUs (results.json records the choice)."""
     width: float = 1.0
     """Multiplies every layer width of 'vgg_bn' and 'resnet18' (e.g. 0.25 for cheap CPU ablations); 'seed_cnn': 1
     only."""
@@ -112,8 +114,10 @@ class TrainConfig:
     seed: int = 0
     devices: int = 0
     """Devices to split each batch over (data parallelism; 0: all local devices)."""
-    steps_per_dispatch: int = 32
-    """With data.pipeline='device': train steps fused into one jitted call (a `lax.scan`)."""
+    steps_per_dispatch: int = 0
+    """With data.pipeline='device': train steps fused into one jitted call. 0: 1 on the CPU, where the steps of
+    a call are unrolled (XLA:CPU runs convolution gradients in a loop ~30x slower) and one step compiles in half
+    the time of four at the same speed; 32 on a GPU or TPU, as one `lax.scan`."""
     crops_tta: bool = False
     """Also report the 'crops' TTA of `fer-jax evaluate --crops` in results.json (`test_accuracy_crops`: 10 views,
     the face, its four 44x44 corner crops scaled back, and their mirror images; 5x the flip TTA's cost)."""

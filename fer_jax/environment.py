@@ -14,6 +14,41 @@ from typing import Any
 import jax
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "torchvision")
+PROJECT_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
+"""XLA flags the project's own processes run with. jaxlib 0.10.2's XLA:CPU hands convolutions, dots and reductions
+to YNNPACK by default, and YNNPACK's convolution gradients run the CPU-best net's train step at half speed on an
+AVX2 CPU (the seed CNN's at a fifth); with YNNPACK kept for dots only, XLA's own (Eigen) convolutions run it
+(docs/performance.md). GPU and TPU back-ends ignore the flag."""
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+"""The /proc/cpuinfo flags that decide a CPU's speed here: vector width and bfloat16 matrix units."""
+
+
+def use_project_xla_flags() -> str:
+    """Append `PROJECT_XLA_FLAGS` to $XLA_FLAGS and return the result: a flag the user already set keeps
+    the user's value. XLA reads the variable once, when its first backend starts, so the CLI, the
+    experiments, the tests and the notebooks call this before their first JAX computation."""
+    current = os.environ.get("XLA_FLAGS", "")
+    names = {flag.split("=", 1)[0] for flag in current.split()}
+    added = [flag for flag in PROJECT_XLA_FLAGS if flag.split("=", 1)[0] not in names]
+    os.environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
+    return os.environ["XLA_FLAGS"]
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of `CPU_FEATURES` this CPU has (empty where /proc/cpuinfo is unreadable)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [feature for feature in CPU_FEATURES if feature in flags]
+    except OSError:
+        pass
+    return []
+
+
+def has_bfloat16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16)."""
+    return bool({"amx_bf16", "avx512_bf16"} & set(cpu_features()))
 
 
 def cpu_model() -> str:
@@ -62,6 +97,8 @@ def environment_info() -> dict[str, Any]:
             versions[name] = None
     return {
         "device": device_description(),
+        "cpu_features": cpu_features(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,

@@ -16,6 +16,10 @@ if OWN_XLA_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer-jax-test-xla-cache-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+from fer_jax.environment import use_project_xla_flags  # noqa: E402
+
+use_project_xla_flags()  # the flags `fer-jax` and the experiments run with, for this process and its children
+
 import pytest  # noqa: E402
 
 from tests.fixtures import make_faces, write_zip  # noqa: E402

@@ -175,6 +175,22 @@ def test_bfloat16_gives_float32_logits_close_to_float32(name: str):
     assert not jnp.array_equal(half, full)  # it did compute in bfloat16
 
 
+@pytest.mark.slow
+def test_a_bfloat16_train_step_keeps_weights_optimizer_state_statistics_and_loss_in_float32():
+    config = Config()
+    config.apply_overrides(["model.name=vgg_bn", "model.width=0.125", "model.compute_dtype=bfloat16"])
+    state, steps = init_state(config, steps_per_epoch=10)
+    images, labels = faces(4), jnp.arange(4) % 7
+    state, metrics = steps.train(state, images, labels)
+    floats = jax.tree.leaves((state.params, state.opt_state, state.model_state))
+    assert {leaf.dtype for leaf in floats if jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+    assert metrics["loss"].dtype == jnp.float32
+    logits = steps.eval(state, images, labels, jnp.ones(4, bool))["logits"]
+    assert logits.dtype == jnp.float32
+    hlo = jax.jit(steps.train).lower(state, images, labels).as_text()
+    assert "bf16" in hlo and "convolution" in hlo  # the layers did compute in bfloat16
+
+
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ValueError, match="unknown model"):
         create_model(ModelConfig(name="resnet9000"), seed=0)

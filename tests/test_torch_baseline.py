@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from fer_jax.baseline.porting import flax_to_torch
-from fer_jax.baseline.pytorch import TorchSeedCNN, make_torch_optimizer, torch_train_step, train_torch
+from fer_jax.baseline.pytorch import (
+    TorchSeedCNN,
+    make_torch_optimizer,
+    precision,
+    to_model_input,
+    torch_train_step,
+    train_torch,
+)
 from fer_jax.config import Config
 from fer_jax.data.fer2013 import as_nhwc, to_jax
 from fer_jax.files import read_jsonl
@@ -140,3 +147,23 @@ def test_torch_train_step_has_the_jax_loss_with_label_smoothing(label_smoothing:
     logits = flax_model(as_nhwc(to_jax(images)))
     expected = training_loss(logits, to_jax(labels), label_smoothing)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_torch_bfloat16_step_computes_in_bfloat16_and_keeps_float32_weights_and_loss() -> None:
+    images = torch.rand(8, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    images = to_model_input(images, torch.device("cpu"))
+    labels = torch.arange(8) % 7
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = TorchSeedCNN().to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with precision(dtype, images.device):
+            assert model.conv2(model.conv1(images)).dtype == getattr(torch, dtype)
+        loss, _ = torch_train_step(model, optimizer, images, labels, 0.1, 0, compute_dtype=dtype)
+        assert loss.dtype == torch.float32
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        assert {s.dtype for group in optimizer.state.values() for s in group.values()} <= {torch.float32}
+        losses[dtype] = float(loss)
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+    assert losses["bfloat16"] != losses["float32"]

@@ -12,6 +12,7 @@ manifest, crash-safe like the Orbax ones (`TorchCheckpoints`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from fer_jax.data.check import check_for_run
 from fer_jax.data.fer2013 import Split, torch_eval_batches, torch_train_batches
 from fer_jax.environment import cpu_model
 from fer_jax.files import write_atomic, write_json
-from fer_jax.models.layers import IMAGE_SIZE, NUM_CLASSES
+from fer_jax.models.layers import IMAGE_SIZE, NUM_CLASSES, resolve_compute_dtype
 from fer_jax.train import loop
 from fer_jax.train.checkpoints import (
     MANIFEST,
@@ -192,17 +193,32 @@ def make_torch_optimizer(
     return optimizer, schedule
 
 
-def evaluate_torch(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> dict[str, Any]:
+def precision(compute_dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """What `model.compute_dtype` means for PyTorch: `torch.autocast` to bfloat16 where it resolves to
+    bfloat16 (weights, optimizer state and BatchNorm statistics stay float32, as in JAX), else nothing."""
+    if resolve_compute_dtype(compute_dtype) == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on `device` in channels-last layout, the one oneDNN's CPU convolutions run fastest in."""
+    return images.to(device, memory_format=torch.channels_last)
+
+
+def evaluate_torch(
+    model: nn.Module, split: Split, batch_size: int, device: torch.device, compute_dtype: str = "float32"
+) -> dict[str, Any]:
     """Mean loss, accuracy and per-image predictions on an unaugmented split, as `evaluation.evaluate_split`."""
     model.eval()
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
     predictions = []
-    with torch.inference_mode():
+    with torch.inference_mode(), precision(compute_dtype, device):
         for images, labels, mask in torch_eval_batches(split, batch_size):
-            images, labels, mask = images.to(device), labels.to(device), mask.to(device)
-            logits = model(images)
+            images, labels, mask = to_model_input(images, device), labels.to(device), mask.to(device)
+            logits = model(images).float()
             batch_predictions = logits.argmax(-1)
             loss += torch.where(mask, F.cross_entropy(logits, labels, reduction="none"), 0.0).sum()
             correct += ((batch_predictions == labels) & mask).sum()
@@ -216,14 +232,16 @@ def evaluate_torch(model: nn.Module, split: Split, batch_size: int, device: torc
     }
 
 
-def flip_tta_accuracy_torch(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> float:
+def flip_tta_accuracy_torch(
+    model: nn.Module, split: Split, batch_size: int, device: torch.device, compute_dtype: str = "float32"
+) -> float:
     """Accuracy of the softmax averaged over each face and its mirror image, as `evaluation.flip_tta_accuracy`."""
     model.eval()
     correct = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), precision(compute_dtype, device):
         for images, labels, mask in torch_eval_batches(split, batch_size):
-            images, labels, mask = images.to(device), labels.to(device), mask.to(device)
-            probabilities = model(images).softmax(-1) + model(images.flip(-1)).softmax(-1)
+            images, labels, mask = to_model_input(images, device), labels.to(device), mask.to(device)
+            probabilities = model(images).float().softmax(-1) + model(images.flip(-1)).float().softmax(-1)
             correct += int(((probabilities.argmax(-1) == labels) & mask).sum())
     return correct / len(split)
 
@@ -250,10 +268,11 @@ def train_torch(
 
     device = torch_device()
     torch.manual_seed(config.train.seed)
-    model = TorchSeedCNN().to(device)
+    model = TorchSeedCNN().to(device, memory_format=torch.channels_last)
     if initial_weights is not None:
         model.load_state_dict(initial_weights)
     optimizer, schedule = make_torch_optimizer(config, model.parameters(), steps_per_epoch)
+    dtype = config.model.compute_dtype
     checkpoints = TorchCheckpoints(run_dir)
     record = loop.new_record()
     latest = checkpoints.resume(device, loop.finished_epochs(run_dir)) if resume else None
@@ -281,7 +300,7 @@ def train_torch(
         train_epoch=lambda epoch: torch_train_epoch(
             model, optimizer, schedule, (epoch - 1) * steps_per_epoch, splits["Training"], config, epoch, device, trace
         ),
-        validate=lambda: evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device),
+        validate=lambda: evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device, dtype),
         learning_rate=lambda epoch: schedule(epoch * steps_per_epoch),
         save=save,
     )
@@ -295,10 +314,10 @@ def train_torch(
     if not record["best_epoch"]:
         raise TrainingError(f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate")
     model.load_state_dict(checkpoints.restore_best(record["best_epoch"], device))
-    val = evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device)
-    test = evaluate_torch(model, splits["PrivateTest"], config.train.eval_batch_size, device)
+    val = evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device, dtype)
+    test = evaluate_torch(model, splits["PrivateTest"], config.train.eval_batch_size, device, dtype)
     tta = {
-        name: flip_tta_accuracy_torch(model, splits[split], config.train.eval_batch_size, device)
+        name: flip_tta_accuracy_torch(model, splits[split], config.train.eval_batch_size, device, dtype)
         for name, split in (("val", "PublicTest"), ("test", "PrivateTest"))
     }
     matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"].tolist()).tolist()
@@ -500,20 +519,22 @@ def torch_train_step(
     learning_rate: float,
     seed: int,
     label_smoothing: float = 0.0,
+    compute_dtype: str = "float32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch; returns its mean loss and number of correct predictions (on the device).
 
     The loss is cross-entropy against (1 - label_smoothing) one-hot + label_smoothing / 7 targets,
-    as `fer_jax.train.steps.training_loss`.
+    as `fer_jax.train.steps.training_loss`. The forward pass runs in `compute_dtype` (`precision`); the
+    logits and the loss are float32.
 
     Dropout gets its own seed per step and leaves the global RNG as it was, so the
     data loader's augmentation stream (the same as the JAX trainer's) is not shifted.
     """
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), precision(compute_dtype, images.device):
         torch.manual_seed(seed)
-        logits = model(images)
+        logits = model(images).float()
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -550,7 +571,7 @@ def torch_train_epoch(
         mininterval=1.0,
     ) as bar:
         for index, (images, labels) in enumerate(bar):
-            images, labels = images.to(device), labels.to(device)
+            images, labels = to_model_input(images, device), labels.to(device)
             loss, batch_correct = torch_train_step(
                 model,
                 optimizer,
@@ -559,6 +580,7 @@ def torch_train_epoch(
                 schedule(step),
                 dropout_seed(config.train.seed, step),
                 config.optim.label_smoothing,
+                config.model.compute_dtype,
             )
             step += 1
             if trace:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fer_jax.config import ConfigError
+from fer_jax.environment import has_bfloat16_units
 from fer_jax.models.conv import conv_function
 
 NUM_CLASSES = 7
@@ -23,11 +24,20 @@ HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 """Kaiming-normal (fan_out, ReLU gain), torchvision's initialisation of convolutions followed by BatchNorm."""
 
 
-def compute_dtype_of(name: str) -> jnp.dtype:
-    """The dtype for `ModelConfig.compute_dtype` ('float32' or 'bfloat16')."""
+def resolve_compute_dtype(name: str) -> str:
+    """`ModelConfig.compute_dtype` with 'auto' decided for this machine: 'bfloat16' on a GPU or TPU and on
+    a CPU with bfloat16 matrix units (AMX or AVX512-BF16), 'float32' on other CPUs, which have none."""
+    if name == "auto":
+        bfloat16_units = jax.default_backend() != "cpu" or has_bfloat16_units()
+        return "bfloat16" if bfloat16_units else "float32"
     if name not in COMPUTE_DTYPES:
-        raise ConfigError(f"unknown compute_dtype {name!r}: expected one of {sorted(COMPUTE_DTYPES)}")
-    return COMPUTE_DTYPES[name]
+        raise ConfigError(f"unknown compute_dtype {name!r}: expected 'auto' or one of {sorted(COMPUTE_DTYPES)}")
+    return name
+
+
+def compute_dtype_of(name: str) -> jnp.dtype:
+    """The dtype layers compute in for `ModelConfig.compute_dtype` ('auto', 'float32' or 'bfloat16')."""
+    return COMPUTE_DTYPES[resolve_compute_dtype(name)]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from fer_jax.data.check import REPORT_FILE
 from fer_jax.data.fer2013 import Split
 from fer_jax.environment import environment_info
 from fer_jax.files import read_jsonl, write_json, write_jsonl
+from fer_jax.models.layers import resolve_compute_dtype
 from fer_jax.train import plotting
 from fer_jax.train.checkpoints import move_aside, set_aside_stamp
 from fer_jax.train.distributed import is_writer
@@ -200,6 +201,7 @@ def summarize(
     history = read_jsonl(run_dir / "metrics.jsonl")
     seconds = [row["seconds"] for row in history]
     data_check = run_dir / REPORT_FILE
+    environment = json.loads((run_dir / "environment.json").read_text())
     dataset_sha256 = json.loads(data_check.read_text()).get("dataset_sha256") if data_check.is_file() else None
     return {
         "model": config.model.name,
@@ -223,8 +225,9 @@ def summarize(
         "parameters": parameters,
         "confusion_matrix": matrix,
         "device": device,
+        "compute_dtype": resolve_compute_dtype(config.model.compute_dtype),
+        **{key: environment[key] for key in ("cpu_features", "xla_flags", "git_commit")},
         "dataset_sha256": dataset_sha256,
-        "git_commit": json.loads((run_dir / "environment.json").read_text())["git_commit"],
         "run_dir": str(run_dir),
         "curve": {key: [row[key] for row in history] for key in CURVE_KEYS},
     }

@@ -72,6 +72,13 @@ class Steps:
     mesh: jax.sharding.Mesh
 
 
+def steps_per_dispatch(config: Config) -> int:
+    """`train.steps_per_dispatch`, with 0 decided by the backend (1 on the CPU, 32 elsewhere)."""
+    if config.train.steps_per_dispatch < 0:
+        raise ConfigError(f"train.steps_per_dispatch must be 0 (auto) or more, got {config.train.steps_per_dispatch}")
+    return config.train.steps_per_dispatch or (1 if jax.default_backend() == "cpu" else 32)
+
+
 def warmup_steps(config: Config, steps_per_epoch: int) -> int:
     """Steps of linear warmup: `optim.warmup_epochs` rounded to whole steps, at most the whole run."""
     if config.optim.warmup_epochs < 0:
@@ -234,9 +241,15 @@ def init_state(config: Config, steps_per_epoch: int) -> tuple[TrainState, Steps]
             state, out = train_step(state, batch.astype(jnp.float32) / 255.0, labels[batch_indices])
             return (state, jax.tree.map(jnp.add, sums, out)), None
 
-        sums = {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)}
-        (state, sums), _ = jax.lax.scan(one_step, (state, sums), indices)
-        return state, sums
+        carry = (state, {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)})
+        if jax.default_backend() == "cpu":
+            # Unrolled: XLA:CPU runs convolution gradients inside a loop body ~30x slower than the same
+            # ops outside one (jax-ml/jax#12868; docs/performance.md), a one-trip loop included.
+            for batch_indices in indices:
+                carry, _ = one_step(carry, batch_indices)
+        else:
+            carry, _ = jax.lax.scan(one_step, carry, indices)
+        return carry
 
     def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
         model = nnx.merge(eval_graph, state.params, state.model_state)

@@ -37,7 +37,7 @@ from fer_jax.train.evaluation import (
     selection_splits,
 )
 from fer_jax.train.loop import TrainingError
-from fer_jax.train.steps import Steps, TrainState, init_state, selected_weights
+from fer_jax.train.steps import Steps, TrainState, init_state, selected_weights, steps_per_dispatch
 from fer_jax.train.tensorboard_log import StepTrace
 
 __all__ = ["TrainingError", "train"]
@@ -177,7 +177,7 @@ def epoch_updates(config: Config, steps: Steps, split: fer_data.Split) -> EpochU
         raise ConfigError(f"unknown data.pipeline {config.data.pipeline!r}: expected 'torchvision' or 'device'")
     images = parallel.replicate(steps.mesh, fer_data.to_jax(split.images))
     labels = parallel.replicate(steps.mesh, fer_data.to_jax(split.labels).astype(jnp.int32))
-    per_call = max(1, config.train.steps_per_dispatch)
+    per_call = steps_per_dispatch(config)
 
     def device_updates(state: TrainState, epoch: int):
         count = len(split) // batch
