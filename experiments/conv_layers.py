@@ -1,17 +1,19 @@
-"""Per-layer convolution speed: XLA's convolution under XLA:CPU's library flags, the hand-written kernels, PyTorch.
+"""Per-layer convolution speed: XLA's convolution under XLA:CPU's library flags, and PyTorch's.
 
     python -m experiments.conv_layers                       # results/conv_layers_<device>.json
-    python -m experiments.conv_layers --only vgg_bn.conv3a,seed_cnn.conv2 --impls xla --repeats 5
+    python -m experiments.conv_layers --only vgg_bn.conv3a,seed_cnn.conv2 --repeats 5
     python -m experiments.conv_layers --flag-sets default,project,ynn-dot,no-ynn,onednn --dtype bfloat16
     python -m experiments.conv_layers --flags threads=--xla_cpu_multi_thread_eigen=false
 
 The layers are the 3x3 convolutions of `vgg_bn` at width 0.375 (padding 1) and of `seed_cnn`
-(VALID), on NHWC inputs and HWIO kernels of their real sizes at batch `--batch`. For each layer and
-each `--impls` (the names `fer_jax.models.conv.conv_function` accepts) a worker times the jitted
-forward `conv(x, w)` and the forward plus both gradients (`jax.vjp`, returning the output too: a
-convolution is linear, so without it XLA would drop the forward pass): 2 warm-up calls, then
-`--iters` timed calls, of which it keeps the median. PyTorch's channels-last `conv2d` on the same
-shapes gives a reference row (`--no-torch` leaves it out; bfloat16 runs it under autocast).
+(VALID), on NHWC inputs and HWIO kernels of their real sizes at batch `--batch`. For each layer a
+worker times the jitted forward `lax.conv_general_dilated(x, w)` and the forward plus both
+gradients (`jax.vjp`, returning the output too: a convolution is linear, so without it XLA would
+drop the forward pass): 2 warm-up calls, then `--iters` timed calls, of which it keeps the median.
+(`results/conv_layers_cpu.json` also has rows of the hand-written Winograd and im2col kernels that
+the models used before this benchmark showed XLA's convolution as fast; see its `git_commit`.)
+PyTorch's channels-last `conv2d` on the same shapes gives a reference row (`--no-torch` leaves it
+out; bfloat16 runs it under autocast).
 
 XLA reads $XLA_FLAGS once, when its first backend starts, so each flag set runs in its own worker
 process: `--repeats` workers per flag set (and for PyTorch), in reverse order on every other
@@ -65,8 +67,8 @@ FLAG_SETS = {
 convolutions, dots and reductions to YNNPACK), 'project' what `fer-jax` runs with, 'ynn-dot' the issue's first try
 (YNNPACK for dots only, a value that replaces the default list), 'no-ynn-conv' the default list less convolutions,
 'no-ynn' no YNNPACK at all, 'onednn' oneDNN custom calls for what XLA hands them."""
-IMPLS = ("xla", "winograd", "im2col")
-"""Implementations to try by default, of which those that `conv_function` accepts run."""
+XLA = "xla"
+NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 TORCH = "torch"
 WARMUP_CALLS = 2
 
@@ -79,7 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch", type=int, default=64, help="images per call (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--impls", help="comma-separated `conv_function` names (default: all it accepts)")
     parser.add_argument(
         "--flag-sets",
         default="default,project",
@@ -116,24 +117,6 @@ def flag_sets(args: argparse.Namespace) -> dict[str, str]:
     return {name: known[name] for name in names}
 
 
-def impls(args: argparse.Namespace) -> list[str]:
-    """`--impls`, each checked by `conv_function`; by default the names of `IMPLS` it accepts."""
-    from fer_jax.config import ConfigError
-    from fer_jax.models.conv import conv_function
-
-    def accepted(name: str) -> bool:
-        try:
-            return bool(conv_function(name))
-        except ConfigError:
-            return False
-
-    if args.impls:
-        for name in comma_list(args.impls):
-            conv_function(name)  # raises ConfigError naming the accepted ones
-        return comma_list(args.impls)
-    return [name for name in IMPLS if accepted(name)]
-
-
 def layer_names(args: argparse.Namespace) -> list[str]:
     from fer_jax.config import ConfigError
 
@@ -162,16 +145,12 @@ def measure(calls: dict[str, Callable[[], Any]], sync: Callable[[Any], Any], ite
     return times
 
 
-def jax_functions(impl: str, pad: int, numbers: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def jax_functions(pad: int, numbers: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The jitted forward `conv(x, w)` and forward plus both gradients `(x, w, g) -> (out, dx, dw)`."""
     import jax
 
-    from fer_jax.models.conv import conv_function
-
-    conv = conv_function(impl)
-
     def forward(x: jax.Array, w: jax.Array) -> jax.Array:
-        return conv(x, w, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=numbers)
+        return jax.lax.conv_general_dilated(x, w, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=numbers)
 
     def forward_backward(x: jax.Array, w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
         out, pullback = jax.vjp(forward, x, w)
@@ -191,10 +170,8 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def time_jax_layers(args: argparse.Namespace) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """Layer -> impl -> milliseconds of each timed forward and forward + backward call."""
+    """Layer -> 'xla' -> milliseconds of each timed forward and forward + backward call."""
     import jax
-
-    from fer_jax.models.conv import NHWC_HWIO
 
     keys = jax.random.split(jax.random.key(0), 3)
     layers: dict[str, Any] = {}
@@ -205,11 +182,9 @@ def time_jax_layers(args: argparse.Namespace) -> dict[str, dict[str, dict[str, l
         w = jax.random.normal(keys[1], (3, 3, cin, cout), args.dtype)
         g = jax.random.normal(keys[2], (args.batch, out_side, out_side, cout), args.dtype)
         numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, NHWC_HWIO)
-        layers[name] = {}
-        for impl in impls(args):
-            forward, forward_backward = jax_functions(impl, pad, numbers)
-            calls = {"forward_ms": partial(forward, x, w), "forward_backward_ms": partial(forward_backward, x, w, g)}
-            layers[name][impl] = measure(calls, jax.block_until_ready, args.iters)
+        forward, forward_backward = jax_functions(pad, numbers)
+        calls = {"forward_ms": partial(forward, x, w), "forward_backward_ms": partial(forward_backward, x, w, g)}
+        layers[name] = {XLA: measure(calls, jax.block_until_ready, args.iters)}
     return layers
 
 
@@ -311,7 +286,7 @@ def conv_layers(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.compare import device_slug, machine_fields
     from fer_jax.files import write_json
 
-    sets, names, impl_names = flag_sets(args), layer_names(args), impls(args)
+    sets, names = flag_sets(args), layer_names(args)
     workers = [*sets, *([TORCH] if args.torch else [])]
     runs: dict[str, list[dict[str, Any]]] = {worker: [] for worker in workers}
     for repeat in range(args.repeats):
@@ -327,7 +302,7 @@ def conv_layers(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "command": "python -m experiments.conv_layers " + shlex.join(argv),
         "flag_sets": sets,
         "settings": {key: getattr(args, key) for key in ("batch", "dtype", "torch", "repeats", "iters")}
-        | {"impls": impl_names, "warmup_calls": WARMUP_CALLS},
+        | {"warmup_calls": WARMUP_CALLS},
         "layers": {
             name: dict(zip(("side", "in_channels", "out_channels", "padding"), LAYERS[name]))
             | {"forward_flops": forward_flops(name, args.batch)}

@@ -8,8 +8,7 @@ candidates in reverse order on every other repeat, so the machine's drift spread
 them. A worker builds the trainer exactly as `fer-jax train` does with `data.pipeline=device`
 (augmentation, dropout and BatchNorm included), compiles the fused on-device steps, runs one
 untimed call, then times `--blocks` blocks of `--calls` calls each. It also records the
-parameter count and XLA's count of forward FLOPs per image (of `conv_impl='xla'`, so the number
-does not depend on the convolution algorithm). The table gives median [min, max] images/s over
+parameter count and XLA's count of forward FLOPs per image. The table gives median [min, max] images/s over
 repeats and blocks, and what that means for an epoch of 28,709 faces and for a 2-hour budget.
 """
 
@@ -78,17 +77,13 @@ def candidate_config(args: argparse.Namespace, name: str) -> Any:
 
 def forward_flops_per_image(config: Any) -> float | None:
     """XLA's FLOP count of one eval-mode forward pass, per image, with XLA's own convolution."""
-    import copy
-
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
     from fer_jax.models.zoo import create_model
 
-    model_config = copy.deepcopy(config.model)
-    model_config.conv_impl = "xla"
-    model = create_model(model_config, 0)
+    model = create_model(config.model, 0)
     model.eval()
     graph, weights = nnx.split(model)
     batch = 8

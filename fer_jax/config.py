@@ -73,13 +73,11 @@ class DataConfig:
 class ModelConfig:
     name: str = "seed_cnn"
     """'seed_cnn', 'vgg_bn' or 'resnet18' (`fer_jax.models.zoo.MODELS`)."""
-    conv_impl: str = "auto"
-    """'auto' (winograd on CPU, XLA's convolution elsewhere), 'winograd' (3x3 stride-1 layers; im2col
-    for the rest), 'im2col' or 'xla'."""
-    compute_dtype: str = "auto"
-    """'auto', 'float32' or 'bfloat16': what the layers compute in. Weights, optimizer state, BatchNorm statistics,
-    logits and loss stay float32. 'auto': bfloat16 on a GPU/TPU and on a CPU with AMX or AVX512-BF16 units, float32
-    on other CPUs (results.json records the choice)."""
+    compute_dtype: str = "float32"
+    """'float32', 'bfloat16' or 'auto': what the layers compute in. Weights, optimizer state, BatchNorm statistics,
+    logits and loss stay float32. 'auto' (the CPU-best recipe's): bfloat16 on a GPU/TPU and on a CPU with AMX or
+    AVX512-BF16 units, float32 on other CPUs; results.json records the choice. float32 by default: the reference
+    that PyTorch comparisons, ported weights and tests check to 1e-5."""
     width: float = 1.0
     """Multiplies every layer width of 'vgg_bn' and 'resnet18' (e.g. 0.25 for cheap CPU ablations); 'seed_cnn': 1
     only."""
@@ -150,6 +148,13 @@ class ProcessConfig:
     process_id: int = -1
 
 
+RETIRED_KEYS = {
+    "model.conv_impl": "every model runs XLA's own convolution; the hand-written CPU kernels it chose were "
+    "no faster under the project's XLA flags (docs/performance.md)",
+}
+"""Keys older versions wrote into config.json, and why they went."""
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -163,9 +168,12 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """The config a dict (e.g. a run's config.json) describes; keys of `RETIRED_KEYS`, written by older
+        versions, are skipped, so their runs still resume and evaluate."""
         config = cls()
         for key, value in _flatten(raw).items():
-            config.set(key, value)
+            if key not in RETIRED_KEYS:
+                config.set(key, value)
         return config
 
     @classmethod
@@ -174,6 +182,8 @@ class Config:
 
     def set(self, dotted_key: str, value: Any) -> None:
         """Set `section.field` (or a top-level field), converting strings to the field's type."""
+        if dotted_key in RETIRED_KEYS:
+            raise ConfigError(f"config key {dotted_key!r} is gone: {RETIRED_KEYS[dotted_key]}")
         *sections, name = dotted_key.split(".")
         target: Any = self
         for section in sections:

@@ -75,10 +75,7 @@ def write_csv(faces: list[Face], path: Path) -> Path:
 
 
 def tiny_run_overrides(cache_dir: Path) -> list[str]:
-    """`--set` flags for a run on `tiny_zip` in seconds: batch 8, XLA convolutions, every face, a test cache."""
+    """`--set` flags for a run on `tiny_zip` in seconds: batch 8, every face, a test cache."""
     overrides = [f"data.cache_dir={cache_dir}", "train.batch_size=8", "train.eval_batch_size=16"]
-    # XLA's own convolution: it compiles in about half the time of the Winograd kernels, which test_conv,
-    # test_models and the notebooks (on the default settings) cover.
-    overrides += ["model.conv_impl=xla"]
     overrides += ["data.train_limit=0", "data.eval_limit=0"]
     return [flag for override in overrides for flag in ("--set", override)]

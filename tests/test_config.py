@@ -39,3 +39,13 @@ def test_data_source_falls_back_to_environment(monkeypatch):
     assert Config().data.resolved_source() == "/somewhere/fer2013.zip"
     monkeypatch.delenv("FER2013_ZIP")
     assert Config().data.resolved_source() == "data/fer2013.zip"
+
+
+def test_a_config_json_from_before_a_key_retired_still_loads_but_the_key_cannot_be_set():
+    old = Config().to_dict()
+    old["model"]["conv_impl"] = "winograd"  # written by versions with hand-written CPU convolutions
+    assert Config.from_dict(old) == Config()
+    with pytest.raises(ConfigError, match="'model.conv_impl' is gone: every model runs XLA's own convolution"):
+        Config().apply_overrides(["model.conv_impl=xla"])
+    with pytest.raises(ConfigError, match="unknown config key 'model.conv_imp'"):
+        Config.from_dict({"model": {"conv_imp": "xla"}})

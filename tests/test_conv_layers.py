@@ -10,7 +10,7 @@ import pytest
 from experiments import conv_layers
 from fer_jax.config import ConfigError
 
-TINY = ["--batch", "2", "--only", "seed_cnn.conv4", "--impls", "xla", "--iters", "1", "--repeats", "1"]
+TINY = ["--batch", "2", "--only", "seed_cnn.conv4", "--iters", "1", "--repeats", "1"]
 
 
 def test_rows_take_each_workers_median_and_rank_the_fastest() -> None:
@@ -46,19 +46,16 @@ def test_workers_time_a_layer_forward_and_backward() -> None:
         assert min(times["forward_ms"] + times["forward_backward_ms"]) > 0
 
 
-def test_flag_sets_and_impls_are_checked() -> None:
+def test_flag_sets_and_layers_are_checked() -> None:
     parse = conv_layers.build_parser().parse_args
     assert conv_layers.flag_sets(parse(["--flag-sets", "default", "--flags", "mine=--xla_a=1 --xla_b=2"])) == {
         "default": "",
         "mine": "--xla_a=1 --xla_b=2",
     }
-    assert "xla" in conv_layers.impls(parse([])) and "auto" not in conv_layers.impls(parse([]))
     with pytest.raises(ConfigError, match="unknown flag set"):
         conv_layers.flag_sets(parse(["--flag-sets", "nope"]))
     with pytest.raises(ConfigError, match="NAME=XLA_FLAGS"):
         conv_layers.flag_sets(parse(["--flags", "torch=--xla_a=1"]))
-    with pytest.raises(ConfigError, match="unknown conv_impl"):
-        conv_layers.impls(parse(["--impls", "nope"]))
     with pytest.raises(ConfigError, match="unknown layer"):
         conv_layers.layer_names(parse(["--only", "nope"]))
 

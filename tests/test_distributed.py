@@ -61,7 +61,7 @@ def free_port() -> int:
 
 
 def train_command(data: Path, cache: Path, *flags: str) -> list[str]:
-    overrides = [*tiny_run_overrides(cache), "--set", "model.conv_impl=xla"]  # compiles fastest on the CPU
+    overrides = tiny_run_overrides(cache)
     return [sys.executable, "-m", "fer_jax", "train", "--data", str(data), "--epochs", str(EPOCHS), *overrides, *flags]
 
 

@@ -7,8 +7,8 @@ import pytest
 from flax import nnx
 
 from fer_jax.config import Config, ConfigError, ModelConfig
-from fer_jax.models.layers import Dropout, Layers
-from fer_jax.models.resnet import BasicBlock, ResNet18
+from fer_jax.models.layers import Dropout
+from fer_jax.models.resnet import ResNet18
 from fer_jax.models.seed_cnn import SeedCNN
 from fer_jax.models.vgg_bn import VGGBN
 from fer_jax.models.zoo import MODELS, count_params, create_model
@@ -71,34 +71,9 @@ def test_every_model_is_selectable_by_name_with_its_shape_and_size(name: str, co
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("conv_impl", ["im2col", "winograd"])
-def test_conv_implementations_give_the_same_network(conv_impl):
-    x = faces(2, seed=2)
-    ours, xla = (eval_logits(create_model(ModelConfig(conv_impl=impl), seed=0), x) for impl in (conv_impl, "xla"))
-    assert jnp.allclose(ours, xla, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_conv_implementations_give_the_same_downsampling_block():
-    """A strided ResNet block holds every other convolution of the zoo: 3x3 strides 2 and 1, 1x1 stride 2."""
-    x = jax.random.normal(jax.random.key(4), (2, 12, 12, 8))
-
-    def block(conv_impl: str) -> BasicBlock:
-        block = BasicBlock(Layers(nnx.Rngs(params=0), conv_impl, "float32"), 8, 16, stride=2)
-        block.norm2.scale[...] = jnp.ones(16)  # it starts at zero, which would hide conv2
-        return block
-
-    xla = eval_logits(block("xla"), x)
-    for conv_impl in ("im2col", "winograd"):
-        ours = eval_logits(block(conv_impl), x)
-        assert ours.shape == (2, 6, 6, 16)
-        assert jnp.allclose(ours, xla, atol=1e-4)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_dropout_only_in_training_and_seeded(name: str):
-    model = create_model(ModelConfig(name=name, conv_impl="xla"), seed=0)
+    model = create_model(ModelConfig(name=name), seed=0)
     x = faces(2)
     model.train()
     a = forward_with_dropout(model, x, nnx.Rngs(dropout=1))
@@ -134,9 +109,7 @@ def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
     """One `fer_jax.train.steps` train step moves every running statistic with momentum 0.9 (PyTorch's 0.1);
     evaluation then normalises with them: each image's logits are the same whatever batch it is in."""
     config = Config()
-    config.apply_overrides(
-        ["model.name=resnet18", "model.conv_impl=xla", "train.batch_size=4", "train.eval_batch_size=4"]
-    )
+    config.apply_overrides(["model.name=resnet18", "train.batch_size=4", "train.eval_batch_size=4"])
     state, steps = init_state(config, steps_per_epoch=1)
     images = faces(4).reshape(4, 1, 48, 48)
     labels = jnp.arange(4)
@@ -167,7 +140,7 @@ def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
 def test_bfloat16_gives_float32_logits_close_to_float32(name: str):
     x = faces(2)
     full, half = (
-        eval_logits(create_model(ModelConfig(name=name, conv_impl="xla", compute_dtype=dtype), seed=0), x)
+        eval_logits(create_model(ModelConfig(name=name, compute_dtype=dtype), seed=0), x)
         for dtype in ("float32", "bfloat16")
     )
     assert half.dtype == jnp.float32
@@ -196,10 +169,9 @@ def test_unknown_model_is_a_config_error():
         create_model(ModelConfig(name="resnet9000"), seed=0)
 
 
-@pytest.mark.parametrize(("field", "value"), [("compute_dtype", "float16"), ("conv_impl", "fft")])
-def test_unknown_compute_dtype_or_conv_impl_is_a_config_error(field: str, value: str):
-    with pytest.raises(ConfigError, match=f"unknown {field}"):
-        create_model(ModelConfig(name="resnet18", **{field: value}), seed=0)
+def test_unknown_compute_dtype_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown compute_dtype"):
+        create_model(ModelConfig(name="resnet18", compute_dtype="float16"), seed=0)
 
 
 def test_model_classes_are_registered_under_their_names():

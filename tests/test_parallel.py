@@ -29,7 +29,6 @@ FOUR_DEVICES = textwrap.dedent("""
     for devices in (1, 4):
         config = Config()
         config.train.devices = devices
-        config.model.conv_impl = "xla"  # compiles faster; the mesh, not the kernel, is under test
         state, steps = init_state(config, 10)
         for _ in range(2):
             state, metrics = steps.train(state, images, labels)

@@ -17,8 +17,6 @@ from fer_jax.models.zoo import create_model
 from fer_jax.train.evaluation import evaluate_split, load_splits
 from fer_jax.train.steps import init_state
 
-CONV_IMPLS = ["xla", "im2col", "winograd"]
-
 
 def random_faces(seed: int = 0) -> torch.Tensor:
     return torch.rand(8, 1, 48, 48, generator=torch.Generator().manual_seed(seed))
@@ -34,12 +32,10 @@ def torch_logits(model: TorchSeedCNN, images: torch.Tensor) -> torch.Tensor:
         return model.eval()(images)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("conv_impl", CONV_IMPLS)
-def test_torch_to_flax_gives_the_same_logits(conv_impl: str) -> None:
+def test_torch_to_flax_gives_the_same_logits() -> None:
     torch.manual_seed(0)
     torch_model = TorchSeedCNN()
-    flax_model = create_model(ModelConfig(conv_impl=conv_impl), seed=1)
+    flax_model = create_model(ModelConfig(), seed=1)
     load_torch_weights(flax_model, torch_model.state_dict())
     images = random_faces()
     expected = torch_logits(torch_model, images)
@@ -47,10 +43,8 @@ def test_torch_to_flax_gives_the_same_logits(conv_impl: str) -> None:
     assert expected.std() > 1e-3  # not a trivially constant output
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("conv_impl", CONV_IMPLS)
-def test_flax_to_torch_gives_the_same_logits(conv_impl: str) -> None:
-    flax_model = create_model(ModelConfig(conv_impl=conv_impl), seed=2)
+def test_flax_to_torch_gives_the_same_logits() -> None:
+    flax_model = create_model(ModelConfig(), seed=2)
     torch_model = TorchSeedCNN()
     torch_model.load_state_dict(flax_to_torch(flax_model))
     images = random_faces(1)
@@ -62,7 +56,7 @@ def test_flax_to_torch_gives_the_same_logits(conv_impl: str) -> None:
 def test_round_trip_is_exact_and_copies() -> None:
     torch.manual_seed(3)
     original = TorchSeedCNN().state_dict()
-    flax_model = SeedCNN(rngs=nnx.Rngs(params=0), conv_impl="xla")
+    flax_model = SeedCNN(rngs=nnx.Rngs(params=0))
     load_torch_weights(flax_model, original)
     back = flax_to_torch(flax_model)
     assert list(back) == list(original)

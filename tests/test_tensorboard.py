@@ -58,7 +58,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def jax_run(tiny_zip: Path, root: Path) -> Path:
     """A tiny JAX run that also profiles 2 steps (XLA's convolutions: half the compile time of the default's)."""
-    config = tiny_config(tiny_zip, root, "jax", **{"train.profile_steps": 2, "model.conv_impl": "xla"})
+    config = tiny_config(tiny_zip, root, "jax", **{"train.profile_steps": 2})
     training.train(config)
     return Path(config.run_dir)
 

@@ -28,7 +28,6 @@ def tiny_config(data: Path, tmp_path: Path, **overrides) -> Config:
     config.data.cache_dir = str(tmp_path / "cache")
     config.run_dir = str(tmp_path / "run")
     config.apply_overrides(["train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2"])
-    config.model.conv_impl = "xla"  # compiles in half the time of the default Winograd kernels
     config.apply_overrides([f"{k}={v}" for k, v in overrides.items()])
     return config
 
@@ -160,7 +159,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
 def test_device_pipeline_is_reproducible_and_resumes_exactly(tiny_zip, tmp_path):
     """Same seed, same metrics; 1 epoch + resume to 2 equals 2 epochs straight (order and augmentation per epoch)."""
     # The default kernels: XLA's own convolution gradients are slow inside the scan of a dispatch (jax issue 12868).
-    device = {"data.pipeline": "device", "train.steps_per_dispatch": 3, "train.patience": 0, "model.conv_impl": "auto"}
+    device = {"data.pipeline": "device", "train.steps_per_dispatch": 3, "train.patience": 0}
     device["optim.schedule"] = "constant"  # a cosine schedule depends on train.epochs, which the resume changes
 
     def metrics(run_dir: str) -> list[tuple[float, float, float]]:

@@ -18,7 +18,7 @@ from flax import nnx
 
 from fer_jax.config import Config
 from fer_jax.data.fer2013 import EMOTIONS, as_nhwc
-from fer_jax.models.conv import max_pool_2x2
+from fer_jax.models.layers import max_pool_2x2
 from fer_jax.models.seed_cnn import SeedCNN
 from fer_jax.models.zoo import create_model
 from fer_jax.train.evaluation import restore_run

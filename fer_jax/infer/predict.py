@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import functools
 import glob
 import hashlib
@@ -57,9 +56,6 @@ def shipped_weights(model: str) -> Path:
     return path
 
 
-INFERENCE_CONV = "xla"
-"""Classifiers use XLA's own convolution: the seed CNN at batch 256 on the 2-core CPU ran 982 faces/s with it,
-557 with the Winograd kernels that conv_impl='auto' picks there for training (docs/predict.md)."""
 ANNOTATE_MIN_SIDE = 256
 """Smaller images (e.g. 48x48 FER faces) are enlarged before drawing, so the label is legible."""
 BATCH_MULTIPLE = 8
@@ -196,7 +192,7 @@ def load_weights(path: str | Path) -> Classifier:
             "the file is corrupt or was replaced without its .json"
         )
     weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), flax.serialization.msgpack_restore(data))
-    model_config = ModelConfig(name=info["model"], conv_impl=INFERENCE_CONV, width=info.get("width", 1.0))
+    model_config = ModelConfig(name=info["model"], width=info.get("width", 1.0))
     model = create_model(model_config, seed=0)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     nnx.replace_by_pure_dict(params, weights["params"])
@@ -212,7 +208,7 @@ def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
     if not path.is_dir():
         return load_weights(path)
     config, state, _, record = restore_run(path)
-    model = create_model(dataclasses.replace(config.model, conv_impl=INFERENCE_CONV), seed=0)
+    model = create_model(config.model, seed=0)
     nnx.update(model, state.params, state.model_state)
     return Classifier(
         model,

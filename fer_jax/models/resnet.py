@@ -60,12 +60,11 @@ class ResNet18(nnx.Module):
         self,
         *,
         rngs: nnx.Rngs,
-        conv_impl: str = "auto",
         compute_dtype: str = "float32",
         dropout_rate: float = 0.2,
         width: float = 1.0,
     ) -> None:
-        layers = Layers(rngs, conv_impl, compute_dtype)
+        layers = Layers(rngs, compute_dtype)
         stages = [(scaled(features, width), stride) for features, stride in self.STAGES]
         self.stem = ConvBNReLU(layers, 1, stages[0][0])
         blocks = []

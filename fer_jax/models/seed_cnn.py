@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fer_jax.models.conv import max_pool_2x2
-from fer_jax.models.layers import NUM_CLASSES, Dropout, Layers
+from fer_jax.models.layers import NUM_CLASSES, Dropout, Layers, max_pool_2x2
 
 
 class SeedCNN(nnx.Module):
@@ -20,8 +19,8 @@ class SeedCNN(nnx.Module):
     so the module itself holds no random state and checkpoints hold only weights.
     """
 
-    def __init__(self, *, rngs: nnx.Rngs, conv_impl: str = "auto", compute_dtype: str = "float32") -> None:
-        layers = Layers(rngs, conv_impl, compute_dtype)
+    def __init__(self, *, rngs: nnx.Rngs, compute_dtype: str = "float32") -> None:
+        layers = Layers(rngs, compute_dtype)
         self.conv1 = layers.conv(1, 32, padding="VALID")
         self.conv2 = layers.conv(32, 64, padding="VALID")
         self.dropout1 = Dropout(0.25)

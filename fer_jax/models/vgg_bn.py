@@ -6,8 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fer_jax.models.conv import max_pool_2x2
-from fer_jax.models.layers import IMAGE_SIZE, NUM_CLASSES, ConvBNReLU, Dropout, Layers, scaled
+from fer_jax.models.layers import IMAGE_SIZE, NUM_CLASSES, ConvBNReLU, Dropout, Layers, max_pool_2x2, scaled
 
 
 class VGGBN(nnx.Module):
@@ -36,13 +35,12 @@ class VGGBN(nnx.Module):
         self,
         *,
         rngs: nnx.Rngs,
-        conv_impl: str = "auto",
         compute_dtype: str = "float32",
         hidden_features: int = 4096,
         dropout_rate: float = 0.2,
         width: float = 1.0,
     ) -> None:
-        layers = Layers(rngs, conv_impl, compute_dtype)
+        layers = Layers(rngs, compute_dtype)
         hidden_features = scaled(hidden_features, width)
         stages = []
         in_features = 1

@@ -11,7 +11,8 @@ logits (softmax in the loss). Dropout draws from the `dropout` stream of the
 `rngs` passed to `__call__`, so modules hold no random state. BatchNorm
 statistics are `nnx.BatchStat` state: updated in training mode, used in eval
 mode. `compute_dtype='bfloat16'` runs the layers in bfloat16 over float32
-weights (for GPU training); BatchNorm statistics stay float32.
+weights (GPUs, and CPUs with AMX or AVX512-BF16: what 'auto' picks there);
+BatchNorm statistics, logits and loss stay float32.
 """
 
 import jax
@@ -38,9 +39,7 @@ def create_model(config: ModelConfig, seed: int) -> nnx.Module:
             f"a positive multiplier for {' or '.join(WIDTH_SCALABLE)}, 1 for the others"
         )
     width = {"width": config.width} if config.name in WIDTH_SCALABLE else {}
-    return MODELS[config.name](
-        rngs=nnx.Rngs(params=seed), conv_impl=config.conv_impl, compute_dtype=config.compute_dtype, **width
-    )
+    return MODELS[config.name](rngs=nnx.Rngs(params=seed), compute_dtype=config.compute_dtype, **width)
 
 
 def count_params(model: nnx.Module) -> int:
