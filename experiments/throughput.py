@@ -37,6 +37,8 @@ CANDIDATES: dict[str, list[str]] = {
 }
 """Candidate name -> config overrides (on top of `--set`)."""
 TRAINING_IMAGES = 28_709
+BLOCK_STEPS = 32
+"""Train steps per timed block, unless `--calls` says otherwise."""
 BUDGET_SECONDS = 7_200
 
 
@@ -49,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=2, help="workers per candidate (default: %(default)s)")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per worker (default: %(default)s)")
     parser.add_argument(
-        "--calls", type=int, default=1, help="fused calls (train.steps_per_dispatch steps each) per block"
+        "--calls",
+        type=int,
+        default=0,
+        help="fused calls (train.steps_per_dispatch steps each) per block (default: 0, as many as make 32 steps)",
     )
     parser.add_argument("--only", help="comma-separated candidate names (default: all)")
     parser.add_argument(
@@ -110,11 +115,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     jax.block_until_ready(chunks.run(1))
     compile_seconds = time.perf_counter() - start
     jax.block_until_ready(chunks.run(1))
+    calls = args.calls or max(1, BLOCK_STEPS * config.train.batch_size // chunks.images_per_call)
     rates = []
     for _ in range(args.blocks):
         start = time.perf_counter()
-        jax.block_until_ready(chunks.run(args.calls))
-        rates.append(args.calls * chunks.images_per_call / (time.perf_counter() - start))
+        jax.block_until_ready(chunks.run(calls))
+        rates.append(calls * chunks.images_per_call / (time.perf_counter() - start))
     return {
         "parameters": count_params(create_model(config.model, 0)),
         "forward_flops_per_image": forward_flops_per_image(config),

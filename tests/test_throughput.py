@@ -12,7 +12,7 @@ from experiments import throughput
 @pytest.mark.slow
 def test_worker_measures_a_candidate_and_the_table_derives_epochs(tiny_zip: Path) -> None:
     args = throughput.build_parser().parse_args(
-        ["--data", str(tiny_zip), "--blocks", "2", "--set", "train.steps_per_dispatch=1", "--set", "train.batch_size=8"]
+        ["--data", str(tiny_zip), "--blocks", "2", "--calls", "2", "--set", "train.batch_size=8"]
     )
     args.worker = "seed_cnn"
     run = throughput.worker(args)
