@@ -36,6 +36,7 @@ from fer_jax.config import Config
 VARIANTS: dict[str, list[str]] = {
     "recipe": [],
     "width 1/2 (same minutes)": ["model.width=0.5", "train.epochs=4"],
+    "width 1/2 (same epochs)": ["model.width=0.5"],
     "adamw 1e-3": ["optim.name=adam", "optim.learning_rate=1e-3", "optim.weight_decay=0.05"],
     "sgd lr 0.02": ["optim.learning_rate=0.02"],
     "batch 128 at lr 0.1": ["train.batch_size=128", "optim.learning_rate=0.1"],
