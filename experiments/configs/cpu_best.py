@@ -7,10 +7,11 @@ Command:
         --continue --data ../shared/datasets/fer2013.zip                              # the ablation
 
 Network: `vgg_bn` at width 3/8 (24-48-96-192 channels, 4 stages at 48-24-12-6 px, a 1,536-wide
-dense head; 5.7M parameters). Chosen by `results/throughput_cpu.json` (train images/s of the
-candidates on this CPU) and the ablation's equal-time rows: at width 1/2 it trains at 2/3 of
-the speed, at 1/4 it is barely faster than 3/8 (BatchNorm's memory traffic, not FLOPs, sets the
-pace at that width), and ResNet-18 at width 1/4 is half as fast.
+dense head; 5.7M parameters). Chosen, on the Winograd kernels of the time, by the candidates'
+throughput and the ablation's equal-time rows: width 1/2 trained at 2/3 of the speed, 1/4 barely
+faster than 3/8, ResNet-18 at width 1/4 at half. On XLA's own convolution (`results/throughput_cpu.json`,
+2026-12-06) 3/8 runs 219 img/s, 1/4 404 (1.8x), 1/2 129 (0.59x), ResNet-18 x1/4 128: 55 epochs of 3/8
+or 32 of 1/2 fit 2 hours.
 
 Recipe: SGD with Nesterov momentum 0.9 at lr 0.05 (batch 64), half an epoch of linear warmup and
 a linear decay to 0 (the one-cycle of the CIFAR-10 speedruns), weight decay 5e-4 on kernels,
