@@ -184,7 +184,7 @@ class DeviceChunks:
         (self.indices,) = parallel.shard_batch(
             steps.mesh, jax.numpy.arange(per_call * batch).reshape(per_call, batch) % len(split), axis=1
         )
-        self.images_per_call = per_call * batch
+        self.steps_per_call, self.images_per_call = per_call, per_call * batch
 
     def run(self, calls: int) -> Any:
         """`calls` dispatches; the last one's metrics (block on them to time the calls)."""
@@ -221,7 +221,7 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
     result.update(timed_steps(step_run, block, args, batch))
 
     chunks = DeviceChunks(config, steps, train, state)
-    calls = max(1, args.steps // (chunks.images_per_call // batch))
+    calls = max(1, args.steps // chunks.steps_per_call)
     result["fast_compile_seconds"] = timed(lambda: chunks.run(1), block)
     result["fast_train_images_per_s"] = calls * chunks.images_per_call / timed(lambda: chunks.run(calls), block)
     state = chunks.state

@@ -115,7 +115,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     jax.block_until_ready(chunks.run(1))
     compile_seconds = time.perf_counter() - start
     jax.block_until_ready(chunks.run(1))
-    calls = args.calls or max(1, BLOCK_STEPS * config.train.batch_size // chunks.images_per_call)
+    calls = args.calls or max(1, BLOCK_STEPS // chunks.steps_per_call)
     rates = []
     for _ in range(args.blocks):
         start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -14,6 +15,7 @@ from typing import Any
 import jax
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "torchvision")
+CPUINFO = Path("/proc/cpuinfo")
 PROJECT_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
 """XLA flags the project's own processes run with. jaxlib 0.10.2's XLA:CPU hands convolutions, dots and reductions
 to YNNPACK by default, and YNNPACK's convolution gradients run the CPU-best net's train step at half speed on an
@@ -34,16 +36,25 @@ def use_project_xla_flags() -> str:
     return os.environ["XLA_FLAGS"]
 
 
-def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """Which of `CPU_FEATURES` this CPU has (empty where /proc/cpuinfo is unreadable)."""
+@functools.cache
+def cpuinfo_field(name: str, cpuinfo: Path = CPUINFO) -> str | None:
+    """The value of the first `name` line of /proc/cpuinfo (None where it has none or cannot be read); read
+    once per field, as models built with compute_dtype='auto' ask for every layer."""
     try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [feature for feature in CPU_FEATURES if feature in flags]
+        lines = cpuinfo.read_text().splitlines()
     except OSError:
-        pass
-    return []
+        return None
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
+def cpu_features(cpuinfo: Path = CPUINFO) -> list[str]:
+    """Which of `CPU_FEATURES` this CPU has (empty where /proc/cpuinfo is unreadable)."""
+    flags = set((cpuinfo_field("flags", cpuinfo) or "").split())
+    return [feature for feature in CPU_FEATURES if feature in flags]
 
 
 def has_bfloat16_units() -> bool:
@@ -52,13 +63,7 @@ def has_bfloat16_units() -> bool:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def device_description() -> str:
