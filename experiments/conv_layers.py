@@ -67,6 +67,8 @@ FLAG_SETS = {
 convolutions, dots and reductions to YNNPACK), 'project' what `fer-jax` runs with, 'ynn-dot' the issue's first try
 (YNNPACK for dots only, a value that replaces the default list), 'no-ynn-conv' the default list less convolutions,
 'no-ynn' no YNNPACK at all, 'onednn' oneDNN custom calls for what XLA hands them."""
+DATA = "synthetic: standard-normal inputs, kernels and cotangents drawn with jax.random / torch.randn (no dataset read)"
+"""What the layers are timed on: a convolution's speed does not depend on its values."""
 XLA = "xla"
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 TORCH = "torch"
@@ -300,6 +302,8 @@ def conv_layers(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report = {
         **machine_fields(),
         "command": "python -m experiments.conv_layers " + shlex.join(argv),
+        "data": DATA,
+        "dataset_sha256": None,
         "flag_sets": sets,
         "settings": {key: getattr(args, key) for key in ("batch", "dtype", "torch", "repeats", "iters")}
         | {"warmup_calls": WARMUP_CALLS},

@@ -377,6 +377,7 @@ def profile(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         **machine_fields(),
         "command": "python -m experiments.profile_step " + shlex.join(argv),
         "data": "synthetic: random uint8 48x48 images and labels, 4 batches (no dataset read)",
+        "dataset_sha256": None,
         "settings": {"steps": args.steps, "batch": args.batch, "overrides": args.set, "warmup_calls": WARMUP_CALLS},
         "worker_environment": {name: env.get(name) for name in REPORTED_ENVIRONMENT},
         "models": models,

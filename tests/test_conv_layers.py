@@ -67,5 +67,6 @@ def test_main_runs_a_worker_with_exactly_its_flag_set(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["flag_sets"] == {"default": ""}
     assert report["runs"]["default"][0]["xla_flags"] == ""  # the project's flags were not appended
-    assert {"machine", "cpu_features", "command", "settings", "layers", "rows", "best"} <= set(report)
+    assert {"machine", "cpu_features", "command", "settings", "layers", "rows", "best", "dataset_sha256"} <= set(report)
+    assert report["dataset_sha256"] is None and "no dataset" in report["data"]
     assert report["rows"][0]["forward_backward_ms"]["median"] > 0
