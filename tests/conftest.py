@@ -11,10 +11,16 @@ from pathlib import Path
 # then loaded. A new folder per session: a run always starts from an empty cache, as on a fresh clone.
 # pytest-xdist's workers inherit the variable from the controlling process, so they share the folder.
 # A cache folder the user set is used and kept; the one made here is removed at the end.
-OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ
+CONTROLLER = "PYTEST_XDIST_WORKER" not in os.environ
+OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ and CONTROLLER
 if OWN_XLA_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer-jax-test-xla-cache-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Decoded archives and data checks likewise go to one folder of this test session (never the user's cache),
+# shared by the workers and the processes they start: the real archive is decoded and checked once a session
+# (13 CPU-seconds), not once in every worker. Writes into it are atomic, so two workers may race harmlessly.
+if CONTROLLER:
+    os.environ["FER_JAX_CACHE"] = tempfile.mkdtemp(prefix="fer-jax-test-cache-")
 
 from fer_jax.environment import use_project_xla_flags  # noqa: E402
 
@@ -30,17 +36,10 @@ SMALL = {"Training": 4, "PublicTest": 2, "PrivateTest": 2}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if OWN_XLA_CACHE:  # the controlling process, after every worker has finished
+    if CONTROLLER:  # after every worker has finished
+        shutil.rmtree(os.environ["FER_JAX_CACHE"], ignore_errors=True)
+    if OWN_XLA_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def test_cache_root(tmp_path_factory: pytest.TempPathFactory):
-    """Decoded archives and data checks go to a folder of this test session, not the user's cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        root = tmp_path_factory.mktemp("fer-jax-cache")
-        patch.setenv("FER_JAX_CACHE", str(root))
-        yield root
 
 
 @pytest.fixture(scope="session")

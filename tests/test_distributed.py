@@ -6,9 +6,10 @@ same run as two processes, one of which is killed (kill -9) once the first epoch
 process waiting for a peer that never comes. The two-process run must match the reference after its
 first epoch's three steps, write one run folder, fail in the surviving process with one clear line
 within its timeout, and resume in one process (another process count) to the reference's end.
-Everything started here is killed in a `finally`. The processes share a JAX compilation cache, so the
-resumed run reuses the reference's compiled steps. One more test does the same comparison (no kill) with
-data.pipeline=device.
+The same fixture compares data.pipeline=device the same way (no kill), with three more processes
+started once the kill is done, so they run while the survivor waits out its timeout. Everything started
+here is killed in a `finally`. The processes share a JAX compilation cache, so the resumed run reuses the
+reference's compiled steps.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ def runs(tiny_zip, tmp_path_factory) -> dict:
         wait_for(first_epoch_saved, "the two-process run's first epoch", pair)
         pair[1].send_signal(signal.SIGKILL)
         killed = time.monotonic()
+        device_runs = start_device_pipeline_runs(tiny_zip, cache, root)
+        started += device_runs
         (run_dir,) = runs_folder.iterdir()
         first_epoch = read_jsonl(run_dir / "metrics.jsonl")[0]
         first_weights = weights(run_dir / "checkpoints" / "latest" / "1")
@@ -167,6 +170,7 @@ def runs(tiny_zip, tmp_path_factory) -> dict:
             "survivor": (survivor_code, survivor_seconds, last_line(root / "pair" / "log0")),
             "lonely": (lonely_code, last_line(root / "lonely" / "log")),
             "resumed": resumed,
+            "device_codes": [process.wait(timeout=WAIT) for process in device_runs],
             "seconds": time.monotonic() - began,
             "cpu_seconds": children_cpu_seconds() - cpu_before,
         }
@@ -175,6 +179,18 @@ def runs(tiny_zip, tmp_path_factory) -> dict:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def start_device_pipeline_runs(data: Path, cache: Path, root: Path) -> list[subprocess.Popen]:
+    """data.pipeline=device (the split on every device, each process handing over its slice of the indices), one
+    epoch: one process with two devices in root/device-one, two processes in root/device-two (beside the others,
+    sharing their compilation cache)."""
+    flags = ["--epochs", "1", "--set", "data.pipeline=device", "--set", "train.steps_per_dispatch=3"]
+    port = free_port()
+    one = start(train_command(data, cache, *flags, "--run-dir", "run"), root / "device-one", 2, "log")
+    commands = [train_command(data, cache, *flags, "--run-dir", "run", *process_flags(port, i)) for i in (0, 1)]
+    two = [start(command, root / "device-two", 1, f"log{i}") for i, command in enumerate(commands)]
+    return [one, *two]
 
 
 def children_cpu_seconds() -> float:
@@ -199,7 +215,10 @@ def test_two_processes_train_like_one_process_with_two_devices(runs):
     assert weight_difference < 1e-5
     differences = {key: runs["first_epoch"][key] - expected[key] for key in ("train_loss", "val_loss")}
     print(f"\ntwo processes vs one, epoch 1: {json.dumps(differences)}, largest weight difference {weight_difference}")
-    print(f"processes: {runs['seconds']:.1f} s wall, {runs['cpu_seconds']:.1f} s CPU")
+    print(
+        f"processes: {runs['seconds']:.1f} s wall, {runs['cpu_seconds']:.1f} s CPU; the survivor stopped "
+        f"{runs['survivor'][1]:.1f} s after the kill"
+    )
 
 
 def test_process_zero_alone_writes_one_run_folder(runs):
@@ -235,31 +254,14 @@ def test_a_killed_run_resumes_with_another_process_count(runs):
     assert results["test_accuracy"] == json.loads((reference / "results.json").read_text())["test_accuracy"]
 
 
-@pytest.mark.slow
-def test_the_device_pipeline_matches_too(tiny_zip, tmp_path):
-    """data.pipeline=device (the split on every device, each process handing over its slice of the indices):
-    two processes against one with two devices, one epoch."""
-    flags = ["--epochs", "1", "--set", "data.pipeline=device", "--set", "train.steps_per_dispatch=3"]
-    port, started = free_port(), []
-    try:
-        started.append(
-            start(train_command(tiny_zip, tmp_path / "cache", *flags, "--run-dir", "run"), tmp_path / "one", 2, "log")
-        )
-        for i in (0, 1):
-            command = train_command(tiny_zip, tmp_path / "cache", *flags, "--run-dir", "run", *process_flags(port, i))
-            started.append(start(command, tmp_path / "two", 1, f"log{i}"))
-        codes = [process.wait(timeout=WAIT) for process in started]
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    assert codes == [0, 0, 0], [(tmp_path / "two" / f"log{i}").read_text()[-1500:] for i in (0, 1)]
-    one, two = read_jsonl(tmp_path / "one/run/metrics.jsonl")[0], read_jsonl(tmp_path / "two/run/metrics.jsonl")[0]
+def test_the_device_pipeline_matches_too(runs):
+    one_dir, two_dir = runs["root"] / "device-one", runs["root"] / "device-two"
+    assert runs["device_codes"] == [0, 0, 0], [(two_dir / f"log{i}").read_text()[-1500:] for i in (0, 1)]
+    one, two = read_jsonl(one_dir / "run/metrics.jsonl")[0], read_jsonl(two_dir / "run/metrics.jsonl")[0]
     assert two["train_loss"] == pytest.approx(one["train_loss"], abs=1e-4)
     assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
     step = "run/checkpoints/latest/1"
-    assert largest_difference(weights(tmp_path / "two" / step), weights(tmp_path / "one" / step)) < 1e-5
+    assert largest_difference(weights(two_dir / step), weights(one_dir / step)) < 1e-5
 
 
 def test_bad_process_settings_are_one_line_errors(monkeypatch):

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FOUR_DEVICES = textwrap.dedent("""
     import json, sys
+    from fer_jax.environment import use_project_xla_flags
+    use_project_xla_flags()  # as fer-jax runs, beside the device count set below
     import jax, jax.numpy as jnp
     from fer_jax.train import parallel
     from fer_jax.config import Config

@@ -20,8 +20,9 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def dataset(fer2013_zip, tmp_path_factory):
-    return load_fer2013(fer2013_zip, tmp_path_factory.mktemp("fer2013"))
+def dataset(fer2013_zip):
+    """Decoded once per test session, into its cache (the notebooks and the data check read the same)."""
+    return load_fer2013(fer2013_zip)
 
 
 def test_split_and_class_counts(dataset):
