@@ -39,7 +39,10 @@ def create_model(config: ModelConfig, seed: int) -> nnx.Module:
             f"a positive multiplier for {' or '.join(WIDTH_SCALABLE)}, 1 for the others"
         )
     width = {"width": config.width} if config.name in WIDTH_SCALABLE else {}
-    return MODELS[config.name](rngs=nnx.Rngs(params=seed), compute_dtype=config.compute_dtype, **width)
+    model_class = MODELS[config.name]
+    # Drawn in one jitted program: eagerly, each initializer op is compiled on its own (about a hundred small
+    # compilations, too short for JAX's persistent cache), which took more CPU time than the draws themselves.
+    return nnx.jit(lambda: model_class(rngs=nnx.Rngs(params=seed), compute_dtype=config.compute_dtype, **width))()
 
 
 def count_params(model: nnx.Module) -> int:
