@@ -1,13 +1,14 @@
 """Where the train step's time goes: convolutions, dense layers, BatchNorm, pooling, dropout, augmentation...
 
-    python -m experiments.profile_step                      # results/profile_step_<device>.json
+    python -m experiments.profile_step --data ../shared/datasets/fer2013.zip   # results/profile_step_<device>.json
     python -m experiments.profile_step --models seed_cnn --steps 5 --set model.compute_dtype=bfloat16
 
 Each model (a name of `experiments.throughput.CANDIDATES`) runs in a fresh worker process with
 huge-page malloc, as the benchmarks run. It builds the on-device pipeline's fused step
 (`Steps.train_chunk`: gather, augment, forward, gradients, optax update; `model.compute_dtype=float32`
-unless `--set` says otherwise) on synthetic data: random uint8 48x48 faces and labels, 4 batches (the
-step's work does not depend on the pixels). It compiles the step, runs 2 untimed calls, then traces
+unless `--set` says otherwise) on the first 4 batches of Training faces of `--data` (the archive's sha256
+goes into the report), or without `--data` on random uint8 48x48 faces and labels (the step's work does
+not depend on the pixels). It compiles the step, runs 2 untimed calls, then traces
 `--steps` steps with `jax.profiler` (`--trace-dir` keeps the traces, for Perfetto or TensorBoard, and
 the step's optimized HLO, whose instruction names the trace shows).
 
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--models", default="vgg_bn x0.375,seed_cnn", help="throughput candidates (default: %(default)s)"
     )
+    parser.add_argument("--data", help="FER-2013 archive, folder or CSV whose Training faces to use (default: random)")
     parser.add_argument("--steps", type=int, default=10, help="traced train steps per model (default: %(default)s)")
     parser.add_argument("--batch", type=int, help="train.batch_size (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides (repeatable)")
@@ -241,7 +243,8 @@ def model_config(args: argparse.Namespace, name: str) -> Any:
     config = Config()
     config.data.pipeline = "device"
     batch = [f"train.batch_size={args.batch}"] if args.batch else []
-    return config.apply_overrides(["model.compute_dtype=float32", *args.set, *CANDIDATES[name], *batch])
+    data = [f"data.source={args.data}"] if args.data else []
+    return config.apply_overrides(["model.compute_dtype=float32", *args.set, *CANDIDATES[name], *batch, *data])
 
 
 def traced_run(config: Any, calls: int, trace_dir: Path) -> tuple[str, list[dict[str, Any]], float]:
@@ -254,8 +257,15 @@ def traced_run(config: Any, calls: int, trace_dir: Path) -> tuple[str, list[dict
 
     batch, rng = config.train.batch_size, np.random.default_rng(0)
     state, steps = init_state(config, 100)
-    images = jax.device_put(rng.integers(0, 256, (4 * batch, 48, 48), np.uint8), parallel.replicated(steps.mesh))
-    labels = jax.device_put(rng.integers(0, 7, 4 * batch, np.int32), parallel.replicated(steps.mesh))
+    if config.data.source:
+        from fer_jax.data.fer2013 import load_fer2013
+
+        training = load_fer2013(config.data.source, config.data.cache_dir)["Training"]
+        pixels, targets = training.images[: 4 * batch].numpy(), training.labels[: 4 * batch].numpy().astype(np.int32)
+    else:
+        pixels, targets = rng.integers(0, 256, (4 * batch, 48, 48), np.uint8), rng.integers(0, 7, 4 * batch, np.int32)
+    images = jax.device_put(pixels, parallel.replicated(steps.mesh))
+    labels = jax.device_put(targets, parallel.replicated(steps.mesh))
     order = np.arange(steps_per_dispatch(config) * batch).reshape(-1, batch) % (4 * batch)
     (indices,) = parallel.shard_batch(steps.mesh, order, axis=1)
     compiled = steps.train_chunk.lower(state, images, labels, indices).compile()
@@ -363,6 +373,7 @@ def format_table(name: str, row: dict[str, Any]) -> str:
 
 def profile(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.compare import device_slug, machine_fields
+    from fer_jax.data.cache import file_sha256
     from fer_jax.files import write_json
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -376,8 +387,10 @@ def profile(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report = {
         **machine_fields(),
         "command": "python -m experiments.profile_step " + shlex.join(argv),
-        "data": "synthetic: random uint8 48x48 images and labels, 4 batches (no dataset read)",
-        "dataset_sha256": None,
+        "data": f"the first 4 batches of Training faces of {args.data}"
+        if args.data
+        else "synthetic: random uint8 48x48 images and labels, 4 batches (no dataset read)",
+        "dataset_sha256": file_sha256(args.data) if args.data and Path(args.data).is_file() else None,
         "settings": {"steps": args.steps, "batch": args.batch, "overrides": args.set, "warmup_calls": WARMUP_CALLS},
         "worker_environment": {name: env.get(name) for name in REPORTED_ENVIRONMENT},
         "models": models,
