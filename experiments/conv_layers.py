@@ -10,8 +10,8 @@ The layers are the 3x3 convolutions of `vgg_bn` at width 0.375 (padding 1) and o
 worker times the jitted forward `lax.conv_general_dilated(x, w)` and the forward plus both
 gradients (`jax.vjp`, returning the output too: a convolution is linear, so without it XLA would
 drop the forward pass): 2 warm-up calls, then `--iters` timed calls, of which it keeps the median.
-(`results/conv_layers_cpu.json` also has rows of the hand-written Winograd and im2col kernels that
-the models used before this benchmark showed XLA's convolution as fast; see its `git_commit`.)
+(`results/conv_layers_cpu_kernels.json` also has rows of the hand-written Winograd and im2col kernels
+that the models used before this benchmark showed XLA's convolution as fast; see its `git_commit`.)
 PyTorch's channels-last `conv2d` on the same shapes gives a reference row (`--no-torch` leaves it
 out; bfloat16 runs it under autocast).
 
