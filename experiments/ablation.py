@@ -127,14 +127,13 @@ def run_ablation(
 
     `keep`: rows of an earlier report of the same base to carry over; their variants are not run again.
     """
-    from fer_jax.data.cache import file_sha256
+    from fer_jax.data.cache import source_sha256
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import read_jsonl, write_json
     from fer_jax.train.trainer import train
 
     run_root = new_run_root(runs, "ablation")
     env = environment_info()
-    source = Path(base.data.resolved_source())
     command = shlex.join(["python", "-m", "experiments.ablation", *argv])
     report: dict[str, Any] = {
         "base_config": base_name,
@@ -142,7 +141,7 @@ def run_ablation(
         "command": command,
         "git_commit": env["git_commit"],
         "versions": env["versions"],
-        "dataset_sha256": file_sha256(source) if source.is_file() else None,
+        "dataset_sha256": source_sha256(base.data.resolved_source()),
         "compared_on": "PublicTest (the selection split); PrivateTest is not used to compare variants",
         "settings": base.to_dict(),
         "run_root": str(run_root),

@@ -431,7 +431,7 @@ def measured(runs: dict[str, list[dict[str, Any]]], frameworks: list[str]) -> di
 
 def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.compare import device_slug, machine_fields
-    from fer_jax.data.cache import file_sha256
+    from fer_jax.data.cache import source_sha256
     from fer_jax.files import write_json
 
     frameworks = [f for f in args.frameworks.split(",") if f]
@@ -450,7 +450,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report = {
         **machine_fields(),
         "command": "python -m experiments.bench " + shlex.join(argv),
-        "dataset_sha256": file_sha256(source) if (source := Path(config.data.resolved_source())).is_file() else None,
+        "dataset_sha256": source_sha256(config.data.resolved_source()),
         "worker_environment": {name: env.get(name) for name in REPORTED_ENVIRONMENT},
         "settings": {
             "repeats": args.repeats,

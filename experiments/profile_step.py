@@ -373,7 +373,7 @@ def format_table(name: str, row: dict[str, Any]) -> str:
 
 def profile(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.compare import device_slug, machine_fields
-    from fer_jax.data.cache import file_sha256
+    from fer_jax.data.cache import source_sha256
     from fer_jax.files import write_json
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -390,7 +390,7 @@ def profile(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "data": f"the first 4 batches of Training faces of {args.data}"
         if args.data
         else "synthetic: random uint8 48x48 images and labels, 4 batches (no dataset read)",
-        "dataset_sha256": file_sha256(args.data) if args.data and Path(args.data).is_file() else None,
+        "dataset_sha256": source_sha256(args.data) if args.data else None,
         "settings": {"steps": args.steps, "batch": args.batch, "overrides": args.set, "warmup_calls": WARMUP_CALLS},
         "worker_environment": {name: env.get(name) for name in REPORTED_ENVIRONMENT},
         "models": models,

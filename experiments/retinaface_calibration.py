@@ -191,7 +191,7 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from fer_jax.data.cache import file_sha256
+    from fer_jax.data.cache import source_sha256
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_json
 
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env["git_commit"],
         env["versions"],
     )
-    report["dataset_sha256"] = file_sha256(args.data) if Path(args.data).is_file() else None
+    report["dataset_sha256"] = source_sha256(args.data)
     write_json(Path(args.out), report)
     return report
 

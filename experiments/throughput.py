@@ -162,7 +162,7 @@ def format_table(report: dict[str, Any]) -> str:
 def throughput(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.compare import device_slug, machine_fields
     from fer_jax.config import ConfigError
-    from fer_jax.data.cache import file_sha256
+    from fer_jax.data.cache import source_sha256
     from fer_jax.files import write_json
 
     names = [n.strip() for n in args.only.split(",")] if args.only else list(CANDIDATES)
@@ -174,11 +174,10 @@ def throughput(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         for name in names if repeat % 2 == 0 else names[::-1]:
             print(f"[throughput] repeat {repeat + 1}/{args.repeats}: {name}", flush=True)
             runs[name].append(run_worker("experiments.throughput", name, argv, worker_environment(huge_pages=True)))
-    source = Path(config.data.resolved_source())
     report = {
         **machine_fields(),
         "command": "python -m experiments.throughput " + shlex.join(argv),
-        "dataset_sha256": file_sha256(source) if source.is_file() else None,
+        "dataset_sha256": source_sha256(config.data.resolved_source()),
         "settings": {"repeats": args.repeats, "blocks": args.blocks, "calls": args.calls, "overrides": args.set},
         "config": config.to_dict(),
         "candidate_overrides": {name: CANDIDATES[name] for name in names},

@@ -25,7 +25,7 @@ from fer_jax.baseline.porting import flax_to_torch
 from fer_jax.baseline.pytorch import TorchSeedCNN, evaluate_torch, torch_device, torch_device_description, train_torch
 from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick
-from fer_jax.data.cache import file_sha256
+from fer_jax.data.cache import source_sha256
 from fer_jax.data.fer2013 import Split
 from fer_jax.environment import device_description, environment_info
 from fer_jax.files import read_jsonl, write_json
@@ -188,7 +188,7 @@ def compare(
     report = {
         **machine_fields(),
         "command": shlex.join(sys.argv),
-        "dataset_sha256": file_sha256(source) if (source := Path(config.data.resolved_source())).is_file() else None,
+        "dataset_sha256": source_sha256(config.data.resolved_source()),
         "argv": argv,
         "settings": {
             "quick": quick_run,

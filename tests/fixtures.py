@@ -16,6 +16,7 @@ import torch
 from torchvision.io import encode_jpeg, encode_png
 
 from fer_jax.data.fer2013 import EMOTIONS, SPLITS
+from fer_jax.files import read_jsonl
 
 SPLIT_FOLDERS = {"Training": "train", "PublicTest": "test", "PrivateTest": "test"}
 
@@ -79,3 +80,9 @@ def tiny_run_overrides(cache_dir: Path) -> list[str]:
     overrides = [f"data.cache_dir={cache_dir}", "train.batch_size=8", "train.eval_batch_size=16"]
     overrides += ["data.train_limit=0", "data.eval_limit=0"]
     return [flag for override in overrides for flag in ("--set", override)]
+
+
+def metrics_without_seconds(run_dir: Path) -> list[dict]:
+    """A run folder's metrics.jsonl rows without their wall-clock `seconds`: what two runs of the same
+    config must agree on."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_jsonl(run_dir / "metrics.jsonl")]

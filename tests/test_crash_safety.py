@@ -36,6 +36,7 @@ from fer_jax.train import checkpoints, evaluation, loop
 from fer_jax.train import trainer as training
 from fer_jax.train.checkpoints import MANIFEST, SET_ASIDE, CheckpointError, RunCheckpoints
 from fer_jax.train.evaluation import evaluate_run, restore_run
+from tests.fixtures import metrics_without_seconds
 
 pytestmark = pytest.mark.slow  # every test here runs training end to end
 
@@ -171,14 +172,10 @@ def reference(tiny_zip, tmp_path_factory) -> dict:
     return {
         "root": root,
         "snapshots": snapshots,
-        "metrics": without_seconds(run_dir),
+        "metrics": metrics_without_seconds(run_dir),
         "results": results,
         "data": tiny_zip,
     }
-
-
-def without_seconds(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_jsonl(run_dir / "metrics.jsonl")]
 
 
 def metrics_rows(path: Path) -> list[dict]:
@@ -207,7 +204,7 @@ def resume(run_dir: Path, capsys) -> tuple[int, str, str]:
 
 def assert_matches_reference(run_dir: Path, reference: dict, before: list[dict]) -> None:
     """The resumed run ends like the uninterrupted one, and every metrics line it started with is kept somewhere."""
-    assert without_seconds(run_dir) == reference["metrics"]
+    assert metrics_without_seconds(run_dir) == reference["metrics"]
     results = json.loads((run_dir / "results.json").read_text())
     for key in RESULT_KEYS:
         assert results[key] == reference["results"][key], key

@@ -34,6 +34,7 @@ from fer_jax.train.tensorboard_log import (
     TEST_ACCURACY,
     event_files,
 )
+from tests.fixtures import metrics_without_seconds
 
 pytestmark = pytest.mark.slow  # every test here runs training end to end
 
@@ -130,16 +131,10 @@ def test_jax_profile_is_an_xplane_jax_reads(jax_run: Path) -> None:
     assert list(xplane.parent.glob("perfetto_trace.json.gz"))
 
 
-def without_seconds(rows: list[dict]) -> list[dict]:
-    return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
-
-
 def test_a_jax_profile_does_not_change_the_run(tiny_zip: Path, root: Path, jax_run: Path) -> None:
     config = tiny_config(tiny_zip, root, "jax-unprofiled")
     training.train(config)
-    assert without_seconds(read_jsonl(jax_run / "metrics.jsonl")) == without_seconds(
-        read_jsonl(Path(config.run_dir) / "metrics.jsonl")
-    )
+    assert metrics_without_seconds(jax_run) == metrics_without_seconds(Path(config.run_dir))
 
 
 def test_resume_after_a_crash_holds_each_epoch_once_and_profiles_without_changing_the_run(
@@ -165,9 +160,7 @@ def test_resume_after_a_crash_holds_each_epoch_once_and_profiles_without_changin
     assert_agrees_with_metrics(run_dir)
     assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]
 
-    assert without_seconds(read_jsonl(run_dir / "metrics.jsonl")) == without_seconds(
-        read_jsonl(torch_run / "metrics.jsonl")
-    )
+    assert metrics_without_seconds(run_dir) == metrics_without_seconds(torch_run)
     (trace,) = (run_dir / PROFILE_DIR).glob("*/*.pt.trace.json.gz")
     names = {event.get("name") for event in json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]}
     assert "aten::convolution_backward" in names

@@ -16,7 +16,7 @@ from fer_jax.config import Config
 from fer_jax.files import read_jsonl
 from fer_jax.train import trainer as training
 from fer_jax.train.evaluation import evaluate_run
-from tests.fixtures import make_faces, write_zip
+from tests.fixtures import make_faces, metrics_without_seconds, write_zip
 
 ROOT = Path(__file__).resolve().parent.parent
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}
@@ -145,10 +145,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, output
     assert "Resuming" in output and "after epoch 1" in output
 
-    def without_time(run: Path) -> list[dict]:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in read_jsonl(run / "metrics.jsonl")]
-
-    assert without_time(crashed) == without_time(tmp_path / "reference")
+    assert metrics_without_seconds(crashed) == metrics_without_seconds(tmp_path / "reference")
     expected = json.loads((tmp_path / "reference" / "results.json").read_text())
     got = json.loads((crashed / "results.json").read_text())
     for key in ("test_accuracy", "test_loss", "val_accuracy", "best_epoch", "epochs"):

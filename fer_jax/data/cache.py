@@ -49,6 +49,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _sha256(str(Path(path).absolute()), stat.st_size, stat.st_mtime_ns)
 
 
+def source_sha256(source: str | os.PathLike) -> str | None:
+    """The sha256 a report records for a dataset source: the file's, or None for a folder (no single content)."""
+    return file_sha256(source) if Path(source).is_file() else None
+
+
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of(path)
