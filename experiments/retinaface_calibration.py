@@ -4,6 +4,8 @@
         --part framing --out results/retinaface_calibration_publictest.json
     python -m experiments.retinaface_calibration --data ../shared/datasets/fer2013.zip --split PublicTest \\
         --part detection --out results/retinaface_passes_publictest.json
+    python -m experiments.retinaface_calibration --data ../shared/datasets/fer2013.zip --split PublicTest \\
+        --part enlarge --out results/retinaface_enlarge_publictest.json
 
 `--part detection`: on all of `experiments/pipeline.py`'s scenes of the split
 (FER faces, photos, LFW, face-free images), each pass of `retinaface-sweep`
@@ -11,6 +13,11 @@
 faces) runs once; combinations of passes are merged as the detector merges
 them and scored at each of experiments.scoring.SCORE_THRESHOLDS from 0.5 up: recall,
 false boxes per face scene and per face-free image.
+
+`--part enlarge`: on the same scenes, `retinaface`'s single upright pass on the
+image enlarged by each of ENLARGE, scored at each of ENLARGE_THRESHOLDS, with
+the detector's median seconds per 640x480 image: what
+`fer_jax.infer.detect.RETINAFACE_ENLARGE` and `RETINAFACE_THRESHOLD` were chosen from.
 
 `--part framing`: on the split's FER scenes, the `retinaface` detector runs once
 with its raw box (`framing=(1, 0)`); each of its FER faces is then cropped at
@@ -30,6 +37,7 @@ import dataclasses
 import math
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,23 +81,32 @@ COMBINATIONS = (
 )
 """`retinaface` is the first, `retinaface-sweep` the last but one."""
 PASS_FLOOR = 0.5
+ENLARGE = (1.0, 1.15, 1.25, 1.33, 1.5)
+"""Factors `--part enlarge` tries."""
+ENLARGE_THRESHOLDS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def detection_part(args: argparse.Namespace) -> dict[str, Any]:
-    """Recall and false boxes of each combination of passes at each score threshold (see the module's doc)."""
+def split_scenes(args: argparse.Namespace) -> list[Any]:
+    """All of experiments.pipeline's scenes of `args.split`: FER faces, photos, LFW and face-free images."""
     from experiments.scenes import SCENE_SEED, build_face_free, build_fer_scenes, build_photo_scenes, face_free_photos
-    from experiments.scoring import score_curve
     from fer_jax.data.fer2013 import load_fer2013
-    from fer_jax.infer.detect import RETINAFACE_UPSCALE, merge, retinaface_detections
 
     split = load_fer2013(args.data).splits[args.split]
     free = face_free_photos()
     seed = SCENE_SEED[args.split]
-    scenes = [
+    return [
         *build_fer_scenes(split.images, split.labels, seed, list(free.values())),
         *build_photo_scenes(seed, list(free.values())),
         *build_face_free(seed, free),
     ]
+
+
+def detection_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Recall and false boxes of each combination of passes at each score threshold (see the module's doc)."""
+    from experiments.scoring import score_curve
+    from fer_jax.infer.detect import RETINAFACE_UPSCALE, merge, retinaface_detections
+
+    scenes = split_scenes(args)
     found: dict[str, list[list[Any]]] = {name: [] for name in PASSES}
     for scene in scenes:
         gray = cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY)
@@ -117,12 +134,46 @@ def detection_part(args: argparse.Namespace) -> dict[str, Any]:
     return {"split": args.split, "scenes": len(scenes), "face_scenes": face_scenes, "rows": rows}
 
 
+def enlarge_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Recall, false boxes and time of the single pass on the image enlarged by each of ENLARGE (module's doc)."""
+    from experiments.scoring import score_curve
+    from fer_jax.infer.detect import retinaface_detections
+
+    scenes = split_scenes(args)
+    face_scenes = sum(scene.kind != "free" for scene in scenes)
+    grays = [cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY) for scene in scenes]
+    rows = []
+    for factor in ENLARGE:
+        found, seconds = [], []
+        for gray in grays:
+            began = time.perf_counter()
+            found.append(retinaface_detections(gray, threshold=min(ENLARGE_THRESHOLDS), enlarge=factor))
+            if gray.shape == (480, 640):
+                seconds.append(time.perf_counter() - began)
+        for row in score_curve(scenes, found, ENLARGE_THRESHOLDS):
+            row["false_boxes_per_face_scene"] = row["false_boxes_in_face_scenes"] / face_scenes
+            rows.append({"enlarge": factor, **row, "seconds_per_640x480_image": statistics.median(seconds)})
+            print(
+                "x{enlarge}, score >= {threshold}: recall {recall:.3f}, false boxes {false_boxes_per_face_scene:.3f} "
+                "per face scene, {false_boxes_per_face_free_image:.3f} per face-free image, "
+                "{seconds_per_640x480_image:.4f} s per 640x480 image".format(**rows[-1]),
+                flush=True,
+            )
+    return {"split": args.split, "scenes": len(scenes), "face_scenes": face_scenes, "rows": rows}
+
+
 def framing_part(args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy on the detected FER faces at each framing of the grid (see the module's doc)."""
     from experiments.scenes import SCENE_SEED, build_fer_scenes, face_free_photos
     from experiments.scoring import classify, match
     from fer_jax.data.fer2013 import load_fer2013
-    from fer_jax.infer.detect import RETINAFACE_ALIGN_MIN_ANGLE, RETINAFACE_FRAMING, crop, retinaface_detections
+    from fer_jax.infer.detect import (
+        RETINAFACE_ALIGN_MIN_ANGLE,
+        RETINAFACE_ENLARGE,
+        RETINAFACE_FRAMING,
+        crop,
+        retinaface_detections,
+    )
     from fer_jax.infer.predict import load_classifier
 
     split = load_fer2013(args.data).splits[args.split]
@@ -131,7 +182,7 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
     faces = []  # (gray image, raw detection, truth)
     for scene in scenes:
         gray = cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY)
-        found = retinaface_detections(gray, framing=(1.0, 0.0), align_min_angle=0.0)
+        found = retinaface_detections(gray, framing=(1.0, 0.0), align_min_angle=0.0, enlarge=RETINAFACE_ENLARGE)
         for truth, which in zip(scene.faces, match(scene.faces, [d.box for d in found])):
             if which is not None:
                 faces.append((gray, found[which], truth))
@@ -171,7 +222,7 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
     upright = [(d, t) for _, d, t in faces if t.angle == 0]
     report = {
         "split": args.split,
-        "detector": "retinaface (single pass, RETINAFACE_THRESHOLD)",
+        "detector": "retinaface (single pass, RETINAFACE_ENLARGE, RETINAFACE_THRESHOLD)",
         "faces_detected": len(faces),
         "fer_faces": sum(len(s.faces) for s in scenes),
         "median_fer_side_over_retinaface_side": statistics.median(t.side / d.box[2] for d, t in upright),
@@ -195,7 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_json
 
-    report = (detection_part if args.part == "detection" else framing_part)(args)
+    report = {"detection": detection_part, "enlarge": enlarge_part, "framing": framing_part}[args.part](args)
     env = environment_info()
     report["command"] = " ".join(["python", "-m", "experiments.retinaface_calibration", *sys.argv[1:]])
     report["machine"], report["git_commit"], report["versions"] = (
@@ -217,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data", required=True, help="the FER-2013 archive")
     parser.add_argument("--split", default="PublicTest", choices=tuple(SCENE_SEED))
-    parser.add_argument("--part", choices=("framing", "detection"), default="framing")
+    parser.add_argument("--part", choices=("framing", "detection", "enlarge"), default="framing")
     parser.add_argument("--out", required=True, help="the results JSON")
     args = parser.parse_args(argv)
     return run_command("python -m experiments.retinaface_calibration", lambda: run(args))

@@ -139,11 +139,15 @@ def evaluate_detector(name: str, scenes: Sequence[Scene], classifier: Any) -> di
     }
 
 
-def score_curve(scenes: Sequence[Scene], detections_per_scene: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    """Detection figures had the detector kept only the boxes scoring at least each of SCORE_THRESHOLDS (exact
+def score_curve(
+    scenes: Sequence[Scene],
+    detections_per_scene: Sequence[Sequence[Any]],
+    thresholds: Sequence[float] = SCORE_THRESHOLDS,
+) -> list[dict[str, Any]]:
+    """Detection figures had the detector kept only the boxes scoring at least each of `thresholds` (exact
     for a single pass, which merges boxes best score first; close for a sweep, which merges upright first)."""
     rows = []
-    for threshold in SCORE_THRESHOLDS:
+    for threshold in thresholds:
         count = dict.fromkeys(("faces", "found", "free_images", "free_boxes", "false_in_faces", "false_in_photos"), 0)
         for scene, detections in zip(scenes, detections_per_scene):
             kept = [d.box for d in detections if d.score >= threshold]
