@@ -16,7 +16,7 @@ from fer_jax.cli import build_parser, main
 from fer_jax.data.fer2013 import DataError
 from fer_jax.infer import detect, retinaface
 from fer_jax.infer.batch import BATCH_SIZE, BUCKETS, probabilities, stream
-from fer_jax.infer.detect import Detection, crop, get_detector, haar_boxes, merge, sweep
+from fer_jax.infer.detect import Detection, crop, get_detector, haar_boxes, merge, retinaface_detections, sweep
 from tests.fixtures import make_faces
 
 ASTRONAUT_CENTRE = (222, 115)  # the middle of her face, marked by hand (experiments/scenes.py's PHOTOS)
@@ -236,6 +236,14 @@ def test_retinaface_landmarks_and_the_eye_line_turn_a_tilted_face_upright(gray):
     same = np.corrcoef(crop(tilted, face).ravel(), crop(gray, upright).ravel())[0, 1]
     as_found = np.corrcoef(crop(tilted, face, align=False).ravel(), crop(gray, upright).ravel())[0, 1]
     assert same > 0.8 and same > as_found + 0.2, (same, as_found)  # her own 2.4-degree tilt stays in `upright`
+
+
+def test_retinaface_on_an_enlarged_image_gives_boxes_in_the_input_pixels(gray):
+    assert get_detector("retinaface")(gray) == retinaface_detections(gray, enlarge=detect.RETINAFACE_ENLARGE)
+    (enlarged,) = retinaface_detections(gray, enlarge=1.5)
+    (plain,) = retinaface_detections(gray)
+    assert math.dist(centre(enlarged.box), centre(plain.box)) < 4
+    assert abs(enlarged.box[2] / plain.box[2] - 1) < 0.05 and abs(enlarged.rotation - plain.rotation) < 2
 
 
 def test_retinaface_sweep_finds_a_face_turned_by_90_degrees_and_small_faces(gray):
