@@ -1,14 +1,31 @@
-"""fer-jax: the classic FER-2013 facial-expression CNN in JAX/Flax NNX, with a PyTorch baseline to compare."""
+"""fer-jax: the classic FER-2013 facial-expression CNN in JAX/Flax NNX, with a PyTorch baseline to compare.
+
+The names below load their modules on first use (PEP 562), so `import fer_jax` and `fer-jax --help` do not
+pay for torch, torchvision, OpenCV and Flax until a command needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from fer_jax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from fer_jax.data.fer2013 import EMOTIONS, SPLITS, DataError, load_fer2013
 
-# Imported eagerly on purpose: the function shares its module's name, and a lazy module-level
-# __getattr__ would be shadowed by the submodule once anything imports `fer_jax.infer.predict`
-# (OpenCV and Flax add about a second to `import fer_jax`, which already loads torch and JAX).
-from fer_jax.infer.predict import Face, predict
+if TYPE_CHECKING:
+    from fer_jax.data.fer2013 import EMOTIONS, SPLITS, DataError, load_fer2013
+    from fer_jax.infer.predict import Face, predict
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "EMOTIONS": "fer_jax.data.fer2013",
+    "SPLITS": "fer_jax.data.fer2013",
+    "DataError": "fer_jax.data.fer2013",
+    "load_fer2013": "fer_jax.data.fer2013",
+    "Face": "fer_jax.infer.predict",
+    "predict": "fer_jax.infer.predict",
+}
+"""Public name -> the module that defines it."""
 
 __all__ = [
     "EMOTIONS",
@@ -23,3 +40,15 @@ __all__ = [
     "load_fer2013",
     "predict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fer_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
-
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "torch", "torchvision")
 CPUINFO = Path("/proc/cpuinfo")
 PROJECT_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=individual_dot",)
@@ -68,6 +66,8 @@ def cpu_model() -> str:
 
 def device_description() -> str:
     """'cpu: <model> (<n> cores)' or '<platform>: <device kind> x<count>'."""
+    import jax  # here, not at the top: `fer-jax --help` and the CLI's argument errors need no JAX
+
     devices = jax.devices()
     if devices[0].platform == "cpu":
         return f"cpu: {cpu_model()} ({os.cpu_count()} cores)"

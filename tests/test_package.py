@@ -6,8 +6,6 @@ import sys
 import types
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,11 +27,34 @@ def test_package_never_imports_numpy():
     assert offenders == []
 
 
-@pytest.mark.slow
-def test_module_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "fer_jax", "--help"], capture_output=True, text=True, check=True)
+def test_module_entry_point_help_loads_no_framework():
+    """`fer-jax --help` answers at once: neither it nor `import fer_jax` loads JAX, torch or OpenCV (about 8 s
+    of imports); the package's public names still resolve, each from its module, when first used."""
+    heavy = ("jax", "torch", "torchvision", "cv2", "flax")
+    script = (
+        "import runpy, sys\n"
+        "sys.argv = ['fer-jax', '--help']\n"
+        "try:\n    runpy.run_module('fer_jax', run_name='__main__')\n"
+        "except SystemExit as stop:\n    assert stop.code == 0, stop.code\n"
+        "import fer_jax\n"
+        f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     for command in ("download", "train", "evaluate"):
-        assert command in out.stdout
+        assert command in out
+    assert out.strip().endswith("loaded: []")
+
+    import fer_jax
+    from fer_jax.data import fer2013
+    from fer_jax.infer import predict
+
+    assert (fer_jax.predict, fer_jax.Face) == (predict.predict, predict.Face)
+    assert (fer_jax.load_fer2013, fer_jax.EMOTIONS, fer_jax.DataError) == (
+        fer2013.load_fer2013,
+        fer2013.EMOTIONS,
+        fer2013.DataError,
+    )
+    assert set(fer_jax.__all__) <= set(dir(fer_jax))
 
 
 # The package's layers, lowest first: a module may import its own layer and those below, never above.
