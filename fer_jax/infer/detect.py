@@ -66,10 +66,11 @@ centre 0.056 of a FER side lower)."""
 RETINAFACE_ENLARGE = 1.25
 """`retinaface` searches the image (after scaling to DETECT_MAX_SIDE) enlarged by this factor: RetinaFace-MobileNet
 misses many faces of 48-95 px at their own size. Chosen with RETINAFACE_THRESHOLD on PublicTest scenes
-(results/retinaface_enlarge_publictest.json): the most recall with no box on the face-free images, at most 0.04
-false boxes per face scene (a margin under the 0.05 goal) and at most 0.03 s per 640x480 image (recall 0.813 at
-0.040 false boxes per face scene, against 0.787 at 0.025 unenlarged at 0.7; 1.5x found more but 0.2-0.5 false boxes
-per face scene, most of them image-sized "faces" in smooth backgrounds)."""
+(results/retinaface_enlarge_publictest.json): of the settings with no box on the face-free images, at most 0.04
+false boxes per face scene (a margin under the 0.05 goal) and at most 0.03 s per 640x480 image, the cheapest within
+one face of the most recall (1.25x at 0.85: recall 0.813 at 0.040 false boxes per face scene, 0.023 s; 1.33x at 0.9:
+0.815, 0.040, 0.025 s; unenlarged at 0.7: 0.787, 0.025, 0.016 s; 1.5x found more but 0.2-0.5 false boxes per face
+scene, most of them image-sized "faces" in smooth backgrounds)."""
 RETINAFACE_THRESHOLD = 0.85
 """RetinaFace's score a face needs (`retinaface`), chosen with RETINAFACE_ENLARGE (above)."""
 RETINAFACE_SWEEP_THRESHOLD = 0.8
