@@ -3,6 +3,7 @@ bfloat16."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -40,6 +41,21 @@ def forward_with_dropout(model: nnx.Module, images: jax.Array, rngs: nnx.Rngs) -
 def eval_logits(model: nnx.Module, images: jax.Array) -> jax.Array:
     model.eval()
     return forward(model, images)
+
+
+@pytest.mark.slow
+def test_initial_weights_are_the_seeds_draws_up_to_one_rounding_step():
+    """create_model draws in one unoptimised program shared by every seed: the same seed gives the same weights,
+    another seed others, and they are the draws of the module built directly, to within float32 rounding."""
+
+    def weights(model: nnx.Module) -> list[np.ndarray]:
+        return [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+    first, again, other = (weights(create_model(ModelConfig(), seed)) for seed in (3, 3, 4))
+    direct = weights(nnx.jit(lambda: SeedCNN(rngs=nnx.Rngs(params=3)))())  # XLA's default optimisation
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))
+    assert not any((a == b).all() for a, b in zip(first, other, strict=True) if a.ndim > 1)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(first, direct, strict=True)) < 2e-7
 
 
 def test_seed_cnn_shape_and_parameter_count():
