@@ -124,7 +124,6 @@ def detection_part(args: argparse.Namespace) -> dict[str, Any]:
         ]
         for row in score_curve(scenes, merged):
             if row["threshold"] >= PASS_FLOOR:
-                row["false_boxes_per_face_scene"] = row["false_boxes_in_face_scenes"] / face_scenes
                 rows.append({"passes": " + ".join(combination), **row})
                 print(
                     "{passes}, score >= {threshold}: recall {recall:.3f}, false boxes {false_boxes_per_face_scene:.3f} "
@@ -151,7 +150,6 @@ def enlarge_part(args: argparse.Namespace) -> dict[str, Any]:
             if gray.shape == (480, 640):
                 seconds.append(time.perf_counter() - began)
         for row in score_curve(scenes, found, ENLARGE_THRESHOLDS):
-            row["false_boxes_per_face_scene"] = row["false_boxes_in_face_scenes"] / face_scenes
             rows.append({"enlarge": factor, **row, "seconds_per_640x480_image": statistics.median(seconds)})
             print(
                 "x{enlarge}, score >= {threshold}: recall {recall:.3f}, false boxes {false_boxes_per_face_scene:.3f} "

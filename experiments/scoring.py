@@ -148,7 +148,9 @@ def score_curve(
     for a single pass, which merges boxes best score first; close for a sweep, which merges upright first)."""
     rows = []
     for threshold in thresholds:
-        count = dict.fromkeys(("faces", "found", "free_images", "free_boxes", "false_in_faces", "false_in_photos"), 0)
+        count = dict.fromkeys(
+            ("faces", "found", "face_scenes", "free_images", "free_boxes", "false_in_faces", "false_in_photos"), 0
+        )
         for scene, detections in zip(scenes, detections_per_scene):
             kept = [d.box for d in detections if d.score >= threshold]
             if scene.kind == "free":
@@ -156,6 +158,7 @@ def score_curve(
                 count["free_boxes"] += len(kept)
                 continue
             matched = sum(m is not None for m in match(scene.faces, kept))
+            count["face_scenes"] += 1
             count["faces"] += len(scene.faces)
             count["found"] += matched
             count["false_in_faces"] += len(kept) - matched
@@ -167,6 +170,7 @@ def score_curve(
                 "false_boxes_per_face_free_image": count["free_boxes"] / max(1, count["free_images"]),
                 "false_boxes_in_face_scenes": count["false_in_faces"],
                 "false_boxes_in_photos": count["false_in_photos"],
+                "false_boxes_per_face_scene": count["false_in_faces"] / max(1, count["face_scenes"]),
             }
         )
     return rows

@@ -201,6 +201,7 @@ def test_score_curve_drops_the_boxes_under_each_threshold():
         "false_boxes_per_face_free_image": 1.0,
         "false_boxes_in_face_scenes": 1,
         "false_boxes_in_photos": 1,
+        "false_boxes_per_face_scene": 1.0,
     }
     assert curve[0.1]["recall"] == 1.0 and curve[0.1]["false_boxes_in_face_scenes"] == 0
     assert curve[0.1]["false_boxes_per_face_free_image"] == 0.0

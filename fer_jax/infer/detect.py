@@ -321,7 +321,8 @@ def retinaface_detections(
 
 DETECTORS: dict[str, tuple[str, Detector]] = {
     "retinaface": (
-        "RetinaFace-MobileNet-0.25 (a CNN) on the image enlarged 1.25x, faces turned upright by their eye line",
+        f"RetinaFace-MobileNet-0.25 (a CNN) on the image enlarged {RETINAFACE_ENLARGE:g}x, faces turned upright by "
+        "their eye line",
         lambda gray: retinaface_detections(gray, enlarge=RETINAFACE_ENLARGE),
     ),
     "retinaface-sweep": (
