@@ -20,7 +20,7 @@ from fer_jax.config import Config
 from fer_jax.data.fer2013 import EMOTIONS, as_nhwc
 from fer_jax.models.layers import max_pool_2x2
 from fer_jax.models.seed_cnn import SeedCNN
-from fer_jax.models.zoo import create_model
+from fer_jax.models.zoo import model_skeleton
 from fer_jax.train.evaluation import restore_run
 from fer_jax.train.steps import Steps, TrainState
 
@@ -35,7 +35,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Config, TrainSta
 
 def model_from_state(config: Config, state: TrainState) -> nnx.Module:
     """The NNX model of `config.model` holding the weights of `state`, in eval mode (no dropout)."""
-    model = create_model(config.model, config.train.seed)
+    model = model_skeleton(config.model)
     nnx.update(model, state.params, state.model_state)
     model.eval()
     return model

@@ -39,7 +39,7 @@ from fer_jax.data.fer2013 import EMOTIONS, IMAGE_SIZE, DataError
 from fer_jax.files import write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
 from fer_jax.infer.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
-from fer_jax.models.zoo import count_params, create_model
+from fer_jax.models.zoo import count_params, model_skeleton
 from fer_jax.train.evaluation import restore_run
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -193,7 +193,7 @@ def load_weights(path: str | Path) -> Classifier:
         )
     weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), flax.serialization.msgpack_restore(data))
     model_config = ModelConfig(name=info["model"], width=info.get("width", 1.0))
-    model = create_model(model_config, seed=0)
+    model = model_skeleton(model_config)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     nnx.replace_by_pure_dict(params, weights["params"])
     nnx.replace_by_pure_dict(model_state, weights["model_state"])
@@ -208,7 +208,7 @@ def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
     if not path.is_dir():
         return load_weights(path)
     config, state, _, record = restore_run(path)
-    model = create_model(config.model, seed=0)
+    model = model_skeleton(config.model)
     nnx.update(model, state.params, state.model_state)
     return Classifier(
         model,

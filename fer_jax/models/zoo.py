@@ -77,6 +77,12 @@ def _build(name: str, width: float, compute_dtype: str, key: jax.Array) -> nnx.M
     return MODELS[name](rngs=nnx.Rngs(params=key), compute_dtype=compute_dtype, **sizes)
 
 
+def model_skeleton(config: ModelConfig) -> nnx.Module:
+    """The model of `config` with abstract weights (shapes and dtypes only: nothing compiled or drawn), to load
+    trained weights into with `nnx.update`."""
+    return nnx.eval_shape(lambda: create_model(config, seed=0))
+
+
 def count_params(model: nnx.Module) -> int:
     """Number of trainable scalars."""
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
