@@ -9,7 +9,8 @@ within its timeout, and resume in one process (another process count) to the ref
 The same fixture compares data.pipeline=device the same way (no kill), with three more processes
 started once the kill is done, so they run while the survivor waits out its timeout. Everything started
 here is killed in a `finally`. The processes share a JAX compilation cache, so the resumed run reuses the
-reference's compiled steps.
+reference's compiled steps, and are forked from one that has imported the package (tests/forked.py): each
+is a `fer-jax` process with its own JAX runtime and PID, started without 8 CPU-seconds of imports.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import pytest
 from fer_jax.config import ConfigError, ProcessConfig
 from fer_jax.files import read_jsonl
 from fer_jax.train import distributed
+from tests import forked
 from tests.fixtures import tiny_run_overrides
 
 pytestmark = pytest.mark.slow  # every test here runs training end to end
@@ -43,14 +42,17 @@ TIMEOUT = 20
 """train.distributed_timeout of the two-process run (seconds)."""
 LONELY_TIMEOUT = 5
 """train.distributed_timeout of the process whose peer never comes."""
-LONELY = """
-import sys
-from fer_jax.config import Config, ProcessConfig
-from fer_jax.train import distributed
-config = Config()
-config.train.distributed, config.train.distributed_timeout = True, int(sys.argv[2])
-distributed.start(config, ProcessConfig(sys.argv[1], 2, 1))
-"""
+
+
+def wait_for_a_missing_peer(address: str, timeout: int) -> None:
+    """Process 1 of 2 joining `address`, where nobody listens (the lonely process)."""
+    from fer_jax.config import Config, ProcessConfig
+
+    config = Config()
+    config.train.distributed, config.train.distributed_timeout = True, timeout
+    distributed.start(config, ProcessConfig(address, 2, 1))
+
+
 WAIT = 240
 """The longest any process here may run."""
 
@@ -62,8 +64,8 @@ def free_port() -> int:
 
 
 def train_command(data: Path, cache: Path, *flags: str) -> list[str]:
-    overrides = tiny_run_overrides(cache)
-    return [sys.executable, "-m", "fer_jax", "train", "--data", str(data), "--epochs", str(EPOCHS), *overrides, *flags]
+    """The arguments of `fer-jax` for a tiny run."""
+    return ["train", "--data", str(data), "--epochs", str(EPOCHS), *tiny_run_overrides(cache), *flags]
 
 
 def environment(devices: int, jax_cache: Path) -> dict[str, str]:
@@ -74,11 +76,10 @@ def environment(devices: int, jax_cache: Path) -> dict[str, str]:
     return env
 
 
-def start(command: list[str], cwd: Path, devices: int, log: str) -> subprocess.Popen:
+def start(command: list[str], cwd: Path, devices: int, log: str, target=forked.fer_jax) -> forked.Process:
+    """`fer-jax COMMAND` (or `target(*command)`) in `cwd` on `devices` CPU devices, its output in `cwd/log`."""
     cwd.mkdir(parents=True, exist_ok=True)
-    with open(cwd / log, "w") as out:
-        env = environment(devices, cwd.parent / "jax-cache")
-        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return forked.start(target, tuple(command), cwd, environment(devices, cwd.parent / "jax-cache"), cwd / log)
 
 
 def process_flags(port: int, process_id: int, processes: int = 2) -> list[str]:
@@ -95,10 +96,10 @@ def process_flags(port: int, process_id: int, processes: int = 2) -> list[str]:
     ]
 
 
-def wait_for(condition, what: str, processes: list[subprocess.Popen]) -> None:
+def wait_for(condition, what: str, processes: list[forked.Process]) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
-        if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in processes):
+        if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in processes):
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.1)
 
@@ -125,63 +126,67 @@ def largest_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 def runs(tiny_zip, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("distributed")
     cache = root / "cache"
-    started: list[subprocess.Popen] = []
-    try:
-        began, cpu_before = time.monotonic(), children_cpu_seconds()
-        reference = start(train_command(tiny_zip, cache, "--run-dir", "run"), root / "reference", 2, "log")
-        port = free_port()
-        pair = [
-            start(train_command(tiny_zip, cache, *process_flags(port, i)), root / "pair", 1, f"log{i}") for i in (0, 1)
-        ]
-        lonely_command = [sys.executable, "-c", LONELY, f"127.0.0.1:{free_port()}", str(LONELY_TIMEOUT)]
-        lonely = start(lonely_command, root / "lonely", 1, "log")
-        started += [reference, *pair, lonely]
-        runs_folder = root / "pair" / "runs" / "seed_cnn"
+    started: list[forked.Process] = []
+    began, cpu_before = time.monotonic(), children_cpu_seconds()
+    with forked.server(environment(1, root / "jax-cache")):
+        try:
+            reference = start(train_command(tiny_zip, cache, "--run-dir", "run"), root / "reference", 2, "log")
+            port = free_port()
+            pair = [
+                start(train_command(tiny_zip, cache, *process_flags(port, i)), root / "pair", 1, f"log{i}")
+                for i in (0, 1)
+            ]
+            lonely_address = f"127.0.0.1:{free_port()}"
+            lonely = start([lonely_address, LONELY_TIMEOUT], root / "lonely", 1, "log", wait_for_a_missing_peer)
+            started += [reference, *pair, lonely]
+            runs_folder = root / "pair" / "runs" / "seed_cnn"
 
-        def first_epoch_saved() -> bool:
-            folders = list(runs_folder.iterdir()) if runs_folder.is_dir() else []
-            return len(folders) == 1 and len(read_jsonl_or_empty(folders[0] / "metrics.jsonl")) >= 1
+            def first_epoch_saved() -> bool:
+                folders = list(runs_folder.iterdir()) if runs_folder.is_dir() else []
+                return len(folders) == 1 and len(read_jsonl_or_empty(folders[0] / "metrics.jsonl")) >= 1
 
-        wait_for(first_epoch_saved, "the two-process run's first epoch", pair)
-        pair[1].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        device_runs = start_device_pipeline_runs(tiny_zip, cache, root)
-        started += device_runs
-        (run_dir,) = runs_folder.iterdir()
-        first_epoch = read_jsonl(run_dir / "metrics.jsonl")[0]
-        first_weights = weights(run_dir / "checkpoints" / "latest" / "1")
-        survivor_code = pair[0].wait(timeout=WAIT)
-        survivor_seconds = time.monotonic() - killed
-        lonely_code = lonely.wait(timeout=WAIT)
-        assert reference.wait(timeout=WAIT) == 0, (root / "reference" / "log").read_text()[-3000:]
-        resumed = subprocess.run(
-            [sys.executable, "-m", "fer_jax", "train", "--resume", str(run_dir), "--no-distributed"],
-            cwd=root / "pair",
-            env=environment(2, root / "jax-cache"),
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-        )
-        return {
-            "root": root,
-            "run_dir": run_dir,
-            "first_epoch": first_epoch,
-            "first_weights": first_weights,
-            "survivor": (survivor_code, survivor_seconds, last_line(root / "pair" / "log0")),
-            "lonely": (lonely_code, last_line(root / "lonely" / "log")),
-            "resumed": resumed,
-            "device_codes": [process.wait(timeout=WAIT) for process in device_runs],
-            "seconds": time.monotonic() - began,
-            "cpu_seconds": children_cpu_seconds() - cpu_before,
-        }
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            wait_for(first_epoch_saved, "the two-process run's first epoch", pair)
+            pair[1].kill()
+            killed = time.monotonic()
+            device_runs = start_device_pipeline_runs(tiny_zip, cache, root)
+            started += device_runs
+            (run_dir,) = runs_folder.iterdir()
+            first_epoch = read_jsonl(run_dir / "metrics.jsonl")[0]
+            first_weights = weights(run_dir / "checkpoints" / "latest" / "1")
+            survivor_code = exit_code(pair[0])
+            survivor_seconds = time.monotonic() - killed
+            lonely_code = exit_code(lonely)
+            assert exit_code(reference) == 0, (root / "reference" / "log").read_text()[-3000:]
+            resume = ["train", "--resume", str(run_dir), "--no-distributed"]
+            resumed = start(resume, root / "pair", 2, "../resumed-log")  # the pair's folder holds its runs alone
+            started.append(resumed)
+            runs = {
+                "root": root,
+                "run_dir": run_dir,
+                "first_epoch": first_epoch,
+                "first_weights": first_weights,
+                "survivor": (survivor_code, survivor_seconds, last_line(root / "pair" / "log0")),
+                "lonely": (lonely_code, last_line(root / "lonely" / "log")),
+                "resumed": (exit_code(resumed), (root / "resumed-log").read_text()[-3000:]),
+                "device_codes": [exit_code(process) for process in device_runs],
+                "seconds": time.monotonic() - began,
+            }
+        finally:
+            for process in started:
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+    runs["cpu_seconds"] = children_cpu_seconds() - cpu_before  # the forkserver's and so its children's
+    return runs
 
 
-def start_device_pipeline_runs(data: Path, cache: Path, root: Path) -> list[subprocess.Popen]:
+def exit_code(process: forked.Process) -> int | None:
+    """`process`'s exit code once it has ended (None if it runs past WAIT seconds)."""
+    process.join(WAIT)
+    return process.exitcode
+
+
+def start_device_pipeline_runs(data: Path, cache: Path, root: Path) -> list[forked.Process]:
     """data.pipeline=device (the split on every device, each process handing over its slice of the indices), one
     epoch: one process with two devices in root/device-one, two processes in root/device-two (beside the others,
     sharing their compilation cache)."""
@@ -240,8 +245,8 @@ def test_a_killed_peer_is_one_clear_error_within_the_timeout(runs):
 
 
 def test_a_killed_run_resumes_with_another_process_count(runs):
-    resumed = runs["resumed"]
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    code, log = runs["resumed"]
+    assert code == 0, log
     reference = runs["root"] / "reference" / "run"
     rows, expected = read_jsonl(runs["run_dir"] / "metrics.jsonl"), read_jsonl(reference / "metrics.jsonl")
     assert [row["epoch"] for row in rows] == list(range(1, EPOCHS + 1))

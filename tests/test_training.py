@@ -5,8 +5,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from fer_jax.config import Config
 from fer_jax.files import read_jsonl
 from fer_jax.train import trainer as training
 from fer_jax.train.evaluation import evaluate_run
+from tests import forked
 from tests.fixtures import make_faces, metrics_without_seconds, write_zip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,16 +93,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_zip, tmp_path
     assert [row["epoch"] for row in read_jsonl(Path(config.run_dir) / "metrics.jsonl")] == [1]
 
 
-def cli_train(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "fer_jax", "train", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def cli_train(*args: str, log: Path) -> forked.Process:
+    """`fer-jax train ARGS` in its own process (forked: see tests/forked.py), its output in `log`."""
+    return forked.start(forked.fer_jax, ("train", *args), ROOT, dict(os.environ), log)
 
 
 @pytest.mark.slow
@@ -123,27 +115,30 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
         "--set",
         "train.eval_batch_size=16",
     ]
+    with forked.server(dict(os.environ)):
+        reference = cli_train(*common, "--run-dir", str(tmp_path / "reference"), log=tmp_path / "reference.log")
+        reference.join(600)
+        assert reference.exitcode == 0, (tmp_path / "reference.log").read_text()
 
-    reference = cli_train(*common, "--run-dir", str(tmp_path / "reference"))
-    assert reference.wait(timeout=600) == 0, reference.stdout.read()
+        crashed = tmp_path / "crashed"
+        victim = cli_train(*common, "--run-dir", str(crashed), log=tmp_path / "victim.log")
+        deadline = time.monotonic() + 600
+        while not (crashed / "metrics.jsonl").is_file() or not read_jsonl(crashed / "metrics.jsonl"):
+            assert victim.is_alive(), (tmp_path / "victim.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # into epoch 2, whose 21 steps take several seconds
+        assert victim.is_alive(), "the run finished before it could be killed"
+        victim.kill()
+        victim.join()
+        assert victim.exitcode == -signal.SIGKILL
+        assert len(read_jsonl(crashed / "metrics.jsonl")) == 1
 
-    crashed = tmp_path / "crashed"
-    victim = cli_train(*common, "--run-dir", str(crashed))
-    deadline = time.monotonic() + 600
-    while not (crashed / "metrics.jsonl").is_file() or not read_jsonl(crashed / "metrics.jsonl"):
-        assert victim.poll() is None, victim.stdout.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(1.0)  # into epoch 2, whose 21 steps take several seconds
-    assert victim.poll() is None, "the run finished before it could be killed"
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL
-    assert len(read_jsonl(crashed / "metrics.jsonl")) == 1
-
-    resumed = cli_train("--resume", str(crashed))
-    output = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0, output
-    assert "Resuming" in output and "after epoch 1" in output
+        resumed = cli_train("--resume", str(crashed), log=tmp_path / "resumed.log")
+        resumed.join(600)
+        output = (tmp_path / "resumed.log").read_text()
+        assert resumed.exitcode == 0, output
+        assert "Resuming" in output and "after epoch 1" in output
 
     assert metrics_without_seconds(crashed) == metrics_without_seconds(tmp_path / "reference")
     expected = json.loads((tmp_path / "reference" / "results.json").read_text())
