@@ -30,6 +30,7 @@ from fer_jax.train import distributed, loop, parallel
 from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.train.evaluation import (
     REPORTED_SPLIT,
+    added,
     evaluate_checkpoint,
     evaluate_split,
     load_dataset,
@@ -136,7 +137,7 @@ def _train_epoch(
     state: TrainState, updates: EpochUpdates, config: Config, epoch: int, images_per_epoch: int
 ) -> tuple[TrainState, dict[str, float]]:
     """One epoch of `updates`, with a progress bar; the mean loss and accuracy on its augmented batches."""
-    sums = {"loss": jnp.zeros(()), "correct": jnp.zeros((), jnp.int32)}
+    sums = None
     count = 0
     with tqdm(
         total=images_per_epoch,
@@ -147,7 +148,8 @@ def _train_epoch(
         mininterval=1.0,
     ) as bar:
         for state, out, images in updates(state, epoch):  # noqa: B007, B020 (each step yields the new state)
-            sums = {name: sums[name] + out[name] for name in sums}
+            step_sums = {name: out[name] for name in ("loss", "correct")}
+            sums = step_sums if sums is None else added(sums, step_sums)
             count += images
             bar.update(images)
             if bar.n % (20 * config.train.batch_size) < images:
