@@ -72,6 +72,7 @@ def environment(devices: int, jax_cache: Path) -> dict[str, str]:
     """This session's environment (PYTHONPATH: this checkout's fer_jax), on `devices` CPU devices."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     env["JAX_COMPILATION_CACHE_DIR"] = str(jax_cache)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the later processes load the small programs too
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
