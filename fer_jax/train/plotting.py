@@ -20,7 +20,10 @@ from fer_jax.files import write_atomic  # noqa: E402
 def curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     """Loss and accuracy per epoch, train beside PublicTest."""
     epochs = [row["epoch"] for row in history]
-    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    # Fixed margins, not constrained layout: a run redraws this every epoch, and the layout took half of the
+    # figure's 0.35 s. The content is fixed, so the margins fit it. Likewise the confusion matrix below.
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.96, wspace=0.22)
     for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         ax.plot(epochs, [row[f"train_{metric}"] for row in history], "o-", label="train (augmented)")
         ax.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", label="PublicTest")
@@ -33,7 +36,8 @@ def curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
 
 def confusion_matrix_figure(matrix: Sequence[Sequence[int]], title: str = "") -> Figure:
     """Row-normalised confusion matrix (colour and percent) with the counts beside."""
-    figure, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
+    figure, ax = plt.subplots(figsize=(7, 6))
+    figure.subplots_adjust(left=0.13, right=0.88, bottom=0.15, top=0.94)
     totals = [max(1, sum(row)) for row in matrix]
     normalised = [[value / total for value in row] for row, total in zip(matrix, totals)]
     image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
