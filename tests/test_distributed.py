@@ -156,11 +156,11 @@ def runs(tiny_zip, tmp_path_factory) -> dict:
             first_weights = weights(run_dir / "checkpoints" / "latest" / "1")
             survivor_code = exit_code(pair[0])
             survivor_seconds = time.monotonic() - killed
-            lonely_code = exit_code(lonely)
-            assert exit_code(reference) == 0, (root / "reference" / "log").read_text()[-3000:]
             resume = ["train", "--resume", str(run_dir), "--no-distributed"]
             resumed = start(resume, root / "pair", 2, "../resumed-log")  # the pair's folder holds its runs alone
             started.append(resumed)
+            lonely_code = exit_code(lonely)
+            assert exit_code(reference) == 0, (root / "reference" / "log").read_text()[-3000:]
             runs = {
                 "root": root,
                 "run_dir": run_dir,
