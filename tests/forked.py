@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-PRELOAD = ["fer_jax.cli", "fer_jax.train.trainer", "fer_jax.train.plotting", "tests.forked"]
+PRELOAD = ["fer_jax.cli", "fer_jax.train.trainer", "tests.forked"]
 """What every `fer-jax train` imports, and this module (the children's entry point)."""
 CONTEXT = multiprocessing.get_context("forkserver")
 Process = multiprocessing.context.ForkServerProcess
@@ -46,7 +46,7 @@ def server(env: dict[str, str]) -> Iterator[None]:
 
 def start(target: Callable[..., object], args: tuple, cwd: Path, env: dict[str, str], log: Path) -> Process:
     """Run `target(*args)` in a forked process in `cwd`, with `env` and its output in `log`."""
-    process = CONTEXT.Process(target=_run, args=(target, args, str(cwd), env, str(log)), daemon=False)
+    process = CONTEXT.Process(target=_run, args=(target, args, str(cwd), env, str(log)))
     process.start()
     return process
 

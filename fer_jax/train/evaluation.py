@@ -40,8 +40,7 @@ def evaluate_split(state: TrainState, steps: Steps, split: fer_data.Split, batch
     predictions, logits = [], []
     for images, labels, mask in fer_data.eval_batches(split, batch_size):
         out = steps.eval(state, images, labels, mask)
-        totals = {name: out[name] for name in ("loss", "correct", "count")}
-        sums = totals if sums is None else added(sums, totals)
+        sums = running_sums(sums, {name: out[name] for name in ("loss", "correct", "count")})
         predictions.append(out["predictions"])
         logits.append(out["logits"])
     count = int(sums["count"])
@@ -53,9 +52,14 @@ def evaluate_split(state: TrainState, steps: Steps, split: fer_data.Split, batch
     }
 
 
+def running_sums(sums: dict[str, jax.Array] | None, step: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """`sums` + `step`, leaf by leaf (`step` itself for the first step): running sums of step metrics, on the
+    device and without a sync, in one compiled program."""
+    return step if sums is None else _added(sums, step)
+
+
 @jax.jit
-def added(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """`a` + `b`, leaf by leaf: running sums of step metrics in one dispatch, without a sync."""
+def _added(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return jax.tree.map(jnp.add, a, b)
 
 
@@ -67,7 +71,7 @@ def mirror(images: jax.Array) -> jax.Array:
 @jax.jit
 def averaged_probabilities(logits_per_view: Sequence[jax.Array]) -> jax.Array:
     """Softmax probabilities averaged over views (each (N, 7) logits of the same faces): test-time augmentation.
-    Jitted, as every small function here: one compilation instead of one per operation in a new process."""
+    Jitted, as the small helpers below: one compilation instead of one per operation in a new process."""
     return jnp.mean(jnp.stack([jax.nn.softmax(logits) for logits in logits_per_view]), axis=0)
 
 

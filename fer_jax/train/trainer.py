@@ -30,11 +30,11 @@ from fer_jax.train import distributed, loop, parallel
 from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.train.evaluation import (
     REPORTED_SPLIT,
-    added,
     evaluate_checkpoint,
     evaluate_split,
     load_dataset,
     reported_split,
+    running_sums,
     selection_splits,
 )
 from fer_jax.train.loop import TrainingError
@@ -148,8 +148,7 @@ def _train_epoch(
         mininterval=1.0,
     ) as bar:
         for state, out, images in updates(state, epoch):  # noqa: B007, B020 (each step yields the new state)
-            step_sums = {name: out[name] for name in ("loss", "correct")}
-            sums = step_sums if sums is None else added(sums, step_sums)
+            sums = running_sums(sums, {name: out[name] for name in ("loss", "correct")})
             count += images
             bar.update(images)
             if bar.n % (20 * config.train.batch_size) < images:
