@@ -3,6 +3,7 @@
 import importlib.util
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 
 import jax.numpy as jnp
@@ -155,13 +156,17 @@ def test_cli_help_and_missing_data(tmp_path):
         load_tfds_splits(tmp_path / "empty")
 
 
-def test_manual_dir_holding_the_zip(tiny_zip, tmp_path):
+def test_manual_dir_holding_the_zip(tiny_zip, tmp_path, monkeypatch):
     # The TFDS convention: no source given, the Kaggle zip sits in <data_dir>/downloads/manual.
     manual = tmp_path / "tfds" / "downloads" / "manual"
     manual.mkdir(parents=True)
     (manual / "fer2013.zip").write_bytes(tiny_zip.read_bytes())
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
     builder = build_fer2013_tfds(None, tmp_path / "tfds")
     assert builder.info.splits["train"].num_examples == SMALL["Training"] * 7
+    assert list(system_temp.iterdir()) == []  # a build leaves no temporary folder behind
 
 
 @pytest.mark.real_data

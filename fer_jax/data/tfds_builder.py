@@ -72,6 +72,18 @@ Pass the path (`python -m fer_jax.data.tfds_builder --data PATH --data-dir DIR`,
 """
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+    """FER-2013's DatasetInfo: a local build, never in TFDS's GCS bucket.
+
+    TFDS looks a new builder's info up in its bucket, and makes a temporary
+    folder for it before finding GCS off: each build left an empty
+    `/tmp/tmp*tfds` behind. There is nothing to look up, so nothing is made.
+    """
+
+    def initialize_from_bucket(self) -> None:
+        return None
+
+
 class Fer2013(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__main__"):
     """FER-2013 from a Kaggle zip, an extracted folder or fer2013.csv (via `fer_jax.data.fer2013.load_fer2013`).
 
@@ -100,7 +112,7 @@ class Fer2013(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == "__
         self._original_state.update(source=source, cache_dir=cache_dir, file_format=kwargs["file_format"])
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
+        return _LocalDatasetInfo(
             builder=self,
             description=_DESCRIPTION,
             features=tfds.features.FeaturesDict(
