@@ -33,6 +33,8 @@ PublicTest 0.6790, so 35 epochs stay; PrivateTest 0.6918 (flip TTA 0.7044, 10-vi
 With 50 epochs on XLA's own convolution (`--set train.epochs=50`, results/cpu_best_50ep.json, 2026-12-06,
 114.6 min, 127-149 s an epoch after the first): PublicTest 0.6793, so 35 epochs and the shipped weights
 stay; PrivateTest 0.6918 (flip TTA 0.7019, 10-view 0.7013).
+Width 1/2 for 20 epochs instead (`--set model.width=0.5 --set train.epochs=20`,
+results/cpu_best_x05_20ep.json, 2026-12-07, 104.5 min): PublicTest 0.6534, PrivateTest 0.6656: width 3/8 stays.
 """
 
 from fer_jax.config import Config
