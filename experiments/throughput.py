@@ -32,6 +32,8 @@ CANDIDATES: dict[str, list[str]] = {
     "vgg_bn x0.5": ["model.name=vgg_bn", "model.width=0.5"],
     "vgg_bn x0.375 batch 128": ["model.name=vgg_bn", "model.width=0.375", "train.batch_size=128"],
     "vgg_bn x0.5 batch 128": ["model.name=vgg_bn", "model.width=0.5", "train.batch_size=128"],
+    "vgg_bn x0.375 crop 40": ["model.name=vgg_bn", "model.width=0.375", "model.input_crop=40"],
+    "vgg_bn x0.5 crop 40": ["model.name=vgg_bn", "model.width=0.5", "model.input_crop=40"],
     "resnet18 x0.25": ["model.name=resnet18", "model.width=0.25"],
     "resnet18 x0.375": ["model.name=resnet18", "model.width=0.375"],
 }

@@ -81,6 +81,10 @@ class ModelConfig:
     width: float = 1.0
     """Multiplies every layer width of 'vgg_bn' and 'resnet18' (e.g. 0.25 for cheap CPU ablations); 'seed_cnn': 1
     only."""
+    input_crop: int = 0
+    """'vgg_bn' and 'resnet18': the side of the central square of each 48x48 face that the network reads (0: the
+    whole face; 16-47). 40 is Khaireddin & Chen's input: with `data.translate`, training sees shifted 40x40 crops,
+    evaluation and prediction the central one, and the convolutions 31% fewer pixels."""
 
 
 @dataclass

@@ -60,6 +60,8 @@ def test_model_convolution_matches_a_float64_reference(kernel_size, stride, padd
         assert error <= TOLERANCE[dtype] * float(reference.abs().max()), (name, float(error))
 
 
-def test_max_pool_matches_flax():
-    x = jax.random.normal(jax.random.key(3), (2, 8, 6, 3))
+@pytest.mark.parametrize("height, width", [(8, 6), (5, 7)])
+def test_max_pool_matches_flax_and_floors_odd_sides_as_pytorch(height: int, width: int):
+    x = jax.random.normal(jax.random.key(3), (2, height, width, 3))
     assert jnp.array_equal(max_pool_2x2(x), nnx.max_pool(x, (2, 2), (2, 2)))
+    assert max_pool_2x2(x).shape == (2, height // 2, width // 2, 3)

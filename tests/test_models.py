@@ -180,6 +180,27 @@ def test_a_bfloat16_train_step_keeps_weights_optimizer_state_statistics_and_loss
     assert "bf16" in hlo and "convolution" in hlo  # the layers did compute in bfloat16
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg_bn", "resnet18"])
+def test_input_crop_reads_only_the_central_square(name: str):
+    model = create_model(ModelConfig(name=name, width=0.125, input_crop=40), seed=0)
+    images = faces(2)
+    border = jnp.ones((48, 48, 1), bool).at[4:44, 4:44].set(False)
+    other_border = jnp.where(border, faces(2, seed=1), images)
+    other_inside = images.at[:, 4, 4].add(0.5)  # the crop's first pixel (resnet18's strided shortcuts keep it)
+    logits, with_other_border, with_other_inside = (eval_logits(model, x) for x in (images, other_border, other_inside))
+    assert jnp.array_equal(logits, with_other_border)
+    assert not jnp.allclose(logits, with_other_inside)
+    if name == "vgg_bn":  # 40 -> 20 -> 10 -> 5 -> 2: a 2x2x64 flatten at width 1/8
+        assert model.dense1.in_features == 2 * 2 * 64
+
+
+@pytest.mark.parametrize("name, side", [("seed_cnn", 40), ("vgg_bn", 48), ("resnet18", 15)])
+def test_an_input_crop_the_model_cannot_take_is_a_config_error(name: str, side: int):
+    with pytest.raises(ConfigError, match=f"model.input_crop {side} is not available for '{name}'"):
+        create_model(ModelConfig(name=name, input_crop=side), seed=0)
+
+
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ValueError, match="unknown model"):
         create_model(ModelConfig(name="resnet9000"), seed=0)

@@ -86,8 +86,9 @@ def test_predict_with_the_onnx_backend_matches_jax(exported, faces, tmp_path, ca
 
 
 @pytest.mark.slow
-def test_a_narrow_vgg_bn_exports_with_its_batchnorm_statistics(faces, tmp_path):
-    model = create_model(ModelConfig(name="vgg_bn", width=0.125), seed=1)
+@pytest.mark.parametrize("input_crop", [0, 40])
+def test_a_narrow_vgg_bn_exports_with_its_batchnorm_statistics(faces, tmp_path, input_crop):
+    model = create_model(ModelConfig(name="vgg_bn", width=0.125, input_crop=input_crop), seed=1)
     for path, variable in nnx.iter_graph(model):
         if isinstance(variable, nnx.BatchStat):  # statistics unlike the initial 0 / 1, as after training
             key = jax.random.key(len(path))

@@ -223,7 +223,11 @@ def test_shipped_weights_are_float16_and_checked(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [[], ["model.name=vgg_bn", "model.width=0.125"]], ids=["seed_cnn", "vgg_bn/8"])
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["model.name=vgg_bn", "model.width=0.125", "model.input_crop=40"]],
+    ids=["seed_cnn", "vgg_bn/8 crop 40"],
+)
 def test_export_weights_from_a_run_folder(tiny_zip, tmp_path, capsys, overrides):
     config = Config().apply_overrides(overrides)
     config.data.source = str(tiny_zip)
@@ -238,6 +242,7 @@ def test_export_weights_from_a_run_folder(tiny_zip, tmp_path, capsys, overrides)
     assert f"{count_params(state.params):,} parameters" in capsys.readouterr().out
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["model"] == config.model.name and info["width"] == config.model.width
+    assert info["input_crop"] == config.model.input_crop
     assert info["best_epoch"] == 3 and info["source_run"] == config.run_dir and info["test_accuracy"] is None
     faces = torch.randint(0, 256, (5, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     exported = load_classifier(out)(jnp.asarray(faces))

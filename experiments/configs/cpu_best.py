@@ -52,6 +52,7 @@ VARIANTS: dict[str, list[str]] = {
     "+ random erasing 0.5": ["data.erasing=0.5"],
     "- shift": ["data.translate=0"],
     "cosine decay": ["optim.schedule=cosine"],
+    "centre crop 40 (Khaireddin's input)": ["model.input_crop=40"],
     "recipe (seed 1)": ["train.seed=1"],
     "- shift (seed 1)": ["data.translate=0", "train.seed=1"],
 }

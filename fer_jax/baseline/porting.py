@@ -83,8 +83,8 @@ def vgg_bn_to_torch(model: VGGBN) -> torch.nn.Module:
     One way only (for ONNX export): the PyTorch baseline does not train this net.
     """
     features = [stage[0].conv.out_features for stage in model.stages]
-    net = TorchVGGBN(features, model.dense1.out_features, model.dropout.rate)
-    side = IMAGE_SIZE // 2 ** len(features)
+    net = TorchVGGBN(features, model.dense1.out_features, model.dropout.rate, model.input_crop)
+    side = (model.input_crop or IMAGE_SIZE) // 2 ** len(features)
     state_dict: dict[str, torch.Tensor] = {}
     for i, stage in enumerate(model.stages):
         for j, block in enumerate(stage):

@@ -87,24 +87,30 @@ class TorchSeedCNN(nn.Module):
 class TorchVGGBN(nn.Module):
     """`fer_jax.models.vgg_bn.VGGBN` in PyTorch, for ONNX export and parity checks (the baseline trains only the seed
     CNN): the same stages of conv3x3 (padding 1, no bias)-BatchNorm-ReLU pairs and 2x2 max-pooling, then
-    Dense-ReLU-Dropout twice and the classifier. NCHW input (N, 1, 48, 48). `fer_jax.baseline.porting.vgg_bn_to_torch`
-    fills it from an NNX model of any width.
+    Dense-ReLU-Dropout twice and the classifier. NCHW input (N, 1, 48, 48), of which it reads the central
+    `input_crop` square (0: all). `fer_jax.baseline.porting.vgg_bn_to_torch` fills it from an NNX model of any width.
     """
 
-    def __init__(self, stage_features: Sequence[int], hidden_features: int, dropout_rate: float) -> None:
+    def __init__(
+        self, stage_features: Sequence[int], hidden_features: int, dropout_rate: float, input_crop: int = 0
+    ) -> None:
         super().__init__()
+        self.input_crop = input_crop
         stages, in_features = [], 1
         for features in stage_features:
             stages.append(nn.ModuleList([_ConvBNReLU(in_features, features), _ConvBNReLU(features, features)]))
             in_features = features
         self.stages = nn.ModuleList(stages)
-        side = IMAGE_SIZE // 2 ** len(stage_features)
+        side = (input_crop or IMAGE_SIZE) // 2 ** len(stage_features)
         self.dense1 = nn.Linear(side * side * in_features, hidden_features)
         self.dense2 = nn.Linear(hidden_features, hidden_features)
         self.classifier = nn.Linear(hidden_features, NUM_CLASSES)
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_crop:  # the same pixels as `fer_jax.models.layers.centre_crop`
+            top, left = (x.shape[2] - self.input_crop) // 2, (x.shape[3] - self.input_crop) // 2
+            x = x[:, :, top : top + self.input_crop, left : left + self.input_crop]
         for stage in self.stages:
             for block in stage:
                 x = block(x)

@@ -161,6 +161,7 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
         "dtype": "float16",
         "model": config.model.name,
         "width": config.model.width,
+        "input_crop": config.model.input_crop,
         "parameters": count_params(state.params),
         "source_run": str(run_dir),
         "best_epoch": record["best_epoch"],
@@ -192,7 +193,7 @@ def load_weights(path: str | Path) -> Classifier:
             "the file is corrupt or was replaced without its .json"
         )
     weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), flax.serialization.msgpack_restore(data))
-    model_config = ModelConfig(name=info["model"], width=info.get("width", 1.0))
+    model_config = ModelConfig(name=info["model"], width=info.get("width", 1.0), input_crop=info.get("input_crop", 0))
     model = model_skeleton(model_config)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     nnx.replace_by_pure_dict(params, weights["params"])

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fer_jax.models.layers import NUM_CLASSES, ConvBNReLU, Dropout, Layers, scaled
+from fer_jax.models.layers import NUM_CLASSES, ConvBNReLU, Dropout, Layers, centre_crop, scaled
 
 
 class BasicBlock(nnx.Module):
@@ -51,6 +51,7 @@ class ResNet18(nnx.Module):
     BatchNorm scale of each block starts at zero (torchvision's
     `zero_init_residual`); dropout 0.2 before the classifier. `width`
     multiplies every channel count (1: the sizes above; 0.25: 16-128 channels).
+    `input_crop` (0: none) feeds it the central square of that side.
     """
 
     STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
@@ -63,8 +64,10 @@ class ResNet18(nnx.Module):
         compute_dtype: str = "float32",
         dropout_rate: float = 0.2,
         width: float = 1.0,
+        input_crop: int = 0,
     ) -> None:
         layers = Layers(rngs, compute_dtype)
+        self.input_crop = input_crop
         stages = [(scaled(features, width), stride) for features, stride in self.STAGES]
         self.stem = ConvBNReLU(layers, 1, stages[0][0])
         blocks = []
@@ -78,7 +81,7 @@ class ResNet18(nnx.Module):
         self.classifier = layers.linear(in_features, NUM_CLASSES)
 
     def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
-        x = self.stem(x)
+        x = self.stem(centre_crop(x, self.input_crop))
         for block in self.blocks:
             x = block(x)
         x = self.dropout(x.mean(axis=(1, 2)), rngs=rngs)

@@ -6,7 +6,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fer_jax.models.layers import IMAGE_SIZE, NUM_CLASSES, ConvBNReLU, Dropout, Layers, max_pool_2x2, scaled
+from fer_jax.models.layers import (
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    ConvBNReLU,
+    Dropout,
+    Layers,
+    centre_crop,
+    max_pool_2x2,
+    scaled,
+)
 
 
 class VGGBN(nnx.Module):
@@ -23,10 +32,12 @@ class VGGBN(nnx.Module):
     73.28% PrivateTest after 300 epochs of SGD with ten-crop test-time
     augmentation; a deeper, BatchNorm relative of the VGG of Pramerdorfer &
     Kampel (2016). Differences: they feed 40x40 crops (a 2x2x512 flatten, so a
-    smaller dense1); here the whole 48x48 face. Their convolutions carry a bias
-    before BatchNorm; here none (BatchNorm cancels it). Kaiming-normal conv
-    weights; dropout 0.2, their model's default. `width` multiplies every
-    channel count and the hidden width (1: the sizes above).
+    smaller dense1); here the whole 48x48 face unless `input_crop` is set (40:
+    theirs; an odd map side is pooled as PyTorch does, dropping its last row and
+    column). Their convolutions carry a bias before BatchNorm; here none
+    (BatchNorm cancels it). Kaiming-normal conv weights; dropout 0.2, their
+    model's default. `width` multiplies every channel count and the hidden
+    width (1: the sizes above).
     """
 
     STAGE_FEATURES = (64, 128, 256, 512)
@@ -39,8 +50,10 @@ class VGGBN(nnx.Module):
         hidden_features: int = 4096,
         dropout_rate: float = 0.2,
         width: float = 1.0,
+        input_crop: int = 0,
     ) -> None:
         layers = Layers(rngs, compute_dtype)
+        self.input_crop = input_crop
         hidden_features = scaled(hidden_features, width)
         stages = []
         in_features = 1
@@ -48,13 +61,14 @@ class VGGBN(nnx.Module):
             stages.append(nnx.List([ConvBNReLU(layers, in_features, features), ConvBNReLU(layers, features, features)]))
             in_features = features
         self.stages = nnx.List(stages)
-        side = IMAGE_SIZE // 2 ** len(self.STAGE_FEATURES)
+        side = (input_crop or IMAGE_SIZE) // 2 ** len(self.STAGE_FEATURES)
         self.dense1 = layers.linear(side * side * in_features, hidden_features)
         self.dense2 = layers.linear(hidden_features, hidden_features)
         self.classifier = layers.linear(hidden_features, NUM_CLASSES)
         self.dropout = Dropout(dropout_rate)
 
     def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+        x = centre_crop(x, self.input_crop)
         for stage in self.stages:
             for block in stage:
                 x = block(x)

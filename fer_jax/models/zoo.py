@@ -22,13 +22,16 @@ import jax
 from flax import nnx
 
 from fer_jax.config import ConfigError, ModelConfig
-from fer_jax.models.layers import compute_dtype_of
+from fer_jax.models.layers import IMAGE_SIZE, compute_dtype_of
 from fer_jax.models.resnet import ResNet18
 from fer_jax.models.seed_cnn import SeedCNN
 from fer_jax.models.vgg_bn import VGGBN
 
 MODELS: dict[str, type[nnx.Module]] = {"seed_cnn": SeedCNN, "vgg_bn": VGGBN, "resnet18": ResNet18}
 WIDTH_SCALABLE = ("vgg_bn", "resnet18")
+"""The models that take `width` and `input_crop`."""
+SMALLEST_CROP = 16
+"""vgg_bn pools four times: a crop under 16 pixels would leave nothing to flatten."""
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 """XLA options of the program that draws the initial weights (`create_model`)."""
 
@@ -43,16 +46,23 @@ def create_model(config: ModelConfig, seed: int) -> nnx.Module:
             f"model.width {config.width} is not available for {config.name!r}: "
             f"a positive multiplier for {' or '.join(WIDTH_SCALABLE)}, 1 for the others"
         )
+    if config.input_crop and (config.name not in WIDTH_SCALABLE or not SMALLEST_CROP <= config.input_crop < IMAGE_SIZE):
+        raise ConfigError(
+            f"model.input_crop {config.input_crop} is not available for {config.name!r}: "
+            f"0 (the whole face), or {SMALLEST_CROP}-{IMAGE_SIZE - 1} for {' or '.join(WIDTH_SCALABLE)}"
+        )
     key = jax.random.key(seed)
     if isinstance(key, jax.core.Tracer):  # inside a caller's jit or eval_shape: the draws join that program
-        return _build(config.name, config.width, config.compute_dtype, key)
-    draw, structure = _initializer(config.name, config.width, config.compute_dtype)
+        return _build(config.name, config.width, config.input_crop, config.compute_dtype, key)
+    draw, structure = _initializer(config.name, config.width, config.input_crop, config.compute_dtype)
     state = draw(key)
     return nnx.merge(structure[0], state)
 
 
 @functools.cache
-def _initializer(name: str, width: float, compute_dtype: str) -> tuple[Callable[[jax.Array], nnx.State], list]:
+def _initializer(
+    name: str, width: float, input_crop: int, compute_dtype: str
+) -> tuple[Callable[[jax.Array], nnx.State], list]:
     """The compiled program that draws a model's initial weights from a key, and (filled when it is traced) the
     model's structure to merge them into.
 
@@ -65,15 +75,15 @@ def _initializer(name: str, width: float, compute_dtype: str) -> tuple[Callable[
     structure: list = []
 
     def draw(key: jax.Array) -> nnx.State:
-        graphdef, state = nnx.split(_build(name, width, compute_dtype, key))
+        graphdef, state = nnx.split(_build(name, width, input_crop, compute_dtype, key))
         structure[:] = [graphdef]
         return state
 
     return jax.jit(draw, compiler_options=INIT_COMPILER_OPTIONS), structure
 
 
-def _build(name: str, width: float, compute_dtype: str, key: jax.Array) -> nnx.Module:
-    sizes = {"width": width} if name in WIDTH_SCALABLE else {}
+def _build(name: str, width: float, input_crop: int, compute_dtype: str, key: jax.Array) -> nnx.Module:
+    sizes = {"width": width, "input_crop": input_crop} if name in WIDTH_SCALABLE else {}
     return MODELS[name](rngs=nnx.Rngs(params=key), compute_dtype=compute_dtype, **sizes)
 
 
