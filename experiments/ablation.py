@@ -89,14 +89,16 @@ def whole_command(command: str) -> str:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The ablation as a Markdown table, PublicTest numbers only.
 
-    Each row's difference is to the first row trained with the same seed (the recipe of that seed), so
-    a second seed's rows are compared with the recipe's second seed; a seed column appears once two differ.
-    Rows of reports written before rows recorded their seed count as seed 0, the config's default.
+    Each row's difference is to the recipe trained with the same seed (a row whose only override, if any, is
+    the seed), so a second seed's rows are compared with the recipe's second seed; a seed column appears once
+    two differ. Without that recipe row (`--only` left it out) the difference is '-'. Rows of reports written
+    before rows recorded their seed count as seed 0, the config's default.
     """
     seeds = [row.get("seed", 0) for row in rows]
     references: dict[int, float] = {}
     for seed, row in zip(seeds, rows):
-        references.setdefault(seed, row["val_accuracy"])
+        if all(override.startswith("train.seed=") for override in row.get("overrides", [])):
+            references.setdefault(seed, row["val_accuracy"])
     several_seeds = len(references) > 1
     seed_header, seed_rule = (" seed |", " ---: |") if several_seeds else ("", "")
     lines = [
@@ -106,9 +108,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for seed, row in zip(seeds, rows):
         seed_cell = f" {seed} |" if several_seeds else ""
+        delta = f"{row['val_accuracy'] - references[seed]:+.4f}" if seed in references else "-"
         lines.append(
-            f"| {row['variant']} |{seed_cell} {row['val_accuracy']:.4f} | "
-            f"{row['val_accuracy'] - references[seed]:+.4f} | {row['val_accuracy_tta']:.4f} | "
+            f"| {row['variant']} |{seed_cell} {row['val_accuracy']:.4f} | {delta} | {row['val_accuracy_tta']:.4f} | "
             f"{row['best_epoch']} | {row['last_train_accuracy']:.4f} | {row['seconds']:.0f} |"
         )
     return "\n".join(lines)

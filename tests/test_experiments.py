@@ -243,6 +243,20 @@ def test_ablation_only_with_continue_keeps_the_other_measured_variants(tmp_path:
     assert [row["variant"] for row in rows] == [first, second]  # the third is neither run nor lost
 
 
+def test_ablation_table_compares_with_the_recipe_of_the_same_seed_or_says_it_has_none() -> None:
+    from experiments.ablation import format_table
+
+    def row(variant: str, overrides: list[str], seed: int, accuracy: float) -> dict:
+        return {"variant": variant, "overrides": overrides, "seed": seed, "val_accuracy": accuracy}
+
+    rows = [row("wider", ["model.width=0.5"], 0, 0.55), row("recipe", [], 0, 0.5)]
+    rows += [row("recipe (seed 1)", ["train.seed=1"], 1, 0.48), row("crop", ["model.input_crop=40"], 2, 0.6)]
+    for r in rows:
+        r.update(val_accuracy_tta=0.5, best_epoch=1, last_train_accuracy=0.5, seconds=1.0)
+    deltas = [line.split(" | ")[3] for line in format_table(rows).splitlines()[2:]]
+    assert deltas == ["+0.0500", "+0.0000", "+0.0000", "-"]
+
+
 def test_time_to_accuracy_accumulates_minutes_and_refuses_mixed_machines(tmp_path: Path) -> None:
     from experiments import time_to_accuracy
 
