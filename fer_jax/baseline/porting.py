@@ -13,6 +13,7 @@ owns its memory: a ported tensor never aliases the weights it came from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import jax
@@ -20,7 +21,7 @@ import torch
 from flax import nnx
 
 from fer_jax.baseline.pytorch import TorchVGGBN
-from fer_jax.data.fer2013 import IMAGE_SIZE, to_jax
+from fer_jax.data.fer2013 import to_jax
 from fer_jax.models.vgg_bn import VGGBN
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "dense1", "dense2")
@@ -84,7 +85,7 @@ def vgg_bn_to_torch(model: VGGBN) -> torch.nn.Module:
     """
     features = [stage[0].conv.out_features for stage in model.stages]
     net = TorchVGGBN(features, model.dense1.out_features, model.dropout.rate, model.input_crop)
-    side = (model.input_crop or IMAGE_SIZE) // 2 ** len(features)
+    side = math.isqrt(model.dense1.in_features // features[-1])  # of the last feature map, which dense1 flattens
     state_dict: dict[str, torch.Tensor] = {}
     for i, stage in enumerate(model.stages):
         for j, block in enumerate(stage):
