@@ -127,18 +127,18 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
             assert victim.is_alive(), (tmp_path / "victim.log").read_text()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        time.sleep(1.0)  # into epoch 2, whose 21 steps take several seconds
-        assert victim.is_alive(), "the run finished before it could be killed"
+        # Killed at once: a fast CPU runs the remaining epochs of 3 steps in well under a second.
         victim.kill()
         victim.join()
         assert victim.exitcode == -signal.SIGKILL
-        assert len(read_jsonl(crashed / "metrics.jsonl")) == 1
+        finished = len(read_jsonl(crashed / "metrics.jsonl"))
+        assert 1 <= finished < 3, "the kill did not land between the first and the last epoch"
 
         resumed = cli_train("--resume", str(crashed), log=tmp_path / "resumed.log")
         resumed.join(600)
         output = (tmp_path / "resumed.log").read_text()
         assert resumed.exitcode == 0, output
-        assert "Resuming" in output and "after epoch 1" in output
+        assert "Resuming" in output and f"after epoch {finished}" in output
 
     assert metrics_without_seconds(crashed) == metrics_without_seconds(tmp_path / "reference")
     expected = json.loads((tmp_path / "reference" / "results.json").read_text())
