@@ -229,6 +229,8 @@ def test_ablation_only_with_continue_keeps_the_other_measured_variants(tmp_path:
             "best_epoch": 1,
             "seconds_per_epoch": 1.0,
             "git_commit": "",
+            "compute_dtype": "bfloat16",
+            "cpu_features": ["avx2", "avx512_bf16"],
         }
 
     monkeypatch.setattr(training, "train", fake_train)
@@ -241,6 +243,7 @@ def test_ablation_only_with_continue_keeps_the_other_measured_variants(tmp_path:
     assert ablation.main([*argv, "--runs", str(tmp_path / "runs")]) == 0
     rows = json.loads(out.read_text())["variants"]
     assert [row["variant"] for row in rows] == [first, second]  # the third is neither run nor lost
+    assert rows[1]["compute_dtype"] == "bfloat16" and rows[1]["cpu_features"] == ["avx2", "avx512_bf16"]
 
 
 def test_ablation_table_compares_with_the_recipe_of_the_same_seed_or_says_it_has_none() -> None:
