@@ -172,8 +172,8 @@ def run_ablation(
                 "val_accuracy_per_epoch": [row["val_accuracy"] for row in history],
                 "train_accuracy_per_epoch": [row["train_accuracy"] for row in history],
                 "seconds_per_epoch": results["seconds_per_epoch"],
-                "compute_dtype": results.get("compute_dtype"),  # what `auto` resolved to on this machine
-                "cpu_features": results.get("cpu_features"),
+                "compute_dtype": results["compute_dtype"],  # what `auto` resolved to on this machine
+                "cpu_features": results["cpu_features"],
                 "seconds": time.perf_counter() - variant_start,
                 "run_dir": config.run_dir,
                 "git_commit": results["git_commit"],
