@@ -4,6 +4,7 @@
     python -m experiments.conv_layers --only vgg_bn.conv3a,seed_cnn.conv2 --repeats 5
     python -m experiments.conv_layers --flag-sets default,project,ynn-dot,no-ynn,onednn --dtype bfloat16
     python -m experiments.conv_layers --flags threads=--xla_cpu_multi_thread_eigen=false
+    python -m experiments.conv_layers --flag-sets project --dtype bfloat16 --matmul   # what the bf16 units give
 
 The layers are the 3x3 convolutions of `vgg_bn` at width 0.375 (padding 1) and of `seed_cnn`
 (VALID), on NHWC inputs and HWIO kernels of their real sizes at batch `--batch`. For each layer a
@@ -21,6 +22,13 @@ repeat. Importing `experiments` appends the project's flags (`PROJECT_XLA_FLAGS`
 which would turn the `default` set into `project`; so a worker replaces $XLA_FLAGS with exactly its
 set's string before its first JAX computation (and refuses to run if a backend has started already).
 The table gives median [min, max] over repeats; the JSON holds every timed call.
+
+`--matmul` adds two rows per layer to each JAX worker, to tell XLA's convolution from the CPU's matrix units
+(AVX512-BF16 or AMX run bfloat16 products with float32 accumulation): 'matmul', the layer's three matrix
+products alone on ready-made im2col matrices (output, input-patch gradient, weight gradient; float32
+accumulation, the result in `--dtype`), an upper bound for any convolution built on them; and 'im2col', a whole
+convolution made of them (patches from 9 shifted slices, the input gradient as the im2col convolution of the
+output gradient with the flipped kernel), which adds what building the patches costs.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ convolutions, dots and reductions to YNNPACK), 'project' what `fer-jax` runs wit
 DATA = "synthetic: standard-normal inputs, kernels and cotangents drawn with jax.random / torch.randn (no dataset read)"
 """What the layers are timed on: a convolution's speed does not depend on its values."""
 XLA = "xla"
+MATMUL = "matmul"
+IM2COL = "im2col"
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 TORCH = "torch"
 WARMUP_CALLS = 2
@@ -93,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", help="comma-separated layer names (default: all)")
     parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True, help="PyTorch reference rows")
+    parser.add_argument(
+        "--matmul", action="store_true", help="add the 'matmul' and 'im2col' rows to each JAX worker (see above)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="workers per flag set (default: %(default)s)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per measurement (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="results JSON (default: results/conv_layers_<device>.json)")
@@ -161,6 +174,51 @@ def jax_functions(pad: int, numbers: Any) -> tuple[Callable[..., Any], Callable[
     return jax.jit(forward), jax.jit(forward_backward)
 
 
+def im2col_patches(x: Any, pad: int) -> Any:
+    """(batch x out_side^2, 9 x channels): each output pixel's 3x3 neighbourhood of the zero-padded NHWC `x`."""
+    import jax.numpy as jnp
+
+    batch, side, _, channels = x.shape
+    out_side = side + 2 * pad - 2
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    shifted = [padded[:, i : i + out_side, j : j + out_side, :] for i in range(3) for j in range(3)]
+    return jnp.concatenate(shifted, axis=-1).reshape(batch * out_side**2, 9 * channels)
+
+
+def matmul_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The jitted products of a layer on im2col matrices: `(p, w) -> out` and `(p, w, g) -> (out, dp, dw)`."""
+    import jax
+    import jax.numpy as jnp
+
+    def product(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.dot(a, b, preferred_element_type=jnp.float32).astype(a.dtype)
+
+    def forward_backward(p: jax.Array, w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
+        return product(p, w), product(g, w.T), product(p.T, g)
+
+    return jax.jit(product), jax.jit(forward_backward)
+
+
+def im2col_functions(pad: int) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The jitted im2col convolution `(x, w) -> out` and `(x, w, g) -> (out, dx, dw)` on NHWC / HWIO arrays."""
+    import jax
+    import jax.numpy as jnp
+
+    def convolve(x: jax.Array, w: jax.Array, pad: int) -> jax.Array:
+        rows = jnp.dot(im2col_patches(x, pad), w.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32)
+        out_side = x.shape[1] + 2 * pad - 2
+        return rows.astype(x.dtype).reshape(x.shape[0], out_side, out_side, w.shape[-1])
+
+    def forward_backward(x: jax.Array, w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
+        patches = im2col_patches(x, pad)
+        out = jnp.dot(patches, w.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32).astype(x.dtype)
+        dw = jnp.dot(patches.T, g.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32)
+        dx = convolve(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), 2 - pad)
+        return out.reshape(g.shape), dx, dw.astype(w.dtype).reshape(w.shape)
+
+    return jax.jit(partial(convolve, pad=pad)), jax.jit(forward_backward)
+
+
 def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
     """`time_jax_layers` with exactly the flag set `args.worker` in $XLA_FLAGS."""
     from jax._src import xla_bridge
@@ -172,7 +230,8 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def time_jax_layers(args: argparse.Namespace) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """Layer -> 'xla' -> milliseconds of each timed forward and forward + backward call."""
+    """Layer -> 'xla' (and with `--matmul` 'matmul', 'im2col') -> milliseconds of each timed forward and forward +
+    backward call."""
     import jax
 
     keys = jax.random.split(jax.random.key(0), 3)
@@ -187,6 +246,19 @@ def time_jax_layers(args: argparse.Namespace) -> dict[str, dict[str, dict[str, l
         forward, forward_backward = jax_functions(pad, numbers)
         calls = {"forward_ms": partial(forward, x, w), "forward_backward_ms": partial(forward_backward, x, w, g)}
         layers[name] = {XLA: measure(calls, jax.block_until_ready, args.iters)}
+        if args.matmul:
+            p = im2col_patches(x, pad)
+            out_grad = g.reshape(-1, cout)
+            w_rows = w.reshape(-1, cout)
+            product, products = matmul_functions()
+            calls = {
+                "forward_ms": partial(product, p, w_rows),
+                "forward_backward_ms": partial(products, p, w_rows, out_grad),
+            }
+            layers[name][MATMUL] = measure(calls, jax.block_until_ready, args.iters)
+            forward, forward_backward = im2col_functions(pad)
+            calls = {"forward_ms": partial(forward, x, w), "forward_backward_ms": partial(forward_backward, x, w, g)}
+            layers[name][IM2COL] = measure(calls, jax.block_until_ready, args.iters)
     return layers
 
 
@@ -305,7 +377,7 @@ def conv_layers(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "data": DATA,
         "dataset_sha256": None,
         "flag_sets": sets,
-        "settings": {key: getattr(args, key) for key in ("batch", "dtype", "torch", "repeats", "iters")}
+        "settings": {key: getattr(args, key) for key in ("batch", "dtype", "torch", "matmul", "repeats", "iters")}
         | {"warmup_calls": WARMUP_CALLS},
         "layers": {
             name: dict(zip(("side", "in_channels", "out_channels", "padding"), LAYERS[name]))

@@ -46,6 +46,27 @@ def test_workers_time_a_layer_forward_and_backward() -> None:
         assert min(times["forward_ms"] + times["forward_backward_ms"]) > 0
 
 
+@pytest.mark.parametrize("pad", [0, 1])
+def test_the_im2col_convolution_matches_xlas_with_both_gradients(pad: int) -> None:
+    import jax
+
+    keys = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(keys[0], (2, 7, 7, 3))
+    w = jax.random.normal(keys[1], (3, 3, 3, 5))
+    g = jax.random.normal(keys[2], (2, 5 + 2 * pad, 5 + 2 * pad, 5))
+    numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, conv_layers.NHWC_HWIO)
+    forward, forward_backward = conv_layers.jax_functions(pad, numbers)
+    im2col_forward, im2col_forward_backward = conv_layers.im2col_functions(pad)
+    assert jax.numpy.allclose(im2col_forward(x, w), forward(x, w), atol=1e-5)
+    for ours, xlas in zip(im2col_forward_backward(x, w, g), forward_backward(x, w, g), strict=True):
+        assert ours.shape == xlas.shape and jax.numpy.allclose(ours, xlas, atol=1e-4)
+    _, products = conv_layers.matmul_functions()
+    rows = conv_layers.im2col_patches(x, pad)
+    out, patch_grad, weight_grad = products(rows, w.reshape(27, 5), g.reshape(-1, 5))
+    assert jax.numpy.allclose(weight_grad.reshape(w.shape), forward_backward(x, w, g)[2], atol=1e-4)
+    assert out.shape == (rows.shape[0], 5) and patch_grad.shape == rows.shape
+
+
 def test_flag_sets_and_layers_are_checked() -> None:
     parse = conv_layers.build_parser().parse_args
     assert conv_layers.flag_sets(parse(["--flag-sets", "default", "--flags", "mine=--xla_a=1 --xla_b=2"])) == {
@@ -63,10 +84,11 @@ def test_flag_sets_and_layers_are_checked() -> None:
 @pytest.mark.slow
 def test_main_runs_a_worker_with_exactly_its_flag_set(tmp_path: Path) -> None:
     out = tmp_path / "conv.json"
-    assert conv_layers.main([*TINY, "--flag-sets", "default", "--no-torch", "--out", str(out)]) == 0
+    assert conv_layers.main([*TINY, "--flag-sets", "default", "--no-torch", "--matmul", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["flag_sets"] == {"default": ""}
     assert report["runs"]["default"][0]["xla_flags"] == ""  # the project's flags were not appended
     assert {"machine", "cpu_features", "command", "settings", "layers", "rows", "best", "dataset_sha256"} <= set(report)
     assert report["dataset_sha256"] is None and "no dataset" in report["data"]
-    assert report["rows"][0]["forward_backward_ms"]["median"] > 0
+    assert [row["impl"] for row in report["rows"]] == ["xla", "matmul", "im2col"]
+    assert min(row["forward_backward_ms"]["median"] for row in report["rows"]) > 0
