@@ -70,7 +70,7 @@ def get_config() -> Config:
     config.run_dir = "runs/cpu_best"
     config.model.name = "vgg_bn"
     config.model.width = 0.375
-    config.model.compute_dtype = "auto"  # bfloat16 on CPUs with AMX or AVX512-BF16 units, float32 here
+    config.model.compute_dtype = "auto"  # bfloat16 on CPUs with AMX or AVX512-BF16 units, else float32
     config.data.pipeline = "device"
     config.data.rotation_degrees = 10.0
     config.data.zoom = 0.1
