@@ -190,6 +190,10 @@ def shipped_results(results: Path) -> list[tuple[dict[str, Any], dict[str, Any],
     return shipped
 
 
+SPEED_RESULTS = ("bench_cpu.json", "bench_cpu_bf16.json")
+"""The README's speed rows: the bench on an AVX2-only CPU, and on one with AVX-512 and bfloat16 units."""
+
+
 def headline_rows(results: Path) -> list[str]:
     """The README's one table: the shipped nets, JAX against PyTorch, and faces in the wild."""
     from fer_jax.infer.detect import DEFAULT_DETECTOR
@@ -220,15 +224,19 @@ def headline_rows(results: Path) -> list[str]:
             f"mean of {jax_acc['n']} seeds, {frameworks['settings']['epochs']} epochs on "
             f"{frameworks['settings']['train_images']:,} Training faces | `results/compare_cpu.json` |"
         )
-    speed = load("bench_cpu.json")
-    if speed:
-        float32 = speed["by_precision"]["float32"]
-        jax_speed, torch_speed = (float32["summaries"][f]["train_step_images_per_s"] for f in ("jax", "pytorch"))
-        rows.append(
-            f"| JAX vs PyTorch, train speed (float32) | {jax_speed['median']:.0f} vs {torch_speed['median']:.0f} "
-            f"images/s (**{float32['ratios']['train_throughput_ratio_jax_over_torch']:.2f}x**) | median of "
-            f"{jax_speed['n']} repeats in one run, {_cell(speed['machine'])} | `results/bench_cpu.json` |"
-        )
+    for name in SPEED_RESULTS:
+        speed = load(name)
+        for precision, measured in (speed or {}).get("by_precision", {}).items():
+            jax_speed, torch_speed = (measured["summaries"][f]["train_step_images_per_s"] for f in ("jax", "pytorch"))
+            features = ", ".join(speed.get("cpu_features") or [])
+            ratio = measured["ratios"]["train_throughput_ratio_jax_over_torch"]
+            rows.append(
+                f"| JAX vs PyTorch, train speed ({precision}) | {jax_speed['median']:.0f} vs "
+                f"{torch_speed['median']:.0f} images/s (**{ratio:.2f}x**)"
+                f" | median of {jax_speed['n']} repeats in one run, {_cell(speed['machine'])}"
+                + (f" with {features}" if features else "")
+                + f" | `results/{name}` |"
+            )
     faces = load("pipeline_cpu.json")
     default = next((r for r in (faces or {}).get("detectors", []) if r["detector"] == DEFAULT_DETECTOR), None)
     if default:

@@ -37,3 +37,31 @@ def test_the_results_page_links_resolve():
     page = ROOT / "docs" / "results.md"
     links = re.findall(r"\]\(([^)#]+)\)", page.read_text())
     assert links and all((page.parent / link).exists() for link in links if "://" not in link), links
+
+
+def test_each_bench_file_gives_a_speed_row_per_precision_with_the_cpus_features(tmp_path: Path) -> None:
+    import json
+
+    from experiments.table import SPEED_RESULTS, headline_rows
+
+    def measured(jax: float, torch: float) -> dict:
+        summaries = {
+            f: {"train_step_images_per_s": {"median": v, "n": 5}} for f, v in (("jax", jax), ("pytorch", torch))
+        }
+        return {"summaries": summaries, "ratios": {"train_throughput_ratio_jax_over_torch": jax / torch}}
+
+    avx2, bf16 = SPEED_RESULTS
+    (tmp_path / avx2).write_text(json.dumps({"machine": "cpu: A", "by_precision": {"float32": measured(220, 200)}}))
+    by_precision = {"float32": measured(90, 100), "bfloat16": measured(50, 100)}
+    (tmp_path / bf16).write_text(
+        json.dumps({"machine": "cpu: B", "cpu_features": ["avx512f", "avx512_bf16"], "by_precision": by_precision})
+    )
+    speed = [row for row in headline_rows(tmp_path) if "train speed" in row]
+    assert speed == [
+        f"| JAX vs PyTorch, train speed (float32) | 220 vs 200 images/s (**1.10x**) | median of 5 repeats in one run, "
+        f"cpu: A | `results/{avx2}` |",
+        f"| JAX vs PyTorch, train speed (float32) | 90 vs 100 images/s (**0.90x**) | median of 5 repeats in one run, "
+        f"cpu: B with avx512f, avx512_bf16 | `results/{bf16}` |",
+        f"| JAX vs PyTorch, train speed (bfloat16) | 50 vs 100 images/s (**0.50x**) | median of 5 repeats in one run, "
+        f"cpu: B with avx512f, avx512_bf16 | `results/{bf16}` |",
+    ]
