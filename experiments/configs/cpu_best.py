@@ -41,6 +41,8 @@ model.input_crop=40`) trains 1.45x faster and matched the recipe at 6 epochs (re
 at 60 epochs (`--set model.input_crop=40 --set train.epochs=60`, results/cpu_best_crop40_60ep.json, 2026-12-07,
 90 min on an AMD EPYC Zen 4, where `auto` meant bfloat16): PublicTest 0.6810, PrivateTest 0.6754 (flip TTA 0.6846):
 the whole face stays.
+In bfloat16 (`compute_dtype=auto` on an AVX512-BF16 CPU; results/cpu_best_bf16.json, 2026-12-07, Zen 4, 75.5 min):
+PublicTest 0.6815, PrivateTest 0.6874 (flip TTA 0.6955): as float32, within the seed spread.
 """
 
 from fer_jax.config import Config
