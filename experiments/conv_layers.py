@@ -185,18 +185,21 @@ def im2col_patches(x: Any, pad: int) -> Any:
     return jnp.concatenate(shifted, axis=-1).reshape(batch * out_side**2, 9 * channels)
 
 
+def float32_product(a: Any, b: Any) -> Any:
+    """`a @ b` accumulated in float32 (how AVX512-BF16 and AMX run bfloat16 products), returned in `a`'s dtype."""
+    import jax.numpy as jnp
+
+    return jnp.dot(a, b, preferred_element_type=jnp.float32).astype(a.dtype)
+
+
 def matmul_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The jitted products of a layer on im2col matrices: `(p, w) -> out` and `(p, w, g) -> (out, dp, dw)`."""
     import jax
-    import jax.numpy as jnp
-
-    def product(a: jax.Array, b: jax.Array) -> jax.Array:
-        return jnp.dot(a, b, preferred_element_type=jnp.float32).astype(a.dtype)
 
     def forward_backward(p: jax.Array, w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
-        return product(p, w), product(g, w.T), product(p.T, g)
+        return float32_product(p, w), float32_product(g, w.T), float32_product(p.T, g)
 
-    return jax.jit(product), jax.jit(forward_backward)
+    return jax.jit(float32_product), jax.jit(forward_backward)
 
 
 def im2col_functions(pad: int) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -205,16 +208,16 @@ def im2col_functions(pad: int) -> tuple[Callable[..., Any], Callable[..., Any]]:
     import jax.numpy as jnp
 
     def convolve(x: jax.Array, w: jax.Array, pad: int) -> jax.Array:
-        rows = jnp.dot(im2col_patches(x, pad), w.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32)
         out_side = x.shape[1] + 2 * pad - 2
-        return rows.astype(x.dtype).reshape(x.shape[0], out_side, out_side, w.shape[-1])
+        rows = float32_product(im2col_patches(x, pad), w.reshape(-1, w.shape[-1]))
+        return rows.reshape(x.shape[0], out_side, out_side, w.shape[-1])
 
     def forward_backward(x: jax.Array, w: jax.Array, g: jax.Array) -> tuple[jax.Array, ...]:
-        patches = im2col_patches(x, pad)
-        out = jnp.dot(patches, w.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32).astype(x.dtype)
-        dw = jnp.dot(patches.T, g.reshape(-1, w.shape[-1]), preferred_element_type=jnp.float32)
+        patches = im2col_patches(x, pad)  # built once, for the output and the weight gradient
+        out = float32_product(patches, w.reshape(-1, w.shape[-1])).reshape(g.shape)
+        dw = float32_product(patches.T, g.reshape(-1, w.shape[-1])).reshape(w.shape)
         dx = convolve(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), 2 - pad)
-        return out.reshape(g.shape), dx, dw.astype(w.dtype).reshape(w.shape)
+        return out, dx, dw
 
     return jax.jit(partial(convolve, pad=pad)), jax.jit(forward_backward)
 

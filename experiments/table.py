@@ -225,10 +225,10 @@ def headline_rows(results: Path) -> list[str]:
             f"{frameworks['settings']['train_images']:,} Training faces | `results/compare_cpu.json` |"
         )
     for name in SPEED_RESULTS:
-        speed = load(name)
-        for precision, measured in (speed or {}).get("by_precision", {}).items():
+        speed = load(name) or {}
+        features = ", ".join(speed.get("cpu_features") or [])
+        for precision, measured in speed.get("by_precision", {}).items():
             jax_speed, torch_speed = (measured["summaries"][f]["train_step_images_per_s"] for f in ("jax", "pytorch"))
-            features = ", ".join(speed.get("cpu_features") or [])
             ratio = measured["ratios"]["train_throughput_ratio_jax_over_torch"]
             rows.append(
                 f"| JAX vs PyTorch, train speed ({precision}) | {jax_speed['median']:.0f} vs "
