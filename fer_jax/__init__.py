@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 from fer_jax.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from fer_jax.data.fer2013 import EMOTIONS, SPLITS, DataError, load_fer2013
+    from fer_jax.data.fer2013 import load_fer2013
+    from fer_jax.data.labels import EMOTIONS, SPLITS
+    from fer_jax.errors import DataError
     from fer_jax.infer.predict import Face, predict
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "EMOTIONS": "fer_jax.data.fer2013",
-    "SPLITS": "fer_jax.data.fer2013",
-    "DataError": "fer_jax.data.fer2013",
+    "EMOTIONS": "fer_jax.data.labels",
+    "SPLITS": "fer_jax.data.labels",
+    "DataError": "fer_jax.errors",
     "load_fer2013": "fer_jax.data.fer2013",
     "Face": "fer_jax.infer.predict",
     "predict": "fer_jax.infer.predict",

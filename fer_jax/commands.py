@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from fer_jax.config import ConfigError
+from fer_jax.errors import CheckpointError, DataError, DistributedError, DownloadError, TrainingError
 
 
 def run_command(program: str, action: Callable[[], object]) -> int:
@@ -16,12 +17,6 @@ def run_command(program: str, action: Callable[[], object]) -> int:
 
     Shared by `fer-jax`, `fer-jax compare` and the `python -m experiments.*` scripts.
     """
-    from fer_jax.data.download import DownloadError
-    from fer_jax.data.fer2013 import DataError
-    from fer_jax.train.checkpoints import CheckpointError  # heavy imports (JAX, torch) only after --help
-    from fer_jax.train.distributed import DistributedError
-    from fer_jax.train.loop import TrainingError
-
     try:
         action()
     except (

@@ -63,6 +63,7 @@ LAYERS = {
     "fer_jax.config": 0,
     "fer_jax.files": 0,
     "fer_jax.environment": 0,
+    "fer_jax.errors": 0,
     "fer_jax.data": 1,
     "fer_jax.models": 2,
     "fer_jax.train": 3,

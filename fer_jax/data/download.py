@@ -16,6 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from fer_jax.errors import DownloadError
+
 KAGGLE_DATASET = "msambare/fer2013"
 ZIP_NAME = "fer2013.zip"  # the kaggle client names the archive after the dataset slug
 
@@ -23,10 +25,6 @@ _CREDENTIALS_PLACES = (
     "put kaggle.json (from kaggle.com > Settings > API) in ~/.kaggle/ (or $KAGGLE_CONFIG_DIR) "
     "or set KAGGLE_USERNAME and KAGGLE_KEY"
 )
-
-
-class DownloadError(Exception):
-    """The archive could not be fetched; the message is one line saying why and what to do."""
 
 
 def download_fer2013(dest: str | os.PathLike = "data", force: bool = False) -> Path:

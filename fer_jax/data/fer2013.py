@@ -32,17 +32,11 @@ from torchvision.transforms import v2
 from fer_jax.config import DataConfig
 from fer_jax.data.augment import ERASING_RATIO, ERASING_SCALE, FILLS, INTERPOLATIONS, check_choice
 from fer_jax.data.cache import content_folder
+from fer_jax.data.labels import EMOTIONS, IMAGE_SIZE, SPLITS
+from fer_jax.errors import DataError
 from fer_jax.files import write_atomic
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""Label order of the 2013 challenge CSV: index = label."""
-SPLITS = ("Training", "PublicTest", "PrivateTest")
-IMAGE_SIZE = 48
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
-
-
-class DataError(Exception):
-    """Bad or missing input data; the message is one line that names the file or row."""
 
 
 @dataclass(frozen=True)

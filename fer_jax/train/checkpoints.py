@@ -45,6 +45,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.path import atomicity
 
+from fer_jax.errors import CheckpointError
 from fer_jax.files import sha256_of, write_json
 from fer_jax.train import distributed
 from fer_jax.train.steps import EmaTrainState, selected_weights
@@ -57,10 +58,6 @@ SET_ASIDE = "set-aside"
 """Folder in the run where `--resume` moves what it would otherwise drop, under a timestamp."""
 ORBAX_COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")
 """Files at the top of a step folder that Orbax writes during its commit, after the manifest: not in it."""
-
-
-class CheckpointError(Exception):
-    """No readable checkpoint is left where one is needed; the message says what is damaged and what to do."""
 
 
 class Unreadable(Exception):

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 
 from fer_jax.config import Config, ConfigError, ProcessConfig
+from fer_jax.errors import DistributedError
 
 ENVIRONMENT = {
     "coordinator_address": "JAX_COORDINATOR_ADDRESS",
@@ -41,10 +42,6 @@ MAX_STRING_BYTES = 4096
 """The longest string `shared_string` sends (a run folder's path)."""
 _abandoned = False
 """Whether `process_group` gave up on a multi-process run (see `exit_if_abandoned`)."""
-
-
-class DistributedError(Exception):
-    """A multi-process run cannot start or continue (a process is missing or died); one line."""
 
 
 def is_writer() -> bool:

@@ -19,6 +19,7 @@ from fer_jax.config import Config
 from fer_jax.data.check import REPORT_FILE
 from fer_jax.data.fer2013 import Split
 from fer_jax.environment import environment_info
+from fer_jax.errors import TrainingError
 from fer_jax.files import read_jsonl, write_json, write_jsonl
 from fer_jax.models.layers import resolve_compute_dtype
 from fer_jax.train import plotting
@@ -28,10 +29,6 @@ from fer_jax.train.tensorboard_log import RunBoard
 
 CURVE_KEYS = ("seconds", "train_accuracy", "val_accuracy")
 """The per-epoch fields of metrics.jsonl that results.json keeps as its `curve`."""
-
-
-class TrainingError(Exception):
-    """The run cannot start or continue; the message says why in one line."""
 
 
 @dataclass(frozen=True)
