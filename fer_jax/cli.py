@@ -12,6 +12,7 @@ from pathlib import Path
 from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, ProcessConfig, known_keys, quick
 from fer_jax.environment import use_project_xla_flags
+from fer_jax.errors import DataError
 
 EPILOG = """examples:
   fer-jax download --dest data                 # Kaggle msambare/fer2013 -> data/fer2013.zip
@@ -324,13 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    from fer_jax.data.download import download_fer2013
-    from fer_jax.data.fer2013 import DataError
-    from fer_jax.eval.report import evaluate_report
-    from fer_jax.infer.predict import export_weights, predict_files, predict_video, shipped_weights
-    from fer_jax.train.trainer import train
-
+    """Run one command, importing only what it needs: `predict` never loads torch or the trainer."""
     if args.command == "download":
+        from fer_jax.data.download import download_fer2013
+
         path = download_fer2013(args.dest, force=args.force)
         print(f"FER-2013 is at {path}")
     elif args.command == "data":
@@ -344,6 +342,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         if args.strict and report["warnings"]:
             raise SystemExit(1)
     elif args.command == "train":
+        from fer_jax.train.trainer import train
+
         config = config_from_args(args)
         launch = ProcessConfig(
             args.coordinator_address or "",
@@ -355,9 +355,15 @@ def _dispatch(args: argparse.Namespace) -> None:
         results = train(config, resume=bool(args.resume), results_copy=args.results, launch=launch)
         print(f"Run folder: {config.run_dir}  (PrivateTest accuracy {results['test_accuracy']:.4f})")
     elif args.command == "evaluate":
+        from fer_jax.eval.report import evaluate_report
+
         evaluate_report(args.run_dir, args.data, crops=args.crops)
     elif args.command == "predict":
+        from fer_jax.infer.compile_cache import use_compile_cache
         from fer_jax.infer.onnx_export import load_backend
+        from fer_jax.infer.predict import predict_files, predict_video, shipped_weights
+
+        use_compile_cache()
 
         if not args.paths and not args.video:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
@@ -389,6 +395,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         kind = "int8, " if args.int8 else ""
         print(f"Wrote {args.out} ({kind}{info['model']}; input faces (N, 48, 48) uint8, output logits (N, 7))")
     elif args.command == "export-weights":
+        from fer_jax.infer.predict import export_weights
+
         info = export_weights(args.run_dir, args.out)
         print(
             f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import cv2
 import jax
 import jax.numpy as jnp
 
-from fer_jax.data.fer2013 import IMAGE_SIZE
+from fer_jax.data.labels import IMAGE_SIZE
 
 BATCH_SIZE = 256
 BUCKETS = (8, 64, BATCH_SIZE)
@@ -34,13 +35,22 @@ def bucket(count: int) -> int:
     return next(size for size in BUCKETS if size >= count)
 
 
+def padded_batch(faces: Sequence[Any]) -> jax.Array:
+    """Up to BATCH_SIZE 48x48 uint8 faces (OpenCV's arrays, or anything JAX reads) as one (B, 48, 48) uint8
+    array, B = `bucket(len(faces))`, zeros after the faces. OpenCV stacks and pads them on the host, so the only
+    program that runs is the classifier's own: no small JAX program to compile per face count."""
+    rows = cv2.vconcat([jax.device_get(face) for face in faces])
+    padding = (bucket(len(faces)) - len(faces)) * IMAGE_SIZE
+    rows = cv2.copyMakeBorder(rows, 0, padding, 0, 0, cv2.BORDER_CONSTANT, value=0) if padding else rows
+    return jnp.asarray(rows, jnp.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+
+
 def probabilities(classifier: Classify, faces: Sequence[Any]) -> list[list[float]]:
     """The seven probabilities of each 48x48 uint8 face, computed in batches of BUCKETS' shapes."""
     out: list[list[float]] = []
     for start in range(0, len(faces), BATCH_SIZE):
-        chunk = jnp.stack([jnp.asarray(face, jnp.uint8) for face in faces[start : start + BATCH_SIZE]])
-        padded = jnp.zeros((bucket(len(chunk)), IMAGE_SIZE, IMAGE_SIZE), jnp.uint8).at[: len(chunk)].set(chunk)
-        out += classifier(padded)[: len(chunk)].tolist()
+        chunk = faces[start : start + BATCH_SIZE]
+        out += classifier(padded_batch(chunk)).tolist()[: len(chunk)]
     return out
 
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import cv2
 
-from fer_jax.data.fer2013 import IMAGE_SIZE, DataError
+from fer_jax.data.labels import IMAGE_SIZE
+from fer_jax.errors import DataError
 from fer_jax.infer import retinaface
 
 Box = tuple[int, int, int, int]

@@ -2,7 +2,8 @@
 
 The export goes through the PyTorch port (`fer_jax.baseline.porting.flax_to_torch` into
 `TorchSeedCNN`, `vgg_bn_to_torch` into `TorchVGGBN`) and `torch.onnx.export` (its torch.export-based exporter):
-torch is already a dependency, and the port is tested weight for weight.
+torch is already a dependency, and the port is tested weight for weight. torch is imported by the functions
+that export, never at import: `fer-jax predict --backend onnx` runs without it.
 jax2onnx was the alternative; its current release pins orbax-checkpoint
 < 0.11.37 (this project pins 0.12.8) and pulls equinox, huggingface-hub and
 netron. The zoo net without a PyTorch port (resnet18) is refused.
@@ -24,14 +25,17 @@ import importlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import torch
 from flax import nnx
 
-from fer_jax.data.fer2013 import EMOTIONS, IMAGE_SIZE, DataError
+from fer_jax.data.labels import EMOTIONS, IMAGE_SIZE
+from fer_jax.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 PORTED_MODELS = ("seed_cnn", "vgg_bn")
 """Zoo nets with a PyTorch port (fer_jax.baseline.porting), the ones that export to ONNX."""
@@ -49,23 +53,23 @@ def require(module: str) -> Any:
         raise DataError(f"ONNX needs the {module} package: {EXTRA}") from None
 
 
-class _UInt8Faces(torch.nn.Module):
-    """The classifier's contract around `TorchSeedCNN`: (N, 48, 48) uint8 faces in, logits out."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        return self.net(faces.to(torch.float32).div(255.0).unsqueeze(1))
-
-
 def torch_module(model: nnx.Module, name: str) -> torch.nn.Module:
-    """The NNX model as the PyTorch module that is exported; a one-line DataError for a net without a port."""
+    """The NNX model as the PyTorch module that is exported, wrapped in the classifier's contract ((N, 48, 48)
+    uint8 faces in, logits out); a one-line DataError for a net without a port."""
     if name not in PORTED_MODELS:
         raise DataError(f"{name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
+    import torch
+
     from fer_jax.baseline.porting import flax_to_torch, vgg_bn_to_torch
     from fer_jax.baseline.pytorch import TorchSeedCNN
+
+    class _UInt8Faces(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, faces: torch.Tensor) -> torch.Tensor:
+            return self.net(faces.to(torch.float32).div(255.0).unsqueeze(1))
 
     if name == "vgg_bn":
         net = vgg_bn_to_torch(model)
@@ -80,6 +84,8 @@ def export_model(model: nnx.Module, name: str, out: str | Path, info: dict[str, 
 
     `info` (where the weights come from) is stored in the file's metadata as JSON.
     """
+    import torch
+
     module = torch_module(model, name)
     for needed in ("onnx", "onnxscript"):
         require(needed)

@@ -30,17 +30,17 @@ import cv2
 import flax.serialization
 import jax
 import jax.numpy as jnp
-import torch
 from flax import nnx
 from tqdm import tqdm
 
 from fer_jax.config import ModelConfig
-from fer_jax.data.fer2013 import EMOTIONS, IMAGE_SIZE, DataError
+from fer_jax.data.labels import EMOTIONS
+from fer_jax.errors import DataError
 from fer_jax.files import write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
+from fer_jax.infer.compile_cache import use_compile_cache
 from fer_jax.infer.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
 from fer_jax.models.zoo import count_params, model_skeleton
-from fer_jax.train.evaluation import restore_run
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "vgg_bn.msgpack"
@@ -123,16 +123,24 @@ class Classifier:
         self.model = model
         """The NNX model (what `fer-jax export-onnx` ports)."""
         graphdef, self._state = nnx.split(model)
-        self._forward = jax.jit(lambda state, x: jax.nn.softmax(nnx.merge(graphdef, state)(x)))
+
+        def forward(state: nnx.State, faces: jax.Array) -> jax.Array:
+            scaled = faces.astype(jnp.float32)[..., None] / 255.0
+            return jax.nn.softmax(nnx.merge(graphdef, state)(scaled))
+
+        self._forward = jax.jit(forward)
         self.info = info
         """Where the weights come from (run folder, file, PrivateTest accuracy, ...)."""
 
     def __call__(self, faces: jax.Array) -> jax.Array:
-        """(N, 48, 48) uint8 faces -> (N, 7) probabilities in `EMOTIONS` order."""
+        """(N, 48, 48) uint8 faces -> (N, 7) probabilities in `EMOTIONS` order. N is padded to a multiple of
+        BATCH_MULTIPLE, unless it is one already (as `fer_jax.infer.batch` makes it): one compilation per shape."""
+        faces = jnp.asarray(faces, jnp.uint8)
         count = faces.shape[0]
-        padded = jnp.zeros((-(-count // BATCH_MULTIPLE) * BATCH_MULTIPLE, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
-        padded = padded.at[:count].set(jnp.asarray(faces, jnp.float32) / 255.0)
-        return self._forward(self._state, padded[..., None])[:count]
+        if count % BATCH_MULTIPLE:
+            faces = jnp.pad(faces, ((0, BATCH_MULTIPLE - count % BATCH_MULTIPLE), (0, 0), (0, 0)))
+            return self._forward(self._state, faces)[:count]
+        return self._forward(self._state, faces)
 
 
 # Weights -------------------------------------------------------------------------------------------------------
@@ -146,6 +154,8 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     (BatchNorm statistics) stays float32. Inference casts back to float32.
     Returns the description: model, source run, its accuracies, sha256.
     """
+    from fer_jax.train.evaluation import restore_run
+
     run_dir, out = Path(run_dir), Path(out)
     config, state, _, record = restore_run(run_dir)
     weights = {
@@ -174,6 +184,12 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     return info
 
 
+@jax.jit
+def as_float32(tree: Any) -> Any:
+    """Every array of a weights tree as float32, in one program (not one per shape)."""
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
 def load_weights(path: str | Path) -> Classifier:
     """A classifier from exported weights; refuses a file whose sha256 differs from its .json's."""
     path = Path(path)
@@ -192,7 +208,7 @@ def load_weights(path: str | Path) -> Classifier:
             f"{path}: sha256 {digest[:16]}... differs from {info_path.name}'s {info['sha256'][:16]}...; "
             "the file is corrupt or was replaced without its .json"
         )
-    weights = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), flax.serialization.msgpack_restore(data))
+    weights = as_float32(flax.serialization.msgpack_restore(data))
     model_config = ModelConfig(name=info["model"], width=info.get("width", 1.0), input_crop=info.get("input_crop", 0))
     model = model_skeleton(model_config)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
@@ -204,10 +220,16 @@ def load_weights(path: str | Path) -> Classifier:
 
 @functools.lru_cache(maxsize=4)
 def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
-    """The shipped weights (None), exported weights (a .msgpack file) or a run folder's best checkpoint."""
+    """The shipped weights (None), exported weights (a .msgpack file) or a run folder's best checkpoint.
+
+    Turns on the persistent compilation cache first (`fer_jax.infer.compile_cache`): a second process loads the
+    classifier's compiled program instead of compiling it."""
+    use_compile_cache()
     path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
     if not path.is_dir():
         return load_weights(path)
+    from fer_jax.train.evaluation import restore_run  # the trainer's modules, for run folders only
+
     config, state, _, record = restore_run(path)
     model = model_skeleton(config.model)
     nnx.update(model, state.params, state.model_state)
@@ -281,23 +303,23 @@ def image_files(paths: Sequence[str | Path], skip: Path | None = None) -> list[t
 
 def to_bgr(image: Any) -> Any:
     """An image array (NumPy, torch, JAX; (H, W), (H, W, 3) RGB or (H, W, 4) RGBA; uint8, 16-bit or floats
-    in [0, 1]) as 8-bit BGR, OpenCV's layout."""
-    tensor = torch.as_tensor(image)
-    if tensor.is_floating_point():
-        tensor = (tensor.clamp(0, 1) * 255).round().to(torch.uint8)
-    elif tensor.dtype in (torch.uint16, torch.int16):
-        tensor = (tensor.to(torch.float32).clamp(0, 65535) / 257).round().to(torch.uint8)
-    elif tensor.dtype != torch.uint8:
-        raise DataError(f"image array of {tensor.dtype}: expected uint8, 16-bit or floats in [0, 1]")
-    if tensor.ndim == 3 and tensor.shape[2] == 1:
-        tensor = tensor[..., 0]
-    if tensor.ndim in (2, 3) and tensor.shape[0] * tensor.shape[1] == 0:
-        raise DataError(f"image array of shape {tuple(tensor.shape)}: the image is empty")
+    in [0, 1]) as 8-bit BGR, OpenCV's layout. Converted through JAX, which reads all three."""
+    array = jnp.asarray(image)
+    if jnp.issubdtype(array.dtype, jnp.floating):
+        array = (jnp.clip(array, 0, 1) * 255).round().astype(jnp.uint8)
+    elif array.dtype in (jnp.uint16, jnp.int16):
+        array = (jnp.clip(array.astype(jnp.float32), 0, 65535) / 257).round().astype(jnp.uint8)
+    elif array.dtype != jnp.uint8:
+        raise DataError(f"image array of {array.dtype}: expected uint8, 16-bit or floats in [0, 1]")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim in (2, 3) and array.shape[0] * array.shape[1] == 0:
+        raise DataError(f"image array of shape {tuple(array.shape)}: the image is empty")
     conversions = {2: cv2.COLOR_GRAY2BGR, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGR}
-    channels = 2 if tensor.ndim == 2 else tensor.shape[2] if tensor.ndim == 3 else 0
+    channels = 2 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
     if channels not in conversions:
-        raise DataError(f"image array of shape {tuple(tensor.shape)}: expected (H, W), (H, W, 3) or (H, W, 4)")
-    return cv2.cvtColor(tensor.contiguous().numpy(), conversions[channels])
+        raise DataError(f"image array of shape {tuple(array.shape)}: expected (H, W), (H, W, 3) or (H, W, 4)")
+    return cv2.cvtColor(jax.device_get(array), conversions[channels])
 
 
 def one_line(err: BaseException) -> str:
@@ -339,6 +361,7 @@ def predict(
     such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No
     face found: an empty list.
     """
+    use_compile_cache()  # before to_bgr's first JAX computation
     bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
     return classify(bgr, classifier_of(checkpoint), detect, detector)
 
