@@ -137,7 +137,7 @@ def compare_faces(ours: dict[str, list[dict]], theirs: dict[str, list[dict]]) ->
     same_boxes = [
         name for name in images if [f["box"] for f in ours.get(name, [])] == [f["box"] for f in theirs.get(name, [])]
     ]
-    pairs = [(a, b) for name in same_boxes for a, b in zip(ours[name], theirs[name])]
+    pairs = [(a, b) for name in same_boxes for a, b in zip(ours.get(name, []), theirs.get(name, []))]
     return {
         "images": len(images),
         "images_with_the_same_boxes": len(same_boxes),

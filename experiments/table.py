@@ -459,9 +459,66 @@ def search_block(results: Path) -> str:
     return generated_block(SEARCH_BEGIN, SEARCH_END, results / "seed_cnn_search.json", body)
 
 
+COLD_START_BEGIN = (
+    "<!-- cold start: generated from results/cold_start_cpu.json by "
+    "`python -m experiments.table --readme README.md` -->"
+)
+COLD_START_END = "<!-- /cold start -->"
+
+
+def cold_start_block(results: Path) -> str:
+    """docs/predict.md's generated block: fresh-process seconds of `fer-jax predict` on one photo, its imports, and
+    whether the checkouts agree face for face."""
+    from experiments import cold_start
+
+    def body(report: dict[str, Any]) -> list[str]:
+        checkouts = report["checkouts"]
+        packages = sorted({p for row in checkouts.values() for p in list(row["import_seconds"])[:8]})
+        imports = [
+            "| package | "
+            + " | ".join(f"{name} ({(row['git_commit'] or '?')[:7]})" for name, row in checkouts.items()),
+            "| --- |" + " ---: |" * len(checkouts),
+            *(
+                f"| {package} | "
+                + " | ".join(f"{row['import_seconds'].get(package, 0.0):.2f}" for row in checkouts.values())
+                + " |"
+                for package in sorted(
+                    packages, key=lambda p: -max(r["import_seconds"].get(p, 0) for r in checkouts.values())
+                )
+            ),
+        ]
+        same = report.get("same_predictions")
+        agreement = (
+            f"On the folder of {same['images']} scenes the checkouts found the same boxes in "
+            f"{same['images_with_the_same_boxes']} images and the same emotion for "
+            f"{same['faces_with_the_same_emotion']} of {same['faces']} faces; probabilities differ by "
+            f"{same['largest_probability_difference']:.4f} at most."
+            if same
+            else ""
+        )
+        peer = report["fer_peer"]
+        peer_line = (
+            f"The `fer` package {peer['version']}: {peer['seconds']['median']:.2f} s."
+            if peer.get("installed")
+            else "The `fer` package is not installed here, so it was not timed."
+        )
+        return [
+            f"{report['machine']} ({', '.join(report['cpu_features'])}), load average "
+            f"{report['load_average'][0]:.1f} at the start; median [min, max] seconds of fresh processes:",
+            f"```\n{report['command']}\n```",
+            cold_start.format_table(report),
+            "Seconds the predict process spends importing, per top-level package (`python -X importtime`):",
+            "\n".join(imports),
+            " ".join(part for part in (agreement, peer_line) if part),
+        ]
+
+    return generated_block(COLD_START_BEGIN, COLD_START_END, results / "cold_start_cpu.json", body)
+
+
 DOC_BLOCKS = (
     (RESULTS_DOC, RESULTS_BEGIN, RESULTS_END, results_page_block),
     (PIPELINE_DOC, PIPELINE_BEGIN, PIPELINE_END, pipeline_block),
+    (PIPELINE_DOC, COLD_START_BEGIN, COLD_START_END, cold_start_block),
     (THROUGHPUT_DOC, THROUGHPUT_BEGIN, THROUGHPUT_END, throughput_block),
     (SEARCH_DOC, SEARCH_BEGIN, SEARCH_END, search_block),
 )

@@ -117,3 +117,29 @@ def test_the_cache_folder_is_per_machine_and_can_be_moved_or_turned_off(monkeypa
 
     monkeypatch.setattr(compile_cache, "cpuinfo_field", lambda name: f"{name} of another CPU")
     assert compile_cache.machine_tag() != tag
+
+
+def test_the_benchmark_reads_importtime_per_top_level_package_and_compares_faces():
+    from experiments.cold_start import compare_faces, import_seconds
+
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       100 |        100 |   jax._src.core\n"
+        "import time:      2000 |    1500000 | jax\n"
+        "import time:       300 |     250000 | cv2\n"
+        "import time:        50 |     500000 | jax.numpy\n"
+        "warning: something else\n"
+    )
+    assert import_seconds(stderr) == {"jax": 2.0, "cv2": 0.25}
+
+    face = {"box": {"x": 1, "y": 2, "width": 3, "height": 3}, "emotion": "happy", "probabilities": {"happy": 0.9}}
+    moved = {**face, "probabilities": {"happy": 0.8999}}
+    other = {**face, "box": {"x": 9, "y": 2, "width": 3, "height": 3}}
+    compared = compare_faces({"a.png": [face], "b.png": [face], "c.png": []}, {"a.png": [moved], "b.png": [other]})
+    assert compared == {
+        "images": 3,
+        "images_with_the_same_boxes": 2,
+        "faces": 2,
+        "faces_with_the_same_emotion": 1,
+        "largest_probability_difference": pytest.approx(1e-4),
+    }
