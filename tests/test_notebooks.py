@@ -65,7 +65,7 @@ def test_committed_notebooks_show_their_outputs_say_what_made_them_and_stay_smal
         notebook = read(path)
         first = notebook.cells[0]
         assert first.cell_type == "markdown", path.name
-        assert f"`jupyter execute --inplace notebooks/{path.name}`" in first.source, path.name
+        assert f"jupyter execute --inplace notebooks/{path.name}`" in first.source, path.name
         assert re.search(r"\d{4}-\d{2}-\d{2}", first.source) and "`lscpu`'s model name" in first.source, path.name
         cells = code_cells(notebook)
         assert [cell.execution_count for cell in cells] == list(range(1, len(cells) + 1)), path.name  # one run
