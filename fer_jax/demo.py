@@ -388,7 +388,11 @@ def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | Non
             every = gr.Slider(1, 30, value=1, step=1, label="Classify every N-th frame")
             run = gr.Button("Classify the video", variant="primary", elem_id="video-run")
             video_message = gr.Markdown(elem_id="video-message")
-            files = gr.File(label="predict --video's files: annotated .mp4, per-frame .csv", file_count="multiple")
+            files = gr.File(
+                label="predict --video's files: annotated .mp4, per-frame .csv",
+                file_count="multiple",
+                elem_id="video-files",
+            )
             frames = gr.Dataframe(label="Per-frame CSV", interactive=False, max_height=300)
             run.click(
                 on_video,
