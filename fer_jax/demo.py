@@ -13,6 +13,7 @@ time (`CONCURRENCY`): requests beyond the CPU's capacity wait their turn instead
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import os
@@ -113,12 +114,44 @@ def example_images() -> list[Path]:
 
 
 def for_display(bgr: Any) -> Any:
-    """An annotated BGR image as the page shows it: RGB, scaled down to DISPLAY_MAX_SIDE at most."""
+    """An annotated BGR image as the page shows it: scaled down to DISPLAY_MAX_SIDE at most."""
     scale = DISPLAY_MAX_SIDE / max(bgr.shape[:2])
     if scale < 1:
         size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
+
+
+class DisplayFiles:
+    """Annotated images as JPEG files for the page, each under a name of its own.
+
+    Gradio writes an image returned as an array to a file named by its content, in place: a second request with the
+    same result rewrites the file while the first one's page may still be downloading it (a truncated image under
+    load). A file of our own, complete before Gradio copies it, avoids that. Files older than KEEP_S (Gradio has
+    copied them long before) are removed as new ones come.
+    """
+
+    KEEP_S = 60.0
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.swept = time.monotonic()
+
+    def write(self, bgr: Any) -> str:
+        now = time.time()
+        if time.monotonic() - self.swept > self.KEEP_S:
+            for old in self.folder.glob("*.jpg"):
+                with contextlib.suppress(OSError):
+                    if now - old.stat().st_mtime > self.KEEP_S:
+                        old.unlink()
+            self.swept = time.monotonic()
+        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise DataError("OpenCV could not encode the annotated image")
+        handle, path = tempfile.mkstemp(suffix=".jpg", dir=self.folder)
+        with os.fdopen(handle, "wb") as out:
+            out.write(encoded.tobytes())
+        return path
 
 
 def describe_faces(faces: Sequence[Face]) -> str:
@@ -142,7 +175,7 @@ FACE_COLUMNS = ["face", "x", "y", "width", "height", "emotion", *EMOTIONS]
 
 @dataclass
 class PhotoResult:
-    """What the photo tab shows: the annotated image (RGB, None after an error), the faces, and a message."""
+    """What the photo tab shows: the annotated image (BGR, None after an error), the faces, and a message."""
 
     image: Any
     faces: list[Face]
@@ -185,7 +218,7 @@ class Meter:
 
 
 def webcam_frame(rgb: Any, checkpoint: str, detector: str, meter: Meter) -> tuple[Any, str]:
-    """One webcam frame annotated (RGB), and a line with the measured frames/s and faces/s and the faces."""
+    """One webcam frame annotated (BGR), and a line with the measured frames/s and faces/s and the faces."""
     start = time.perf_counter()
     bgr = to_bgr(rgb)
     faces = classify(bgr, load_classifier(checkpoint), detector=detector)
@@ -279,6 +312,7 @@ def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | Non
     models = model_choices(checkpoints)
     default_model = next(iter(models)) if not checkpoints else list(models)[-len(checkpoints)]
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="fer-jax-demo-"))
+    display = DisplayFiles(work_dir)
     queue = {"concurrency_limit": CONCURRENCY, "concurrency_id": "model"}
 
     def controls() -> tuple[Any, Any]:
@@ -310,14 +344,15 @@ def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | Non
             for number, face in enumerate(result.faces[:MAX_FACE_CHARTS], 1)
         ]
         charts += [gr.update(visible=False, value=None)] * (MAX_FACE_CHARTS - len(charts))
-        return result.image, result.message, face_table(result.faces), *charts
+        image = None if result.image is None else display.write(result.image)
+        return image, result.message, face_table(result.faces), *charts
 
     def on_webcam(rgb: Any, model: str, detector: str, meter: Meter | None) -> tuple[Any, str, Meter]:
         meter = meter or Meter()
         if rgb is None:
             return None, "", meter
         image, line = webcam_frame(rgb, models[model], detector, meter)
-        return image, line, meter
+        return display.write(image), line, meter
 
     def on_video(path: str | None, model: str, detector: str, every: int) -> tuple[Any, ...]:
         if not path:
@@ -341,7 +376,7 @@ def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | Non
                     label="Photo (upload or paste)",
                     elem_id="photo-input",
                 )
-                annotated = gr.Image(label="Faces", format="jpeg", interactive=False, elem_id="photo-output")
+                annotated = gr.Image(label="Faces", interactive=False, elem_id="photo-output")
             photo_message = gr.Markdown(elem_id="photo-message")
             charts = []
             with gr.Row():
@@ -367,7 +402,7 @@ def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | Non
             meter = gr.State(None)
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="webcam")
-                live = gr.Image(label="Faces, live", format="jpeg", interactive=False, elem_id="webcam-output")
+                live = gr.Image(label="Faces, live", interactive=False, elem_id="webcam-output")
             live_message = gr.Markdown(elem_id="webcam-message")
             webcam.stream(
                 on_webcam,

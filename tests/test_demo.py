@@ -29,6 +29,7 @@ from fer_jax.data.fer2013 import DataError
 from fer_jax.demo import (
     DISPLAY_MAX_SIDE,
     VIDEO_MAX_SECONDS,
+    DisplayFiles,
     Meter,
     example_images,
     for_display,
@@ -110,6 +111,14 @@ def test_large_images_are_shown_scaled_down():
     shown = for_display(np.zeros((2 * DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE, 3), np.uint8))
     assert shown.shape == (DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE // 2, 3)
     assert for_display(np.zeros((48, 64, 3), np.uint8)).shape == (48, 64, 3)
+
+
+def test_each_shown_image_is_a_complete_file_of_its_own(tmp_path):
+    image = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    files = DisplayFiles(tmp_path)
+    first, second = files.write(image), files.write(image)  # the same result twice: two files, not one rewritten
+    assert first != second
+    assert all(cv2.imread(path).shape == image.shape for path in (first, second))
 
 
 def test_a_video_gets_predict_videos_files_and_a_browser_copy(tmp_path):
