@@ -7,8 +7,8 @@ Starts `fer-jax demo` in its own process on a free port of 127.0.0.1 and waits f
 sends one untimed request, then runs `--clients` threads for `--duration` s. Each thread is one browser tab: its own
 `gradio_client.Client` (its own session) uploads the photo, waits for the annotated result (the image downloaded
 too), and sends the next. A request counts as an error when it raises or its result is not the photo's one face; as
-lost when no result has come `--grace` s after the end. The server runs every request through Gradio's queue one at
-a time (`fer_jax.demo.CONCURRENCY`): the clients' requests beyond that wait in the queue.
+lost when no result has come `--grace` s after the end. The run fails if the server dies. The server runs every
+request through Gradio's queue one at a time (`fer_jax.demo.CONCURRENCY`): the requests beyond that wait there.
 
 Records the latency of each request (submit to result, upload and download included) as p50, p95 and max; requests
 per second; errors and lost requests; the server's resident memory (RSS) after the untimed request, at the end and
@@ -21,19 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from experiments.demo_page import demo_server
+
 PHOTO_SIZE = (640, 480)
 EXPECTED = "1 face: 1. happy"
 """What the page says for the test photo (the astronaut smiles)."""
@@ -78,42 +75,6 @@ def test_photo(folder: Path) -> Path:
     path = folder / "astronaut_640x480.jpg"
     cv2.imwrite(str(path), canvas)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(port: int, log_path: Path, timeout: float) -> subprocess.Popen:
-    """`fer-jax demo` on 127.0.0.1:port, once it serves its page."""
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "fer_jax", "demo", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    deadline = time.monotonic() + timeout
-    while "serving on" not in log_path.read_text():
-        if server.poll() is not None or time.monotonic() > deadline:
-            stop(server)
-            raise RuntimeError(f"the demo server did not start:\n{log_path.read_text()[-2000:]}")
-        time.sleep(0.5)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
-        assert response.status == 200
-    return server
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def connect(url: str, downloads: Path) -> Any:
@@ -168,14 +129,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     with tempfile.TemporaryDirectory(prefix="fer-jax-demo-load-") as folder:
         folder = Path(folder)
-        photo, port = test_photo(folder), free_port()
-        url = f"http://127.0.0.1:{port}/"
-        server = start_server(port, folder / "server.log", args.start_timeout)
-        try:
+        photo = test_photo(folder)
+        with demo_server(folder / "server.log", timeout=args.start_timeout) as (url, pid):
             warm = request(connect(url, folder), photo, args.grace)  # one untimed request
             if "error" in warm or "lost" in warm:
                 raise RuntimeError(f"the untimed request failed: {warm}")
-            rss_start = rss_mb(server.pid)
+            rss_start = rss_mb(pid)
             peak = [rss_start]
             records: list[dict[str, Any]] = []
             end = time.monotonic() + args.duration
@@ -186,13 +145,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             for thread in threads:
                 thread.start()
             while any(thread.is_alive() for thread in threads) and time.monotonic() < end + args.grace + 30:
-                peak.append(rss_mb(server.pid))
+                peak.append(rss_mb(pid))
                 time.sleep(1.0)
-            rss_end = rss_mb(server.pid)
+            rss_end = rss_mb(pid)
             still_running = sum(thread.is_alive() for thread in threads)
-            server_alive = server.poll() is None
-        finally:
-            stop(server)
     latencies = sorted(r["latency_s"] for r in records if "latency_s" in r and "error" not in r)
     env = environment_info()
     report = {
@@ -213,7 +169,6 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         },
         "server_rss_mb": {"start": rss_start, "end": rss_end, "peak": max(peak)},
         "server_rss_growth": rss_end / rss_start - 1,
-        "server_alive_at_end": server_alive,
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),

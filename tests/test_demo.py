@@ -8,14 +8,10 @@ import csv
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -24,6 +20,7 @@ import pytest
 import skimage.data
 
 import fer_jax
+from experiments.demo_page import Page, browser_missing, demo_server, write_y4m
 from fer_jax.cli import main
 from fer_jax.data.fer2013 import DataError
 from fer_jax.demo import (
@@ -168,169 +165,20 @@ def test_the_model_menu_offers_the_shipped_nets_then_the_given_checkpoints(tmp_p
 
 # In a real browser ---------------------------------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,1500",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-)
-SERVER_START_S = 240
-RESULT_S = 90
 MAX_FILE_SIZE = "2mb"
-
-
-def browser_missing() -> str:
-    if not (CHROMIUM and CHROMEDRIVER):
-        return "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)"
-    try:
-        import gradio  # noqa: F401
-        import selenium  # noqa: F401
-    except ImportError as err:
-        return f"needs the dev extra's {err.name} (pip install -e '.[dev]')"
-    return ""
-
-
 browser = pytest.mark.skipif(bool(browser_missing()), reason=browser_missing() or "-")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
-    """`fer-jax demo` in its own process on a free port of 127.0.0.1; its URL. Stopped with Ctrl-C (SIGINT)."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("demo") / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fer_jax", "demo", "--port", str(port), "--max-file-size", MAX_FILE_SIZE],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while "serving on" not in log_path.read_text():
-            assert process.poll() is None, f"the demo server exited:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no server after {SERVER_START_S} s:\n{log_path.read_text()[-3000:]}"
-            time.sleep(0.5)
-        with urllib.request.urlopen(url, timeout=30) as response:
-            assert response.status == 200
-        yield url
-        assert process.poll() is None, f"the server died:\n{log_path.read_text()[-3000:]}"
-    finally:
-        process.send_signal(signal.SIGINT)
+def page(tmp_path_factory) -> Iterator[Page]:
+    """The page of a `fer-jax demo` server (upload limit MAX_FILE_SIZE), its fake camera streaming the astronaut."""
+    folder = tmp_path_factory.mktemp("demo")
+    with demo_server(folder / "server.log", ["--max-file-size", MAX_FILE_SIZE]) as (url, _):
+        opened = Page(url, write_y4m(folder / "astronaut.y4m", skimage.data.astronaut()))
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-class Page:
-    """The demo's page in headless Chromium (Selenium + chromedriver), and what it shows."""
-
-    def __init__(self, url: str, fake_camera: Path) -> None:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in (*CHROMIUM_FLAGS, f"--use-file-for-fake-video-capture={fake_camera}"):
-            options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        self.driver.set_page_load_timeout(60)
-        self.url = url
-        self.driver.get(url)
-        self.wait(lambda: self.find("#photo-input input[type=file]"), "the page's photo input")
-
-    def find(self, css: str) -> list:
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_elements(By.CSS_SELECTOR, css)
-
-    def wait(self, ready: Callable[[], object], what: str, timeout: float = RESULT_S) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if value := ready():
-                return value
-            time.sleep(0.25)
-        self.driver.save_screenshot(str(Path(os.environ.get("TMPDIR", "/tmp")) / "fer-jax-demo-failure.png"))
-        raise AssertionError(f"waited {timeout} s for {what}")
-
-    def tab(self, name: str) -> None:
-        next(tab for tab in self.find("button[role=tab]") if tab.text == name).click()
-
-    def text(self, element_id: str) -> str:
-        return "".join(element.text for element in self.find(f"#{element_id}"))
-
-    def upload(self, element_id: str, path: Path) -> None:
-        for clear in self.find(f"#{element_id} button[aria-label='Clear']"):
-            clear.click()
-        self.find(f"#{element_id} input[type=file]")[0].send_keys(str(path))
-
-    def message(self, element_id: str, start: str) -> str:
-        """The message line once it starts with `start` and no longer shows progress."""
-
-        def ready() -> str:
-            line = self.text(element_id).strip()
-            return line if line.startswith(start) and "processing" not in line else ""
-
-        return self.wait(ready, f"#{element_id} to show {start!r}")
-
-    def toasts(self) -> str:
-        return " ".join(toast.text for toast in self.find(".toast-body"))
-
-    def shown_image(self, element_id: str) -> tuple[int, int]:
-        """Natural width and height of the image an output shows ((0, 0) for none or a broken one)."""
-        images = self.find(f"#{element_id} img")
-        if not images:
-            return 0, 0
-        return tuple(
-            self.driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", images[0])
-        )
-
-    def outside_requests(self) -> list[str]:
-        """Every URL the page requested since the last call that is not the server's own, data: or blob:."""
-        urls = []
-        for entry in self.driver.get_log("performance"):
-            message = json.loads(entry["message"])["message"]
-            if message["method"] == "Network.requestWillBeSent":
-                urls.append(message["params"]["request"]["url"])
-        return [url for url in urls if not url.startswith((self.url, "data:", "blob:"))]
-
-
-@pytest.fixture(scope="module")
-def page(server, tmp_path_factory) -> Iterator[Page]:
-    camera = tmp_path_factory.mktemp("camera") / "astronaut.y4m"
-    write_y4m(camera, skimage.data.astronaut())
-    opened = Page(server, camera)
-    try:
-        yield opened
-    finally:
-        opened.driver.quit()
-
-
-def write_y4m(path: Path, rgb: np.ndarray, frames: int = 10) -> None:
-    """A 640x480 YUV4MPEG2 clip of the photo on a gray canvas: what Chromium's fake camera streams, in a loop."""
-    canvas = np.full((480, 640, 3), 128, np.uint8)
-    canvas[:, 80:560] = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (480, 480), interpolation=cv2.INTER_AREA)
-    i420 = cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes()
-    path.write_bytes(
-        b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n" + b"".join(b"FRAME\n" + i420 for _ in range(frames))
-    )
+            yield opened
+        finally:
+            opened.close()
 
 
 def listed_faces(message: str) -> list[tuple[str, str]]:
@@ -413,9 +261,7 @@ def test_the_page_classifies_a_short_video_and_refuses_a_broken_one(page, tmp_pa
 @pytest.mark.slow
 @browser
 def test_the_webcam_streams_boxes_and_emotions(page):
-    page.tab("Webcam")
-    page.wait(lambda: page.find("#webcam div[title='grant webcam access'] button"), "the webcam button")[0].click()
-    page.wait(lambda: page.find("#webcam button[aria-label='capture photo']"), "the record button")[0].click()
+    page.start_webcam()
     try:
 
         def measured() -> str:  # the first frame has no rate yet
@@ -425,7 +271,5 @@ def test_the_webcam_streams_boxes_and_emotions(page):
         page.wait(measured, "a happy face and a measured faces/s")
         assert page.wait(lambda: page.shown_image("webcam-output")[0], "the annotated frame") == 640
     finally:
-        for button in page.find("#webcam button"):
-            if button.text.strip() == "Stop":
-                button.click()
+        page.stop_webcam()
     assert page.outside_requests() == []
