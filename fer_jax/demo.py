@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib.util
+import ipaddress
 import os
 import sys
 import tempfile
@@ -47,7 +48,6 @@ from fer_jax.infer.predict import (
 
 GRADIO_VERSION = "6.31.0"
 """The Gradio the demo was built and tested with (the `demo` extra pins it)."""
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_MAX_FILE_SIZE = "50mb"
 """Largest upload the server accepts (`--max-file-size`)."""
 CONCURRENCY = 1
@@ -67,6 +67,14 @@ METER_WINDOW_S = 3.0
 """The webcam's frames/s and faces/s are measured over the frames of this last span."""
 IMAGE_TYPES = ["image"]
 VIDEO_TYPES = ["video"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether serving on `host` keeps the demo on this machine (localhost, 127.0.0.0/8, ::1)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def require_gradio() -> Any:
@@ -91,7 +99,7 @@ def model_choices(checkpoints: Sequence[str | Path] = ()) -> dict[str, str]:
         path = Path(checkpoint)
         if not path.exists():
             raise DataError(f"{path}: no such file or folder (--checkpoint takes exported weights or a run folder)")
-        choices[f"{path.name} ({'run folder' if path.is_dir() else 'weights'})"] = str(path)
+        choices[f"{path} ({'run folder' if path.is_dir() else 'weights'})"] = str(path)
     return choices
 
 
@@ -456,7 +464,7 @@ def serve(
 ) -> None:
     """Build the app, warm the model, and serve it until interrupted."""
     gr = require_gradio()
-    if host not in LOCAL_HOSTS:
+    if not is_loopback(host):
         print(
             f"warning: --host {host} opens the demo to every machine that can reach this one: anyone there can "
             "upload files to it and use its CPU",

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from fer_jax.demo import (
     Meter,
     example_images,
     for_display,
+    is_loopback,
     model_choices,
     photo_result,
     video_result,
@@ -72,6 +74,22 @@ def test_without_gradio_the_demo_says_how_to_install_it(monkeypatch, capsys):
     assert main(["demo"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'fer-jax[demo]'" in err, err
+
+
+def test_only_loopback_addresses_count_as_this_machine():
+    assert all(is_loopback(host) for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "192.168.1.10", "::", "example.org"))
+
+
+def test_a_busy_port_is_a_one_line_error(capsys):
+    pytest.importorskip("gradio", reason="needs the demo extra's gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"fer-jax demo: error: cannot serve on 127.0.0.1:{port}"), err
 
 
 def test_a_photo_gets_predicts_faces_and_an_annotated_image(tmp_path):
@@ -156,8 +174,8 @@ def test_the_model_menu_offers_the_shipped_nets_then_the_given_checkpoints(tmp_p
     assert list(choices) == [
         "vgg_bn (shipped, default)",
         "seed_cnn (shipped)",
-        "seed_cnn.msgpack (weights)",
-        f"{tmp_path.name} (run folder)",
+        f"{DEFAULT_WEIGHTS.parent / 'seed_cnn.msgpack'} (weights)",
+        f"{tmp_path} (run folder)",
     ]
     with pytest.raises(DataError, match="no such file or folder"):
         model_choices([tmp_path / "missing"])
