@@ -37,7 +37,7 @@ from fer_jax.demo import (
     video_result,
 )
 from fer_jax.infer.detect import DEFAULT_DETECTOR
-from fer_jax.infer.predict import DEFAULT_WEIGHTS
+from fer_jax.infer.predict import DEFAULT_WEIGHTS, shipped_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = str(DEFAULT_WEIGHTS)
@@ -92,14 +92,15 @@ def test_a_busy_port_is_a_one_line_error(capsys):
     assert err[-1].startswith(f"fer-jax demo: error: cannot serve on 127.0.0.1:{port}"), err
 
 
-def test_a_photo_gets_predicts_faces_and_an_annotated_image(tmp_path):
+@pytest.mark.parametrize(("model", "detector"), [("vgg_bn", DEFAULT_DETECTOR), ("seed_cnn", "dlib")])
+def test_a_photo_gets_predicts_faces_and_an_annotated_image(tmp_path, model, detector):
     path = write_bgr(tmp_path / "astronaut.jpg", skimage.data.astronaut())
-    result = photo_result(path, "astronaut.jpg", DEFAULT, DEFAULT_DETECTOR)
-    expected = fer_jax.predict(path)
+    result = photo_result(path, "astronaut.jpg", str(shipped_weights(model)), detector)
+    expected = fer_jax.predict(path, shipped_weights(model), detector=detector)
     assert [(f.box, f.probabilities) for f in result.faces] == [(f.box, f.probabilities) for f in expected]
     assert result.message == f"astronaut.jpg: 1 face: 1. happy {expected[0].probability:.2f}"
     assert result.image.shape == (512, 512, 3)
-    box = expected[0].box  # the box is drawn in green (RGB now) on the image's copy
+    box = expected[0].box  # the box is drawn in green on the image's copy
     assert tuple(result.image[box[1] + box[3] // 2, box[0]]) == pytest.approx((0, 220, 0), abs=40)
 
 
