@@ -58,7 +58,8 @@ def free_port() -> int:
 @contextmanager
 def demo_server(log_path: Path, args: Sequence[str] = (), timeout: float = 300.0) -> Iterator[tuple[str, int]]:
     """`fer-jax demo` on a free port of 127.0.0.1 (its output in `log_path`): its URL and process id, once it serves
-    its page. Stopped with Ctrl-C (SIGINT) on leaving, killed if it has not stopped 30 s later."""
+    its page. Stopped with Ctrl-C (SIGINT) on leaving; killed if it has not stopped 30 s later (an error) or if
+    the wait is interrupted."""
     port = free_port()
     with log_path.open("w") as log:
         server = subprocess.Popen(
@@ -84,9 +85,10 @@ def demo_server(log_path: Path, args: Sequence[str] = (), timeout: float = 300.0
             server.send_signal(signal.SIGINT)
             try:
                 server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # interrupted while waiting: never leave it running
                 server.kill()
                 server.wait()
+                raise
 
 
 def write_y4m(path: Path, rgb: Any, frames: int = 10) -> Path:

@@ -314,8 +314,8 @@ def browser_copy(video: Path) -> Path:
 
 
 def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | None = None) -> Any:
-    """The Gradio Blocks of the demo (not launched). `work_dir` holds the videos' outputs (default: a new
-    temporary folder)."""
+    """The Gradio Blocks of the demo (not launched). `work_dir` holds the annotated images and videos it hands to
+    Gradio (default: a new temporary folder)."""
     gr = require_gradio()
     models = model_choices(checkpoints)
     default_model = next(iter(models)) if not checkpoints else list(models)[-len(checkpoints)]
@@ -325,22 +325,24 @@ def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | Non
 
     def controls() -> tuple[Any, Any]:
         with gr.Row():
-            model = gr.Dropdown(list(models), value=default_model, label="Model", elem_classes="fer-model")
+            model = gr.Dropdown(list(models), value=default_model, label="Model")
             detector = gr.Dropdown(
                 list(DETECTORS),
                 value=DEFAULT_DETECTOR,
                 label="Face detector",
                 info="retinaface: the default of fer-jax predict; -sweep: also turned and small faces, several "
                 "times slower (docs/predict.md)",
-                elem_classes="fer-detector",
             )
         return model, detector
 
     def on_photo(payload: dict[str, Any] | None, model: str, detector: str) -> tuple[Any, ...]:
         # preprocess=False: the upload reaches fer-jax's reader unopened (Gradio's would reject a bad file with
         # an exception of its own), as a path inside Gradio's upload folder.
+        no_charts = [gr.update(visible=False, value=None)] * MAX_FACE_CHARTS
         if not payload or not payload.get("path"):
-            return None, "", [], *[gr.update(visible=False, value=None)] * MAX_FACE_CHARTS
+            return None, "", [], *no_charts
+        if model not in models:  # unvalidated too: a client of the API may send anything
+            return None, f"unknown model {model!r}: choose one of {', '.join(models)}", [], *no_charts
         path = payload["path"]
         result = photo_result(path, payload.get("orig_name") or Path(path).name, models[model], detector)
         charts = [
@@ -351,7 +353,7 @@ def build_app(checkpoints: Sequence[str | Path] = (), work_dir: str | Path | Non
             )
             for number, face in enumerate(result.faces[:MAX_FACE_CHARTS], 1)
         ]
-        charts += [gr.update(visible=False, value=None)] * (MAX_FACE_CHARTS - len(charts))
+        charts += no_charts[len(charts) :]
         image = None if result.image is None else display.write(result.image)
         return image, result.message, face_table(result.faces), *charts
 
@@ -472,6 +474,8 @@ def serve(
         )
     with tempfile.TemporaryDirectory(prefix="fer-jax-demo-") as work_dir:
         app = build_app(checkpoints, work_dir)
+        for checkpoint in checkpoints:  # a broken one stops the command here, in one line, not later in the page
+            load_classifier(str(checkpoint))
         warm_up(checkpoints[0] if checkpoints else None)
         try:
             app.launch(

@@ -81,6 +81,16 @@ def test_only_loopback_addresses_count_as_this_machine():
     assert not any(is_loopback(host) for host in ("0.0.0.0", "192.168.1.10", "::", "example.org"))
 
 
+def test_a_missing_or_broken_checkpoint_stops_the_command_in_one_line(tmp_path, capsys):
+    pytest.importorskip("gradio", reason="needs the demo extra's gradio")
+    (tmp_path / "broken.msgpack").write_bytes(b"not weights")
+    (tmp_path / "broken.json").write_text(json.dumps({"sha256": "0" * 64, "model": "seed_cnn"}))
+    for given, shown in ((tmp_path / "missing", "no such file or folder"), (tmp_path / "broken.msgpack", "sha256")):
+        assert main(["demo", "--checkpoint", str(given)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fer-jax demo: error:") and shown in err[0], err
+
+
 def test_a_busy_port_is_a_one_line_error(capsys):
     pytest.importorskip("gradio", reason="needs the demo extra's gradio")
     with socket.socket() as taken:
