@@ -243,6 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
         "data/fer2013.zip)",
     )
 
+    demo = commands.add_parser(
+        "demo",
+        help="the model in a browser: photos, the webcam and short videos (Gradio; pip install 'fer-jax[demo]')",
+        description="Serve a page (Gradio) that runs `fer-jax predict` on an uploaded or pasted photo, the webcam's "
+        "frames as they stream, or a short video, with a choice of model and face detector. Serves on 127.0.0.1 "
+        "only, unless --host says otherwise; no telemetry, no share link, nothing fetched from the network.",
+    )
+    demo.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on; 0.0.0.0 opens it to the network")
+    demo.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="exported weights (.msgpack) or a run folder to offer beside the shipped nets (repeatable; the first "
+        "is selected)",
+    )
+    demo.add_argument("--max-file-size", default="50mb", help="largest upload accepted (default: %(default)s)")
+
     commands.add_parser(
         "compare",
         add_help=False,
@@ -378,6 +396,10 @@ def _dispatch(args: argparse.Namespace) -> None:
             )
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")
+    elif args.command == "demo":
+        from fer_jax.demo import serve
+
+        serve(args.host, args.port, args.checkpoint, args.max_file_size)
     elif args.command == "export-onnx":
         from fer_jax.infer.onnx_export import calibration_faces, export_onnx
 
