@@ -29,7 +29,8 @@ from typing import Any
 
 import cv2
 
-from fer_jax.data.fer2013 import EMOTIONS, DataError
+from fer_jax.data.labels import EMOTIONS
+from fer_jax.errors import DataError
 from fer_jax.infer.detect import DEFAULT_DETECTOR, DETECTORS
 from fer_jax.infer.predict import (
     ANNOTATE_MIN_SIDE,
