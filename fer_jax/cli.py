@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fer_jax.commands import run_command
-from fer_jax.config import Config, ConfigError, ProcessConfig, known_keys, quick
+from fer_jax.config import Config, ConfigError, ProcessConfig, known_keys, quick, set_flags
 from fer_jax.environment import use_project_xla_flags
 
 EPILOG = """examples:
@@ -275,36 +275,33 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if not config_path.is_file():
             raise FileNotFoundError(f"{args.resume}: no config.json; nothing to resume")
         config = Config.load(config_path)
-        config.run_dir = args.resume
-        if args.data:
-            config.data.source = args.data
-        if args.profile is not None:
-            config.set("train.profile_steps", args.profile)
-        if args.distributed is not None:
-            config.train.distributed = args.distributed
-        return config
+        flags = {
+            "--resume": ("run_dir", args.resume),
+            "--data": ("data.source", args.data),
+            "--profile": ("train.profile_steps", args.profile),
+            "--distributed": ("train.distributed", args.distributed),
+        }
+        set_flags(config, flags)
+        return config.validate()
     config = Config.load(args.config) if args.config else Config()
     if args.quick:
         quick(config)
     flags = {
-        "data.source": args.data,
-        "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size,
-        "optim.learning_rate": args.lr,
-        "optim.name": args.optimizer,
-        "train.seed": args.seed,
-        "train.profile_steps": args.profile,
-        "train.distributed": args.distributed,
+        "--data": ("data.source", args.data),
+        "--epochs": ("train.epochs", args.epochs),
+        "--batch-size": ("train.batch_size", args.batch_size),
+        "--lr": ("optim.learning_rate", args.lr),
+        "--optimizer": ("optim.name", args.optimizer),
+        "--seed": ("train.seed", args.seed),
+        "--profile": ("train.profile_steps", args.profile),
+        "--distributed": ("train.distributed", args.distributed),
+        "--run-dir": ("run_dir", args.run_dir),
     }
-    for key, value in flags.items():
-        if value is not None:
-            config.set(key, value)
+    set_flags(config, flags)
     config.apply_overrides(args.set)
-    if args.run_dir:
-        config.run_dir = args.run_dir
-    elif not args.config:
+    if not args.run_dir and not args.config:
         config.run_dir = f"runs/{config.model.name}/{time.strftime('%Y%m%d-%H%M%S')}"
-    return config
+    return config.validate()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -361,6 +358,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         if not args.paths and not args.video:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
+        if args.every < 1:
+            raise ConfigError(f"--every {args.every}: expected an integer >= 1 (classify every N-th frame)")
         classifier = load_backend(shipped_weights(args.model) if args.model else args.checkpoint, args.backend)
         failed = []
         if args.paths:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from fer_jax.config import ConfigError
+from fer_jax.files import FileFormatError
 
 
 def run_command(program: str, action: Callable[[], object]) -> int:
@@ -31,6 +32,7 @@ def run_command(program: str, action: Callable[[], object]) -> int:
         DownloadError,
         TrainingError,
         FileNotFoundError,
+        FileFormatError,
         ConfigError,
     ) as err:
         print(f"{program}: error: {err}", file=sys.stderr)
