@@ -320,6 +320,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def check_outputs(files: dict[str, str | None], folders: dict[str, str | None] | None = None) -> None:
+    """Refuse, before any work, an output flag's path that cannot be written ({flag: path or None})."""
+    from fer_jax.files import output_problem
+
+    for paths, folder in ((files, False), (folders or {}, True)):
+        for flag, path in paths.items():
+            problem = path is not None and output_problem(path, folder)
+            if problem:
+                raise ConfigError(f"{flag} {path}: {problem}")
+
+
 def _dispatch(args: argparse.Namespace) -> None:
     from fer_jax.data.download import download_fer2013
     from fer_jax.data.fer2013 import DataError
@@ -334,6 +345,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from fer_jax.data.check import run_data_check
         from fer_jax.files import write_json
 
+        check_outputs({"--json": args.json}, {"--out": args.out})
         report = run_data_check(args.path, args.out)
         if args.json:
             write_json(args.json, report)
@@ -342,6 +354,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise SystemExit(1)
     elif args.command == "train":
         config = config_from_args(args)
+        check_outputs({"--results": args.results}, {"--run-dir": config.run_dir})
         launch = ProcessConfig(
             args.coordinator_address or "",
             args.num_processes or 0,
@@ -360,6 +373,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
         if args.every < 1:
             raise ConfigError(f"--every {args.every}: expected an integer >= 1 (classify every N-th frame)")
+        check_outputs({}, {"--out": args.out})
         classifier = load_backend(shipped_weights(args.model) if args.model else args.checkpoint, args.backend)
         failed = []
         if args.paths:
@@ -374,6 +388,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "export-onnx":
         from fer_jax.infer.onnx_export import calibration_faces, export_onnx
 
+        check_outputs({"--out": args.out})
         faces = None
         if args.int8:
             from fer_jax.config import DataConfig
@@ -388,6 +403,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         kind = "int8, " if args.int8 else ""
         print(f"Wrote {args.out} ({kind}{info['model']}; input faces (N, 48, 48) uint8, output logits (N, 7))")
     elif args.command == "export-weights":
+        check_outputs({"--out": args.out, "--out's description": str(Path(args.out).with_suffix(".json"))})
         info = export_weights(args.run_dir, args.out)
         print(
             f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "

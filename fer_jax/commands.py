@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from fer_jax.config import ConfigError
-from fer_jax.files import FileFormatError
+from fer_jax.files import FileFormatError, WriteError
 
 
 def run_command(program: str, action: Callable[[], object]) -> int:
@@ -33,6 +33,7 @@ def run_command(program: str, action: Callable[[], object]) -> int:
         TrainingError,
         FileNotFoundError,
         FileFormatError,
+        WriteError,
         ConfigError,
     ) as err:
         print(f"{program}: error: {err}", file=sys.stderr)

@@ -16,19 +16,45 @@ class FileFormatError(ValueError):
     """A file that cannot be read or does not hold what it should; the message names it, in one line."""
 
 
+class WriteError(Exception):
+    """A file that cannot be written where asked (a folder in its place, no permission, a full disk); one line."""
+
+
+def output_problem(path: str | os.PathLike, folder: bool = False) -> str | None:
+    """Why a file (with `folder`, a folder) cannot be written at `path` (a folder, or a file, is in its place; a
+    file is where a parent folder must be), or None: for commands to check their outputs before any work."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        return "a file is there, not a folder"
+    if not folder and path.is_dir():
+        return "a folder is there"
+    blocking = next((parent for parent in path.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        return f"{blocking} is a file, not a folder"
+    return None
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[Any]], None], mode: str = "w") -> None:
     """Call `write(handle)` on a temporary file, fsync it, and rename it to `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    problem = output_problem(path)
+    if problem:
+        raise WriteError(f"cannot write {path}: {problem}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
         raise
 
 

@@ -247,7 +247,17 @@ def decode_face(data: bytes, name: str) -> tuple[torch.Tensor, bool]:
 
 
 def read_challenge_csv(path: Path) -> dict[str, Split]:
-    """Read the challenge's `fer2013.csv` (`emotion,pixels,Usage`; 2304 pixels per row)."""
+    """Read the challenge's `fer2013.csv` (`emotion,pixels,Usage`; 2304 pixels per row); a one-line DataError
+    naming the file (and line) when it is not such a text file."""
+    try:
+        return _read_challenge_csv(path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a text CSV file (byte {err.start} is not UTF-8)") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+
+
+def _read_challenge_csv(path: Path) -> dict[str, Split]:
     images: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
     labels: dict[str, list[int]] = {s: [] for s in SPLITS}
     names: dict[str, list[str]] = {s: [] for s in SPLITS}
