@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 from fer_jax.cli import main
 from fer_jax.config import FIELD_RULES, FIELD_TYPES, MODEL_NAMES, Config, ConfigError
 from fer_jax.data.cache import SOURCE_RECORD, CacheError, content_folder, file_sha256
+from fer_jax.data.check import REPORT_FILE, check_source
 from fer_jax.data.fer2013 import DECODED_FILE, DataError, load_fer2013
 from fer_jax.files import FileFormatError, read_json, read_jsonl
 from fer_jax.infer.onnx_export import OnnxClassifier
@@ -115,6 +116,14 @@ def test_the_cache_source_record_is_rewritten_when_unreadable_and_refuses_anothe
     (folder / SOURCE_RECORD).write_text(json.dumps({"sha256": "0" * 64}))
     with pytest.raises(CacheError, match="cache folder of the archive with sha256 0000000000000000..., not of"):
         content_folder(tiny_zip, tmp_path)
+
+
+def test_an_unreadable_cached_data_check_is_made_again(tiny_zip, tmp_path, capsys):
+    dataset = load_fer2013(tiny_zip, tmp_path)
+    report = check_source(dataset, tmp_path)
+    (content_folder(tiny_zip, tmp_path) / REPORT_FILE).write_bytes(b"\xff")
+    assert check_source(dataset, tmp_path) == report
+    assert "; checking the data again" in capsys.readouterr().err
 
 
 @pytest.fixture
