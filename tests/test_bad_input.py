@@ -45,8 +45,6 @@ UNIT_EXAMPLES = {command: 12 if command == "data-check" else 25 for command in C
 SLOW_EXAMPLES = {command: 120 if command == "data-check" else 285 for command in COMMANDS}
 """Examples per command: 212 in the unit tier, 2,400 in the slow profile. `data check` succeeds in about one
 example in six, and a success draws three sample grids (2-4 s): it gets fewer."""
-EXAMPLES_RUN: Counter = Counter()
-"""Examples run per command in this session (printed at the end of each test)."""
 OUTCOMES: Counter = Counter()
 """(command, exit code, the error line's start) of every example: what the examples reached (printed with -s)."""
 
@@ -424,8 +422,7 @@ def test_bad_input_is_one_line_and_changes_nothing(
         run_case(workspace, case)
 
     check()
-    EXAMPLES_RUN[command] += next(counter)
-    print(f"\n{command}: {EXAMPLES_RUN[command]} examples run; most frequent outcomes so far:")
+    print(f"\n{command}: {next(counter)} examples run; the most frequent outcomes:")
     for (program, code, error), count in OUTCOMES.most_common(8):
         print(f"  {count:4d}  {program} exit {code}  {error}")
     OUTCOMES.clear()
