@@ -306,7 +306,7 @@ FIELD_RULES: dict[str, Allowed] = {
         f"0 (the whole face) or a side from {SMALLEST_CROP} to 47", lambda v: v == 0 or SMALLEST_CROP <= v <= 47
     ),
     "optim.name": _choice("adam", "sgd"),
-    "optim.learning_rate": Allowed("a finite number > 0", lambda v: 0 < v < math.inf),
+    "optim.learning_rate": Allowed("a finite number >= 0 (0: no updates)", lambda v: 0 <= v < math.inf),
     "optim.schedule": _choice("constant", "cosine", "linear"),
     "optim.warmup_epochs": Allowed("a finite number of epochs >= 0", lambda v: 0 <= v < math.inf),
     "optim.momentum": Allowed("a number in [0, 1)", lambda v: 0 <= v < 1),
