@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
         epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/; "
-        "--model seed_cnn for the seed CNN",
+        "--model seed_cnn for the seed CNN. The classifier is compiled once per machine and kept in "
+        "~/.cache/fer-jax/jax-compile/ (FER_JAX_COMPILE_CACHE=DIR moves it, =off turns it off)",
     )
     predict.add_argument(
         "paths",
