@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.demo_page import demo_server
+from experiments.demo_page import demo_server, run_record
 
 PHOTO_SIZE = (640, 480)
 EXPECTED = "1 face: 1. happy"
@@ -121,9 +121,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    import importlib.metadata
-
-    from fer_jax.environment import cpu_model, cpuinfo_field, environment_info
     from fer_jax.files import write_json
 
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -150,7 +147,6 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             rss_end = rss_mb(pid)
             still_running = sum(thread.is_alive() for thread in threads)
     latencies = sorted(r["latency_s"] for r in records if "latency_s" in r and "error" not in r)
-    env = environment_info()
     report = {
         "benchmark": "experiments/demo_load.py: concurrent clients send a 640x480 photo to `fer-jax demo`",
         "data": "no dataset: scikit-image's astronaut on a gray 640x480 canvas (one face)",
@@ -169,21 +165,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         },
         "server_rss_mb": {"start": rss_start, "end": rss_end, "peak": max(peak)},
         "server_rss_growth": rss_end / rss_start - 1,
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "cpu_flags": (cpuinfo_field("flags") or "").split(),
-            "load_average_at_end": os.getloadavg(),
-        },
-        "device": env["device"],
-        "python": env["python"],
-        "platform": env["platform"],
-        "versions": {
-            **env["versions"],
-            **{name: importlib.metadata.version(name) for name in ("gradio", "gradio_client", "onnxruntime")},
-        },
-        "git_commit": env["git_commit"],
-        "command": command,
+        **run_record(command, ("gradio", "gradio_client", "onnxruntime")),
     }
     write_json(args.out, report)
     print(format_table(report))

@@ -191,3 +191,28 @@ class Page:
             if message["method"] == "Network.requestWillBeSent":
                 urls.append(message["params"]["request"]["url"])
         return [url for url in urls if not url.startswith((self.url, "data:", "blob:"))]
+
+
+def run_record(command: str, packages: Sequence[str]) -> dict[str, Any]:
+    """What a benchmark of the page ran on: the machine (CPU, cores, flags, load at the end), the library
+    versions with `packages` besides fer-jax's own, the commit and the command."""
+    import importlib.metadata
+    import os
+
+    from fer_jax.environment import cpu_model, cpuinfo_field, environment_info
+
+    env = environment_info()
+    return {
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "cpu_flags": (cpuinfo_field("flags") or "").split(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "device": env["device"],
+        "python": env["python"],
+        "platform": env["platform"],
+        "versions": {**env["versions"], **{name: importlib.metadata.version(name) for name in packages}},
+        "git_commit": env["git_commit"],
+        "command": command,
+    }

@@ -14,8 +14,6 @@ machine, the versions and the command; writes the JSON (`--out`) and prints a ta
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import os
 import re
 import shlex
 import statistics
@@ -25,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.demo_page import Page, browser_missing, demo_server, write_y4m
+from experiments.demo_page import Page, browser_missing, demo_server, run_record, write_y4m
 
 LINE = re.compile(r"([\d.]+) faces/s, ([\d.]+) frames/s .*?; (\d+) ms for this frame")
 
@@ -53,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     import skimage.data
 
-    from fer_jax.data.fer2013 import DataError
-    from fer_jax.environment import cpu_model, cpuinfo_field, environment_info
+    from fer_jax.errors import DataError
     from fer_jax.files import write_json
 
     if missing := browser_missing():
@@ -81,7 +78,6 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 page.close()
     if not samples:
         raise DataError("the page showed no measurement")
-    env = environment_info()
     report = {
         "benchmark": "experiments/demo_webcam.py: the frames/s and faces/s `fer-jax demo`'s page shows for a webcam",
         "data": "no dataset: Chromium's fake camera streaming scikit-image's astronaut on a gray 640x480 canvas",
@@ -97,21 +93,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         },
         "server_ms_per_frame_median": statistics.median(s["frame_ms"] for s in samples),
         "samples": samples,
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "cpu_flags": (cpuinfo_field("flags") or "").split(),
-            "load_average_at_end": os.getloadavg(),
-        },
-        "device": env["device"],
-        "python": env["python"],
-        "platform": env["platform"],
-        "versions": {
-            **env["versions"],
-            **{name: importlib.metadata.version(name) for name in ("gradio", "selenium", "onnxruntime")},
-        },
-        "git_commit": env["git_commit"],
-        "command": command,
+        **run_record(command, ("gradio", "selenium", "onnxruntime")),
     }
     write_json(args.out, report)
     print("| frames/s median (min) | faces/s median (min) | server ms/frame | frame |")

@@ -537,7 +537,7 @@ def demo_block(results: Path) -> str:
             continue
         memory = run["server_rss_mb"]
         rows.append(
-            f"| {run['duration_s']} s | {run['clients']} | {run['requests']} | {run['errors']} | {run['lost']} | "
+            f"| {run['duration_s']:g} s | {run['clients']} | {run['requests']} | {run['errors']} | {run['lost']} | "
             f"{run['latency_s']['p50']:.3f} | {run['latency_s']['p95']:.3f} | {memory['start']:,.0f} -> "
             f"{memory['end']:,.0f} ({run['server_rss_growth']:+.1%}) | `results/{name}` |"
         )
