@@ -110,16 +110,17 @@ def api(photo: Path) -> list[str]:
 
 
 def import_seconds(stderr: str) -> dict[str, float]:
-    """`python -X importtime`'s report as seconds per top-level package (cumulative, largest first)."""
+    """`python -X importtime`'s report as seconds per top-level package: each module's own (self) time added to
+    its package's, wherever it was imported from (largest first)."""
     per_package: dict[str, float] = {}
     for line in stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
+        if not line.startswith("import time:") or line.count("|") != 2:
             continue
-        _, cumulative, name = line.split("|")
-        if name.startswith("  ") or not cumulative.strip().isdigit():  # nested imports count in their parent
+        own, _, name = line.removeprefix("import time:").split("|")
+        if not own.strip().isdigit():  # the header line
             continue
         root = name.strip().split(".")[0]
-        per_package[root] = per_package.get(root, 0.0) + int(cumulative) / 1e6
+        per_package[root] = per_package.get(root, 0.0) + int(own) / 1e6
     return dict(sorted(per_package.items(), key=lambda item: -item[1]))
 
 

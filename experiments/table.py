@@ -476,7 +476,8 @@ def cold_start_block(results: Path) -> str:
         packages = sorted({p for row in checkouts.values() for p in list(row["import_seconds"])[:8]})
         imports = [
             "| package | "
-            + " | ".join(f"{name} ({(row['git_commit'] or '?')[:7]})" for name, row in checkouts.items()),
+            + " | ".join(f"{name} ({(row['git_commit'] or '?')[:7]})" for name, row in checkouts.items())
+            + " |",
             "| --- |" + " ---: |" * len(checkouts),
             *(
                 f"| {package} | "
@@ -507,7 +508,8 @@ def cold_start_block(results: Path) -> str:
             f"{report['load_average'][0]:.1f} at the start; median [min, max] seconds of fresh processes:",
             f"```\n{report['command']}\n```",
             cold_start.format_table(report),
-            "Seconds the predict process spends importing, per top-level package (`python -X importtime`):",
+            "Seconds the predict process spends importing each top-level package (its modules' own times in `python -X "
+            "importtime`, wherever they were imported from; the largest eight of each checkout):",
             "\n".join(imports),
             " ".join(part for part in (agreement, peer_line) if part),
         ]
