@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rotated) and classify them in batches of up to 256 across images and frames. Writes "
         "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
-        epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/; "
-        "--model seed_cnn for the seed CNN",
+        epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/, one view per "
+        "face; --model seed_cnn for the seed CNN, --model vgg_bn,seed_cnn for both, --tta flip for two views",
     )
     predict.add_argument(
         "paths",
@@ -168,8 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.add_argument(
         "--model",
-        metavar="NAME",
-        help="the weights shipped for zoo net NAME: vgg_bn (the default) or seed_cnn",
+        action="append",
+        metavar="NET[,NET...]",
+        help="the net to classify with: shipped vgg_bn (the default) or seed_cnn, exported weights (.msgpack) or a "
+        "run folder; several nets (comma-separated, or --model repeated) are an ensemble, their probabilities "
+        "averaged: --model vgg_bn,seed_cnn",
+    )
+    predict.add_argument(
+        "--tta",
+        default="none",
+        choices=("none", "flip", "crops"),
+        help="test-time views of each face, probabilities averaged: none (default), flip (the face and its mirror, "
+        "2x the classifier's time) or crops (those and 4 corner crops of each, 10x); docs/predict.md measures them",
     )
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     predict.add_argument(
@@ -361,13 +371,15 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "predict":
         from fer_jax.infer.compile_cache import use_compile_cache
         from fer_jax.infer.onnx_export import load_backend
-        from fer_jax.infer.predict import predict_files, predict_video, shipped_weights
+        from fer_jax.infer.predict import ensemble, predict_files, predict_video, weights_source
 
         use_compile_cache()
 
         if not args.paths and not args.video:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
-        classifier = load_backend(shipped_weights(args.model) if args.model else args.checkpoint, args.backend)
+        nets = [net for given in args.model or () for net in given.split(",") if net]
+        sources = [weights_source(net) for net in nets] if nets else [args.checkpoint]
+        classifier = ensemble([load_backend(source, args.backend) for source in sources], args.tta)
         failed = []
         if args.paths:
             records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)

@@ -40,11 +40,20 @@ from fer_jax.files import write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
 from fer_jax.infer.compile_cache import use_compile_cache
 from fer_jax.infer.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
+from fer_jax.infer.views import uint8_views, view_list
 from fer_jax.models.zoo import count_params, model_skeleton
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "vgg_bn.msgpack"
 """The CPU-best net: it scores higher on PrivateTest than the seed CNN (README, results/cpu_best.json)."""
+
+
+def weights_source(name_or_path: str | Path) -> Path:
+    """A shipped net's name ('vgg_bn', 'seed_cnn') as its weights file; anything else as the path it names."""
+    path = Path(name_or_path)
+    if path.exists() or len(path.parts) != 1 or path.suffix:
+        return path
+    return shipped_weights(str(name_or_path))
 
 
 def shipped_weights(model: str) -> Path:
@@ -143,6 +152,39 @@ class Classifier:
         return self._forward(self._state, faces)
 
 
+class Averaged:
+    """Probabilities averaged over test-time views (`fer_jax.infer.views`) and over several nets: an ensemble.
+
+    Each batch of N faces becomes its V views, stacked into one batch of V x N faces that each net classifies
+    in one call; the mean is taken over views and nets, each counting the same. A batch of `fer_jax.infer.batch`
+    (8, 64 or 256 faces) thus reaches every net as V x 8, V x 64 or V x 256 faces: shapes stay fixed, and a
+    jitted net compiles at most three of them.
+    """
+
+    def __init__(self, members: Sequence[Any], tta: str = "none") -> None:
+        if not members:
+            raise DataError("an ensemble needs at least one net")
+        self.members = list(members)
+        self.views = len(view_list(tta))
+        self._views = uint8_views(tta)
+        self.info = {"tta": tta, "views": self.views, "nets": [member.info for member in self.members]}
+        """The views and each net's description."""
+
+    def __call__(self, faces: jax.Array) -> jax.Array:
+        """(N, 48, 48) uint8 faces -> (N, 7) probabilities in `EMOTIONS` order."""
+        faces = jnp.asarray(faces, jnp.uint8)
+        count = faces.shape[0]
+        views = self._views(faces).reshape(-1, *faces.shape[1:]) if self.views > 1 else faces
+        total = sum(jnp.asarray(member(views)).reshape(self.views, count, -1).sum(0) for member in self.members)
+        return total / (self.views * len(self.members))
+
+
+def ensemble(members: Sequence[Any], tta: str = "none") -> Any:
+    """Loaded classifiers (JAX or ONNX Runtime) as one: the only one as it is when `tta` is 'none', else
+    `Averaged` over their views."""
+    return members[0] if len(members) == 1 and tta == "none" else Averaged(members, tta)
+
+
 # Weights -------------------------------------------------------------------------------------------------------
 
 
@@ -220,12 +262,13 @@ def load_weights(path: str | Path) -> Classifier:
 
 @functools.lru_cache(maxsize=4)
 def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
-    """The shipped weights (None), exported weights (a .msgpack file) or a run folder's best checkpoint.
+    """The shipped weights (None, or a shipped net's name: 'vgg_bn', 'seed_cnn'), exported weights (a .msgpack
+    file) or a run folder's best checkpoint.
 
     Turns on the persistent compilation cache first (`fer_jax.infer.compile_cache`): a second process loads the
     classifier's compiled program instead of compiling it."""
     use_compile_cache()
-    path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
+    path = weights_source(checkpoint) if checkpoint else DEFAULT_WEIGHTS
     if not path.is_dir():
         return load_weights(path)
     from fer_jax.train.evaluation import restore_run  # the trainer's modules, for run folders only
@@ -347,28 +390,40 @@ def classify(bgr: Any, classifier: Any, detect: bool = True, detector: str = DEF
     return to_faces(found, probabilities(classifier, crops))
 
 
+Checkpoint = str | Path | Any | None
+"""What `checkpoint` arguments take: None (the shipped vgg_bn), a shipped net's name ('vgg_bn', 'seed_cnn'), an
+exported .msgpack, a run folder, a loaded classifier, or a list of these (an ensemble)."""
+
+
 def predict(
     image: str | os.PathLike | Any,
-    checkpoint: str | Path | Any | None = None,
+    checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
+    tta: str = "none",
 ) -> list[Face]:
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
-    `checkpoint`: None for the shipped weights, an exported .msgpack, a run
-    folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`).
+    `checkpoint`: None for the shipped weights, a shipped net's name, an exported .msgpack, a run
+    folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`); a list of them is an
+    ensemble (probabilities averaged). `tta`: test-time views averaged, 'none', 'flip' (2 views) or 'crops'
+    (10; `fer_jax.infer.views`).
     `detect=False` treats the whole image as one face (already-cropped faces
     such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No
     face found: an empty list.
     """
     use_compile_cache()  # before to_bgr's first JAX computation
+    classifier = classifier_of(checkpoint, tta)
     bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
-    return classify(bgr, classifier_of(checkpoint), detect, detector)
+    return classify(bgr, classifier, detect, detector)
 
 
-def classifier_of(checkpoint: str | Path | Any | None) -> Any:
-    """A loaded classifier as it is; anything else through `load_classifier`."""
-    return checkpoint if callable(checkpoint) else load_classifier(checkpoint)
+def classifier_of(checkpoint: Checkpoint | Sequence[Checkpoint], tta: str = "none") -> Any:
+    """A loaded classifier as it is; anything else through `load_classifier`; a list as their `ensemble`, and any
+    of them with test-time views `tta`."""
+    if isinstance(checkpoint, (list, tuple)):
+        return ensemble([classifier_of(member) for member in checkpoint], tta)
+    return ensemble([checkpoint if callable(checkpoint) else load_classifier(checkpoint)], tta)
 
 
 # Outputs -------------------------------------------------------------------------------------------------------
@@ -447,19 +502,20 @@ def format_faces(name: str, faces: Sequence[Face]) -> str:
 def predict_files(
     paths: Sequence[str | Path],
     out_dir: str | Path,
-    checkpoint: str | Path | Any | None = None,
+    checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
+    tta: str = "none",
 ) -> list[dict[str, Any]]:
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
     `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
     The faces of consecutive images are classified together in fixed-size batches (`fer_jax.infer.batch.stream`).
     An unreadable file is reported in one line on stderr and recorded with its
-    error; the others still run. Returns one record per file.
+    error; the others still run. `checkpoint` and `tta` as for `predict`. Returns one record per file.
     """
     out_dir = Path(out_dir)
-    classifier = classifier_of(checkpoint)
+    classifier = classifier_of(checkpoint, tta)
     get_detector(detector)
     records, rows, used = [], [], set()
 
@@ -504,10 +560,11 @@ def predict_files(
 def predict_video(
     path: str | Path,
     out_dir: str | Path,
-    checkpoint: str | Path | Any | None = None,
+    checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     every: int = 1,
     detector: str = DEFAULT_DETECTOR,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
 
@@ -523,7 +580,7 @@ def predict_video(
         raise DataError(f"every must be 1 or more (every N-th frame), got {every}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    classifier = classifier_of(checkpoint)
+    classifier = classifier_of(checkpoint, tta)
     get_detector(detector)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages off: a bad file gets our one line
     capture = cv2.VideoCapture(str(path))
