@@ -100,6 +100,15 @@ PublicTest scenes by the classifier's accuracy on the detected faces over a grid
 where a FER face's side is 1.086 RetinaFace's); the grid is flat within about +-1.5 points around it."""
 
 
+FER_LAYOUT = ((15.34, 18.69), (32.84, 18.54), (24.15, 28.86), (17.2, 36.54), (31.29, 36.38))
+"""Where FER-2013's 48x48 faces have RetinaFace's five landmarks (eye on the image's left, the other eye, nose tip,
+mouth corners): the median of each coordinate over 6,979 Training faces enlarged 4x, padded by 48 px and read by
+RetinaFace at score 0.9 (results/fer_layout.json, `python -m experiments.fer_layout`; median absolute deviation
+1.4-2.0 px; the medians move by under 0.4 px at other enlargements and paddings)."""
+RETINAFACE_LAYOUT_WARP = False
+"""Whether a face with landmarks is cropped by `layout_warp` (onto FER_LAYOUT) instead of its framed box."""
+
+
 @dataclass(frozen=True)
 class Detection:
     """A face found in an image.
@@ -113,6 +122,9 @@ class Detection:
     box: Box
     rotation: float = 0.0
     score: float = 0.0
+    landmarks: tuple[tuple[float, float], ...] = ()
+    """RetinaFace's five (x, y) in the input image (`fer_jax.infer.retinaface.Face`'s order); () from other
+    detectors."""
 
 
 Detector = Callable[[Any], list[Detection]]
@@ -276,7 +288,7 @@ def framed(
     cy = (y0 + y2) / 2 + math.cos(angle) * shift * side
     box = (round(cx - side / 2), round(cy - side / 2), round(side), round(side))
     turn = math.degrees(angle)
-    return Detection(box, turn if abs(turn) > align_min_angle else 0.0, score)
+    return Detection(box, turn if abs(turn) > align_min_angle else 0.0, score, tuple(landmarks))
 
 
 def retinaface_detections(
@@ -362,15 +374,39 @@ def get_detector(name: str) -> Detector:
 # Crops ---------------------------------------------------------------------------------------------------------
 
 
-def crop(gray: Any, detection: Detection, align: bool = True) -> Any:
+def layout_warp(gray: Any, landmarks: Sequence[tuple[float, float]], layout: Sequence[tuple[float, float]]) -> Any:
+    """The face whose five `landmarks` (image pixels) are given, warped by one similarity transform (rotation, scale,
+    shift: the least-squares fit of the landmarks onto `layout`) into a 48x48 8-bit crop. A face larger than the
+    crop is warped at k x 48 px (k the whole shrink factor) and then shrunk with INTER_AREA, like a box crop."""
+    count = len(layout)
+    src_x, src_y = sum(x for x, _ in landmarks) / count, sum(y for _, y in landmarks) / count
+    dst_x, dst_y = sum(x for x, _ in layout) / count, sum(y for _, y in layout) / count
+    pairs = [((sx - src_x, sy - src_y), (dx - dst_x, dy - dst_y)) for (sx, sy), (dx, dy) in zip(landmarks, layout)]
+    norm = sum(sx * sx + sy * sy for (sx, sy), _ in pairs) or 1.0
+    a = sum(sx * dx + sy * dy for (sx, sy), (dx, dy) in pairs) / norm
+    b = sum(sx * dy - sy * dx for (sx, sy), (dx, dy) in pairs) / norm
+    factor = max(1, min(8, math.floor(1 / max(math.hypot(a, b), 1e-6))))
+    a, b = a * factor, b * factor
+    matrix = cv2.getRotationMatrix2D((0.0, 0.0), math.degrees(math.atan2(-b, a)), math.hypot(a, b))
+    matrix[0, 2] = factor * dst_x - (a * src_x - b * src_y)
+    matrix[1, 2] = factor * dst_y - (b * src_x + a * src_y)
+    side = factor * IMAGE_SIZE
+    face = cv2.warpAffine(gray, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA) if factor > 1 else face
+
+
+def crop(gray: Any, detection: Detection, align: bool = True, warp: bool = RETINAFACE_LAYOUT_WARP) -> Any:
     """The detected face as a 48x48 8-bit crop, like the FER-2013 images; with `align`, turned upright.
 
-    An upright box is cut from the image and resized (INTER_AREA when
+    With `warp` (and `align`), a face with landmarks is warped onto FER-2013's own layout (`layout_warp`,
+    FER_LAYOUT). Otherwise an upright box is cut from the image and resized (INTER_AREA when
     shrinking). A rotated one is first cut with 1.5x margin (edges replicated
     beyond the image), turned upright at full resolution, cut to the box and
     then resized the same way: turning the 48x48 crop instead blurred it, and
     cost the classifier 1-3 points on PublicTest scenes (docs/predict.md).
     """
+    if align and warp and detection.landmarks:
+        return layout_warp(gray, detection.landmarks, FER_LAYOUT)
     x, y, width, height = detection.box
     if not align or detection.rotation == 0:
         left, top = max(0, x), max(0, y)
