@@ -270,11 +270,12 @@ def layout_part(args: argparse.Namespace) -> dict[str, Any]:
         "box": [crop(gray, d, warp=False) for gray, d, _ in faces],
         "layout": [crop(gray, d, warp=True) for gray, d, _ in faces],
     }
-    rows = []
+    rows, right = [], {}
     for tta in ("none", "flip"):
         classifier = classifier_of(None, tta)
         for name, images in crops.items():
             correct = [g == t.label for g, (_, _, t) in zip(classify(classifier, images), faces)]
+            right[name, tta] = correct
             rows.append(
                 {
                     "crop": name,
@@ -289,7 +290,16 @@ def layout_part(args: argparse.Namespace) -> dict[str, Any]:
                 "{rotated_faces:.4f})".format(**rows[-1]),
                 flush=True,
             )
+    discordant = {
+        tta: {
+            "layout_right_box_wrong": sum(w and not b for w, b in zip(right["layout", tta], right["box", tta])),
+            "box_right_layout_wrong": sum(b and not w for w, b in zip(right["layout", tta], right["box", tta])),
+        }
+        for tta in ("none", "flip")
+    }
+    print(f"faces one crop gets right and the other wrong: {discordant}")
     return {
+        "discordant_faces": discordant,
         "split": args.split,
         "detector": f"{DEFAULT_DETECTOR} as shipped (its framing for the box crop; its landmarks for the warp)",
         "layout": [list(point) for point in FER_LAYOUT],

@@ -284,3 +284,36 @@ def test_retinaface_takes_any_size_and_refuses_an_altered_model(tmp_path):
         retinaface.session(altered)
     with pytest.raises(DataError, match="no such file"):
         retinaface.session(tmp_path / "missing.onnx")
+
+
+def test_layout_warp_undoes_a_similarity_transform():
+    """A smooth 48x48 pattern enlarged 3x, turned 30 degrees and moved: its landmarks (FER_LAYOUT moved the same
+    way) warp it back onto the 48x48 frame, within the blur of the two resamplings."""
+    rng = np.random.default_rng(0)
+    pattern = cv2.GaussianBlur(rng.integers(0, 256, (48, 48)).astype(np.uint8), (0, 0), 2)
+    pattern = cv2.normalize(pattern, None, 0, 255, cv2.NORM_MINMAX)
+    matrix = cv2.getRotationMatrix2D((24, 24), 30, 3.0)
+    matrix[:, 2] += (120, 90)
+    image = cv2.warpAffine(pattern, matrix, (320, 280), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    landmarks = [tuple(matrix @ (x, y, 1)) for x, y in detect.FER_LAYOUT]
+    warped = detect.layout_warp(image, landmarks, detect.FER_LAYOUT)
+    inner = (slice(6, 42), slice(6, 42))
+    error = np.abs(warped[inner].astype(float) - pattern[inner].astype(float)).mean()
+    assert warped.shape == (48, 48) and warped.dtype == np.uint8 and error < 2, error
+    moved = detect.layout_warp(image, [(x + 9, y) for x, y in landmarks], detect.FER_LAYOUT)  # 3 px off in 48
+    assert np.abs(moved[inner].astype(float) - pattern[inner].astype(float)).mean() > 10 * error
+
+
+def test_retinaface_detections_carry_landmarks_and_warp_onto_the_fer_layout(gray):
+    (upright,) = get_detector("retinaface")(gray)
+    assert len(upright.landmarks) == 5 and all(
+        upright.box[0] < x < upright.box[0] + upright.box[2] for x, _ in upright.landmarks
+    )
+    assert crop(gray, upright, warp=False).shape == crop(gray, upright, warp=True).shape == (48, 48)
+    assert (crop(gray, upright, align=False, warp=True) == crop(gray, upright, align=False)).all()  # align gates it
+    matrix = cv2.getRotationMatrix2D(ASTRONAUT_CENTRE, -25, 1.0)
+    tilted = cv2.warpAffine(gray, matrix, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+    (face,) = get_detector("retinaface")(tilted)
+    same = np.corrcoef(crop(tilted, face, warp=True).ravel(), crop(gray, upright, warp=True).ravel())[0, 1]
+    assert same > 0.9, same  # the eye line, not the detector's 10-degree rule, turns it: both land on one layout
+    assert not haar_boxes(gray) or get_detector("haar")(gray)[0].landmarks == ()

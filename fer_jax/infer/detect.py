@@ -388,8 +388,9 @@ def layout_warp(gray: Any, landmarks: Sequence[tuple[float, float]], layout: Seq
     factor = max(1, min(8, math.floor(1 / max(math.hypot(a, b), 1e-6))))
     a, b = a * factor, b * factor
     matrix = cv2.getRotationMatrix2D((0.0, 0.0), math.degrees(math.atan2(-b, a)), math.hypot(a, b))
-    matrix[0, 2] = factor * dst_x - (a * src_x - b * src_y)
-    matrix[1, 2] = factor * dst_y - (b * src_x + a * src_y)
+    centre = (factor - 1) / 2  # pixel i of the 48x48 crop is the mean of fine pixels k*i .. k*i + k - 1
+    matrix[0, 2] = factor * dst_x + centre - (a * src_x - b * src_y)
+    matrix[1, 2] = factor * dst_y + centre - (b * src_x + a * src_y)
     side = factor * IMAGE_SIZE
     face = cv2.warpAffine(gray, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA) if factor > 1 else face
