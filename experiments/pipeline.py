@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Results of other detectors already in it (same split, archive and weights) are kept, so the "
         "detectors can be run one at a time",
     )
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flip", "crops"),
+        help="the classifier's test-time views (default: `fer-jax predict`'s, fer_jax.infer.views.DEFAULT_TTA)",
+    )
     parser.add_argument("--save-scenes", metavar="DIR", help="also write the scenes as JPEGs (never commit them)")
     return parser
 
@@ -182,7 +187,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.files import write_atomic, write_json
     from fer_jax.infer.detect import DETECTORS
     from fer_jax.infer.onnx_export import calibration_faces
-    from fer_jax.infer.predict import load_classifier
+    from fer_jax.infer.predict import classifier_of, ensemble
+    from fer_jax.infer.views import DEFAULT_TTA
 
     dataset = load_fer2013(args.data)
     split = dataset.splits[args.split]
@@ -198,9 +204,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         Path(args.save_scenes).mkdir(parents=True, exist_ok=True)
         for scene in scenes:
             cv2.imwrite(str(Path(args.save_scenes) / f"{scene.name}.jpg"), scene.image)
-    classifier = load_classifier(args.checkpoint)
+    classifier = classifier_of(args.checkpoint, args.tta or DEFAULT_TTA)
     onnx, onnx_error = onnx_classifiers(args.checkpoint, calibration_faces(dataset.splits["Training"].images))
-    backends = {"jax": classifier, **onnx}
+    backends = {
+        "jax": classifier,
+        **{name: ensemble([onnx_classifier], args.tta or DEFAULT_TTA) for name, onnx_classifier in onnx.items()},
+    }
     crops = [f.numpy() for f in split.images]
     env = environment_info()
     report: dict[str, Any] = {

@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rotated) and classify them in batches of up to 256 across images and frames. Writes "
         "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
-        epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/, one view per "
-        "face; --model seed_cnn for the seed CNN, --model vgg_bn,seed_cnn for both, --tta flip for two views",
+        epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/, reading each "
+        "face and its mirror image; --model seed_cnn for the seed CNN, --model vgg_bn,seed_cnn for both, --tta none "
+        "for one view",
     )
     predict.add_argument(
         "paths",
@@ -176,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--tta",
-        default="none",
         choices=("none", "flip", "crops"),
-        help="test-time views of each face, probabilities averaged: none (default), flip (the face and its mirror, "
-        "2x the classifier's time) or crops (those and 4 corner crops of each, 10x); docs/predict.md measures them",
+        help="test-time views of each face, probabilities averaged: flip (the default: the face and its mirror, 2x "
+        "the classifier's time), none (one view) or crops (those and 4 corner crops of each, 10x); "
+        "docs/predict.md measures them",
     )
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     predict.add_argument(
@@ -372,6 +373,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from fer_jax.infer.compile_cache import use_compile_cache
         from fer_jax.infer.onnx_export import load_backend
         from fer_jax.infer.predict import ensemble, predict_files, predict_video, weights_source
+        from fer_jax.infer.views import DEFAULT_TTA
 
         use_compile_cache()
 
@@ -379,7 +381,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
         nets = [net for given in args.model or () for net in given.split(",") if net]
         sources = [weights_source(net) for net in nets] if nets else [args.checkpoint]
-        classifier = ensemble([load_backend(source, args.backend) for source in sources], args.tta)
+        classifier = ensemble([load_backend(source, args.backend) for source in sources], args.tta or DEFAULT_TTA)
         failed = []
         if args.paths:
             records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)

@@ -40,7 +40,7 @@ from fer_jax.files import write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
 from fer_jax.infer.compile_cache import use_compile_cache
 from fer_jax.infer.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
-from fer_jax.infer.views import uint8_views, view_list
+from fer_jax.infer.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.models.zoo import count_params, model_skeleton
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -400,14 +400,14 @@ def predict(
     checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
-    tta: str = "none",
+    tta: str = DEFAULT_TTA,
 ) -> list[Face]:
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
     `checkpoint`: None for the shipped weights, a shipped net's name, an exported .msgpack, a run
     folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`); a list of them is an
-    ensemble (probabilities averaged). `tta`: test-time views averaged, 'none', 'flip' (2 views) or 'crops'
-    (10; `fer_jax.infer.views`).
+    ensemble (probabilities averaged). `tta`: test-time views averaged, 'flip' (the default: the face and its
+    mirror), 'none' (one view) or 'crops' (10; `fer_jax.infer.views`).
     `detect=False` treats the whole image as one face (already-cropped faces
     such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No
     face found: an empty list.
@@ -418,7 +418,7 @@ def predict(
     return classify(bgr, classifier, detect, detector)
 
 
-def classifier_of(checkpoint: Checkpoint | Sequence[Checkpoint], tta: str = "none") -> Any:
+def classifier_of(checkpoint: Checkpoint | Sequence[Checkpoint], tta: str = DEFAULT_TTA) -> Any:
     """A loaded classifier as it is; anything else through `load_classifier`; a list as their `ensemble`, and any
     of them with test-time views `tta`."""
     if isinstance(checkpoint, (list, tuple)):
@@ -505,7 +505,7 @@ def predict_files(
     checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
-    tta: str = "none",
+    tta: str = DEFAULT_TTA,
 ) -> list[dict[str, Any]]:
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
@@ -564,7 +564,7 @@ def predict_video(
     detect: bool = True,
     every: int = 1,
     detector: str = DEFAULT_DETECTOR,
-    tta: str = "none",
+    tta: str = DEFAULT_TTA,
 ) -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
 
