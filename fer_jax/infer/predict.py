@@ -405,9 +405,9 @@ def predict(
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
     `checkpoint`: None for the shipped weights, a shipped net's name, an exported .msgpack, a run
-    folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`); a list of them is an
-    ensemble (probabilities averaged). `tta`: test-time views averaged, 'flip' (the default: the face and its
-    mirror), 'none' (one view) or 'crops' (10; `fer_jax.infer.views`).
+    folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`, used as it is, without `tta`);
+    a list of them is an ensemble (probabilities averaged, with `tta`). `tta`: test-time views averaged, 'flip'
+    (the default: the face and its mirror), 'none' (one view) or 'crops' (10; `fer_jax.infer.views`).
     `detect=False` treats the whole image as one face (already-cropped faces
     such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No
     face found: an empty list.
@@ -419,11 +419,13 @@ def predict(
 
 
 def classifier_of(checkpoint: Checkpoint | Sequence[Checkpoint], tta: str = DEFAULT_TTA) -> Any:
-    """A loaded classifier as it is; anything else through `load_classifier`; a list as their `ensemble`, and any
-    of them with test-time views `tta`."""
-    if isinstance(checkpoint, (list, tuple)):
-        return ensemble([classifier_of(member) for member in checkpoint], tta)
-    return ensemble([checkpoint if callable(checkpoint) else load_classifier(checkpoint)], tta)
+    """A loaded classifier as it is (its views are its own: `fer-jax predict` builds its `ensemble` first);
+    anything else through `load_classifier`, with test-time views `tta`; a list (of loaded or named nets) as their
+    `ensemble` with views `tta`."""
+    if callable(checkpoint):
+        return checkpoint
+    members = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+    return ensemble([member if callable(member) else load_classifier(member) for member in members], tta)
 
 
 # Outputs -------------------------------------------------------------------------------------------------------
