@@ -49,7 +49,7 @@ from typing import Any
 
 import cv2
 
-from experiments.scenes import SCENE_SEED, build_face_free, build_fer_scenes, build_photo_scenes, face_free_photos
+from experiments.scenes import RECIPES, SCENE_SEED, build_face_free, build_photo_scenes, face_free_photos
 from experiments.scoring import classifier_speed, classify, evaluate_detector, mean_or_none, onnx_classifiers
 
 
@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the results JSON; a Markdown table is written beside (.md). "
         "Results of other detectors already in it (same split, archive and weights) are kept, so the "
         "detectors can be run one at a time",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default="standard",
+        help="how the labelled FER scenes are built: standard (the six kinds) or wild (experiments.scenes."
+        "build_wild_scenes: tilted, oval-blended, bilinear, colour JPEG); report each in its own --out "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--tta",
@@ -196,7 +204,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     backgrounds = list(free_photos.values())
     seed = SCENE_SEED[args.split]
     scenes = [
-        *build_fer_scenes(split.images, split.labels, seed, backgrounds),
+        *RECIPES[args.recipe](split.images, split.labels, seed, backgrounds),
         *build_photo_scenes(seed, backgrounds),
         *build_face_free(seed, free_photos),
     ]
@@ -215,10 +223,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "experiments/pipeline.py: detection + classification on scenes built from one split's faces",
         "split": args.split,
+        "recipe": args.recipe,
         "scene_seed": seed,
         "scenes": {
             kind: sum(s.kind == kind for s in scenes)
-            for kind in ("single", "group", "grid", "rotated", "small", "jpeg", "photo", "lfw", "free")
+            for kind in ("single", "group", "grid", "rotated", "small", "jpeg", "wild", "photo", "lfw", "free")
         },
         "labelled_faces": sum(len(s.faces) for s in scenes if s.kind not in ("photo", "lfw")),
         "weights": classifier.info,
@@ -252,7 +261,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             )
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    if all(_same(previous.get(key), report[key]) for key in ("split", "dataset_sha256", "weights")):
+    if all(_same(previous.get(key), report[key]) for key in ("split", "recipe", "dataset_sha256", "weights")):
         kept = [d for d in previous.get("detectors", []) if d["detector"] not in args.detectors]
         order = list(DETECTORS)
         report["detectors"] = sorted(kept + report["detectors"], key=lambda d: order.index(d["detector"]))

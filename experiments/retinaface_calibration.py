@@ -35,7 +35,8 @@ from: the FER face's side over RetinaFace's, and its centre's offset.
 FER face it finds is cropped by its framed box (turned upright over 10 degrees, as
 today) and by the similarity warp of its five landmarks onto
 `fer_jax.infer.detect.FER_LAYOUT` (`layout_warp`), and classified with one view and
-with flip TTA: accuracy on the detected faces, upright and rotated.
+with flip TTA: accuracy on the detected faces, upright and rotated. `--recipe wild` builds
+the scenes by `experiments.scenes.build_wild_scenes` instead.
 """
 
 from __future__ import annotations
@@ -250,14 +251,15 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
 def layout_part(args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy on the detected FER faces: today's framed box crop against the warp onto FER_LAYOUT, each with
     one view and with flip TTA (see the module's doc)."""
-    from experiments.scenes import SCENE_SEED, build_fer_scenes, face_free_photos
+    from experiments.scenes import RECIPES, SCENE_SEED, face_free_photos
     from experiments.scoring import classify, match
     from fer_jax.data.fer2013 import load_fer2013
     from fer_jax.infer.detect import DEFAULT_DETECTOR, FER_LAYOUT, crop, get_detector
     from fer_jax.infer.predict import classifier_of
 
     split = load_fer2013(args.data).splits[args.split]
-    scenes = build_fer_scenes(split.images, split.labels, SCENE_SEED[args.split], list(face_free_photos().values()))
+    build = RECIPES[args.recipe]
+    scenes = build(split.images, split.labels, SCENE_SEED[args.split], list(face_free_photos().values()))
     detector = get_detector(DEFAULT_DETECTOR)
     faces = []  # (gray image, detection, truth)
     for scene in scenes:
@@ -301,6 +303,7 @@ def layout_part(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "discordant_faces": discordant,
         "split": args.split,
+        "recipe": args.recipe,
         "detector": f"{DEFAULT_DETECTOR} as shipped (its framing for the box crop; its landmarks for the warp)",
         "layout": [list(point) for point in FER_LAYOUT],
         "faces_detected": len(faces),
@@ -338,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="the FER-2013 archive")
     parser.add_argument("--split", default="PublicTest", choices=tuple(SCENE_SEED))
     parser.add_argument("--part", choices=("framing", "detection", "enlarge", "layout"), default="framing")
+    parser.add_argument(
+        "--recipe",
+        choices=("standard", "wild"),
+        default="standard",
+        help="how --part layout builds its FER scenes (experiments.scenes.RECIPES; default: %(default)s)",
+    )
     parser.add_argument("--out", required=True, help="the results JSON")
     args = parser.parse_args(argv)
     return run_command("python -m experiments.retinaface_calibration", lambda: run(args))
