@@ -220,7 +220,9 @@ WILD_COUNT = 100
 """Scenes of the second recipe (`build_wild_scenes`)."""
 
 
-def build_wild_scenes(images: torch.Tensor, labels: torch.Tensor, seed: int, photos: Sequence[Any]) -> list[Scene]:
+def build_wild_scenes(
+    images: torch.Tensor, labels: torch.Tensor, seed: int, photos: Sequence[Any], count: int = WILD_COUNT
+) -> list[Scene]:
     """The second recipe, fixed before any setting was tuned on it and unlike `build_fer_scenes` in each step:
     1-4 faces of 72-220 px on an 800x600 face-free photo (never a synthetic background), enlarged bilinearly
     (not bicubic), 80% of them tilted by an angle drawn uniformly from +-25 degrees (not 15-90 in steps), pasted as a
@@ -231,7 +233,7 @@ def build_wild_scenes(images: torch.Tensor, labels: torch.Tensor, seed: int, pho
     rng.shuffle(order)
     next_face = iter(order)
     scenes = []
-    for number in range(WILD_COUNT):
+    for number in range(count):
         width, height = 800, 600
         photo = photos[rng.randrange(len(photos))]
         scene = Scene(f"wild_{number:03d}", "wild", cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA))

@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 import torch
 
-from experiments.scenes import Scene, Truth, build_fer_scenes
+from experiments.scenes import Scene, Truth, build_fer_scenes, build_wild_scenes
 from experiments.scoring import evaluate_detector, match, score_curve
 from fer_jax.cli import build_parser, main
 from fer_jax.data.fer2013 import DataError
@@ -167,6 +167,29 @@ def test_scenes_keep_every_face_inside_and_matching_scores_them():
     off = [(x + w, y, w, h) for x, y, w, h in exact]  # a face's width to the right: no match
     tiny = [(x + w // 2 - 2, y + h // 2 - 2, 4, 4) for x, y, w, h in exact]  # right place, far too small
     assert match(truths, off) == match(truths, tiny) == [None] * len(truths)
+
+
+def test_the_wild_recipe_tilts_blends_and_compresses_its_faces():
+    faces = make_faces({"Training": 0, "PublicTest": 0, "PrivateTest": 6})
+    images = torch.stack([f.pixels for f in faces])
+    labels = torch.tensor([f.label for f in faces])
+    photo = cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR)
+    scenes = build_wild_scenes(images, labels, 1, [photo], count=4)
+    assert [s.faces for s in scenes] == [s.faces for s in build_wild_scenes(images, labels, 1, [photo], count=4)]
+    truths = [t for s in scenes for t in s.faces]
+    assert {s.kind for s in scenes} == {"wild"} and all(s.image.shape == (600, 800, 3) for s in scenes)
+    assert all(72 <= t.side <= 220 and abs(t.angle) <= 25 and t.label == labels[t.index] for t in truths)
+    assert any(t.angle != 0 and t.angle % 15 for t in truths)  # tilts drawn from a range, not the 15-degree steps
+    assert len({t.index for t in truths}) == len(truths)
+    assert (scenes[0].image[..., 0] != scenes[0].image[..., 2]).any()  # a colour JPEG, not a gray one
+    backdrop = cv2.resize(photo, (800, 600), interpolation=cv2.INTER_AREA).astype(int)
+    for scene in scenes:  # the oval leaves the crop's corners (0.42 of its side out on each axis) to the photo
+        for t in scene.faces:
+            turn = math.radians(-t.angle)
+            for dx, dy in ((-0.42, -0.42), (0.42, 0.42)):
+                x = t.cx + t.side * (dx * math.cos(turn) - dy * math.sin(turn))
+                y = t.cy + t.side * (dx * math.sin(turn) + dy * math.cos(turn))
+                assert np.abs(scene.image[round(y), round(x)].astype(int) - backdrop[round(y), round(x)]).max() < 40
 
 
 def test_evaluate_detector_scores_a_photo_and_a_face_free_image():

@@ -402,7 +402,7 @@ def test_cli_ensembles_and_views(astronaut, tmp_path, capsys):
     assert record["probabilities"] == pytest.approx(face.probabilities, abs=1e-6)
     assert main(["predict", str(path), "--out", str(out)]) == 0  # the default: vgg_bn, flip
     weights = json.loads((out / "predictions.json").read_text())["weights"]
-    assert weights["tta"] == "flip" and [n["model"] for n in weights["nets"]] == ["vgg_bn"]
+    assert weights["tta"] == "flip" and weights["views"] == 2 and weights["model"] == "vgg_bn" and weights["sha256"]
     capsys.readouterr()
     with pytest.raises(SystemExit, match="2"):
         main(["predict", str(path), "--tta", "zoom"])

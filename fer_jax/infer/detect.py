@@ -16,8 +16,8 @@ downloaded at run time:
 - `retinaface` (the default), `retinaface-sweep`: RetinaFace-MobileNet-0.25, a CNN
   (`fer_jax.infer.retinaface`, its model ships in fer_jax/weights/), alone and with passes on
   the image turned by +-20 and +-90 degrees and enlarged 2x for small faces. Its five
-  landmarks warp each face onto FER-2013's own layout (FER_LAYOUT: eyes, nose and mouth where
-  the dataset has them) by one similarity transform.
+  landmarks turn each face upright by its eye line, or, with `crop(..., warp=True)`, warp it
+  onto FER-2013's own layout (FER_LAYOUT) by one similarity transform.
 
 docs/predict.md compares them on `experiments/pipeline.py`'s benchmark.
 """
@@ -106,13 +106,12 @@ FER_LAYOUT = ((15.34, 18.69), (32.84, 18.54), (24.15, 28.86), (17.2, 36.54), (31
 mouth corners): the median of each coordinate over 6,979 Training faces enlarged 4x, padded by 48 px and read by
 RetinaFace at score 0.9 (results/fer_layout.json, `python -m experiments.fer_layout`; median absolute deviation
 1.4-2.0 px; the medians move by under 0.4 px at other enlargements and paddings)."""
-RETINAFACE_LAYOUT_WARP = True
-"""Whether a face with landmarks (RetinaFace's) is cropped by `layout_warp` onto FER_LAYOUT instead of its framed box.
-On the 337 FER faces `retinaface` finds in the PublicTest scenes the shipped vgg_bn reads 0.6528 of the warped
-crops against 0.6291 of the boxes with flip TTA (0.6380 against 0.6291 with one view;
-results/retinaface_layout_publictest.json): 21 faces only the warp gets right, 13 only the box, so a small gain
-within the noise of one split, from a layout measured on the data rather than tuned on scenes. The box crop (framed,
-turned upright over 10 degrees) was the default until 2026-12-07."""
+RETINAFACE_LAYOUT_WARP = False
+"""Whether a face with landmarks (RetinaFace's) is cropped by `layout_warp` onto FER_LAYOUT instead of its framed box:
+not by default. With flip TTA the shipped vgg_bn reads 0.6528 of the warped crops against 0.6291 of the boxes on the
+337 FER faces `retinaface` finds in the standard PublicTest scenes (21 faces only the warp gets right, 13 only the
+box), but 0.6741 against 0.6875 on the 224 it finds in the second recipe's (`wild`: 7 against 10): 5 faces of 561
+in all, no clear gain (results/retinaface_layout_publictest.json, retinaface_layout_publictest_wild.json)."""
 
 
 @dataclass(frozen=True)

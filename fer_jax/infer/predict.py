@@ -167,8 +167,9 @@ class Averaged:
         self.members = list(members)
         self.views = len(view_list(tta))
         self._views = uint8_views(tta)
-        self.info = {"tta": tta, "views": self.views, "nets": [member.info for member in self.members]}
-        """The views and each net's description."""
+        nets = [member.info for member in self.members]
+        self.info = {**(nets[0] if len(nets) == 1 else {"nets": nets}), "tta": tta, "views": self.views}
+        """The net's description (several: each under 'nets'), and the views."""
 
     def __call__(self, faces: jax.Array) -> jax.Array:
         """(N, 48, 48) uint8 faces -> (N, 7) probabilities in `EMOTIONS` order."""
