@@ -390,6 +390,7 @@ def test_views_and_nets_are_averaged_in_fixed_batches():
     assert ensemble.info["views"] == 10 and [n["model"] for n in ensemble.info["nets"]] == ["vgg_bn", "seed_cnn"]
 
 
+@pytest.mark.slow
 def test_cli_ensembles_and_views(astronaut, tmp_path, capsys):
     path = tmp_path / "astronaut.png"
     cv2.imwrite(str(path), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
