@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the classifier's time), none (one view) or crops (those and 4 corner crops of each, 10x); "
         "docs/predict.md measures them",
     )
+    predict.add_argument(
+        "--crop",
+        choices=("box", "layout"),
+        help="box (default): the detector's box, turned upright; layout: RetinaFace's faces warped by their five "
+        "landmarks onto FER-2013's own layout (docs/predict.md compares them)",
+    )
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     predict.add_argument(
         "--no-detect",
@@ -382,13 +388,20 @@ def _dispatch(args: argparse.Namespace) -> None:
         nets = [net for given in args.model or () for net in given.split(",") if net]
         sources = [weights_source(net) for net in nets] if nets else [args.checkpoint]
         classifier = ensemble([load_backend(source, args.backend) for source in sources], args.tta or DEFAULT_TTA)
+        crop_options = {"warp": args.crop == "layout"} if args.crop else {}  # default: the detector module's
         failed = []
         if args.paths:
-            records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)
+            records = predict_files(args.paths, args.out, classifier, not args.no_detect, args.detector, **crop_options)
             failed = [record["file"] for record in records if "error" in record]
         if args.video:
             predict_video(
-                args.video, args.out, classifier, detect=not args.no_detect, every=args.every, detector=args.detector
+                args.video,
+                args.out,
+                classifier,
+                detect=not args.no_detect,
+                every=args.every,
+                detector=args.detector,
+                **crop_options,
             )
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")

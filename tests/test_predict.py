@@ -401,8 +401,17 @@ def test_cli_ensembles_and_views(astronaut, tmp_path, capsys):
     [face] = fer_jax.predict(astronaut, checkpoint=["vgg_bn", "seed_cnn"], tta="none")
     [record] = json.loads((out / "predictions.json").read_text())["images"][0]["faces"]
     assert record["probabilities"] == pytest.approx(face.probabilities, abs=1e-6)
-    assert main(["predict", str(path), "--out", str(out)]) == 0  # the default: vgg_bn, flip
-    weights = json.loads((out / "predictions.json").read_text())["weights"]
+    assert main(["predict", str(path), "--out", str(out)]) == 0  # the default: vgg_bn, flip, box crop
+    report = json.loads((out / "predictions.json").read_text())
+    weights = report["weights"]
+    assert report["crop"] == "box"
+    assert main(["predict", str(path), "--crop", "layout", "--tta", "none", "--out", str(tmp_path / "layout")]) == 0
+    [warped] = fer_jax.predict(astronaut, tta="none", warp=True)
+    layout = json.loads((tmp_path / "layout" / "predictions.json").read_text())
+    assert layout["crop"] == "layout" and layout["images"][0]["faces"][0]["probabilities"] == pytest.approx(
+        warped.probabilities, abs=1e-6
+    )
+    assert warped.probabilities != pytest.approx(fer_jax.predict(astronaut, tta="none")[0].probabilities, abs=1e-3)
     assert weights["tta"] == "flip" and weights["views"] == 2 and weights["model"] == "vgg_bn" and weights["sha256"]
     capsys.readouterr()
     with pytest.raises(SystemExit, match="2"):

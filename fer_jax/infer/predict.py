@@ -39,7 +39,7 @@ from fer_jax.errors import DataError
 from fer_jax.files import write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
 from fer_jax.infer.compile_cache import use_compile_cache
-from fer_jax.infer.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
+from fer_jax.infer.detect import DEFAULT_DETECTOR, RETINAFACE_LAYOUT_WARP, Box, Detection, crop, get_detector
 from fer_jax.infer.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.models.zoo import count_params, model_skeleton
 
@@ -373,21 +373,28 @@ def one_line(err: BaseException) -> str:
 
 
 def detect_and_crop(
-    bgr: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR
+    bgr: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR, warp: bool = RETINAFACE_LAYOUT_WARP
 ) -> tuple[list[Detection], list[Any]]:
-    """The faces of an 8-bit BGR image and their 48x48 crops; `detect=False`: the whole image is one face."""
+    """The faces of an 8-bit BGR image and their 48x48 crops; `detect=False`: the whole image is one face. `warp`:
+    faces with landmarks (RetinaFace's) warped onto FER-2013's layout (`fer_jax.infer.detect.layout_warp`)."""
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     found = get_detector(detector)(gray) if detect else [Detection((0, 0, gray.shape[1], gray.shape[0]))]
-    return found, [crop(gray, detection) for detection in found]
+    return found, [crop(gray, detection, warp=warp) for detection in found]
 
 
 def to_faces(found: Sequence[Detection], face_probabilities: Sequence[Sequence[float]]) -> list[Face]:
     return [Face(d.box, dict(zip(EMOTIONS, p)), d.rotation) for d, p in zip(found, face_probabilities)]
 
 
-def classify(bgr: Any, classifier: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR) -> list[Face]:
+def classify(
+    bgr: Any,
+    classifier: Any,
+    detect: bool = True,
+    detector: str = DEFAULT_DETECTOR,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
+) -> list[Face]:
     """The faces of an 8-bit BGR image with their probabilities; `detect=False`: the whole image is one face."""
-    found, crops = detect_and_crop(bgr, detect, detector)
+    found, crops = detect_and_crop(bgr, detect, detector, warp)
     return to_faces(found, probabilities(classifier, crops))
 
 
@@ -402,13 +409,15 @@ def predict(
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
     tta: str = DEFAULT_TTA,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
 ) -> list[Face]:
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
     `checkpoint`: None for the shipped weights, a shipped net's name, an exported .msgpack, a run
     folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`, used as it is, without `tta`);
     a list of them is an ensemble (probabilities averaged, with `tta`). `tta`: test-time views averaged, 'flip'
-    (the default: the face and its mirror), 'none' (one view) or 'crops' (10; `fer_jax.infer.views`).
+    (the default: the face and its mirror), 'none' (one view) or 'crops' (10; `fer_jax.infer.views`). `warp`:
+    RetinaFace's faces warped onto FER-2013's layout by their landmarks instead of cut by their box.
     `detect=False` treats the whole image as one face (already-cropped faces
     such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No
     face found: an empty list.
@@ -416,7 +425,7 @@ def predict(
     use_compile_cache()  # before to_bgr's first JAX computation
     classifier = classifier_of(checkpoint, tta)
     bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
-    return classify(bgr, classifier, detect, detector)
+    return classify(bgr, classifier, detect, detector, warp)
 
 
 def classifier_of(checkpoint: Checkpoint | Sequence[Checkpoint], tta: str = DEFAULT_TTA) -> Any:
@@ -509,13 +518,14 @@ def predict_files(
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
     tta: str = DEFAULT_TTA,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
 ) -> list[dict[str, Any]]:
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
     `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
     The faces of consecutive images are classified together in fixed-size batches (`fer_jax.infer.batch.stream`).
     An unreadable file is reported in one line on stderr and recorded with its
-    error; the others still run. `checkpoint` and `tta` as for `predict`. Returns one record per file.
+    error; the others still run. `checkpoint`, `tta` and `warp` as for `predict`. Returns one record per file.
     """
     out_dir = Path(out_dir)
     classifier = classifier_of(checkpoint, tta)
@@ -528,7 +538,7 @@ def predict_files(
                 if nothing:
                     raise DataError(nothing)
                 bgr = read_image(path)
-                found, crops = detect_and_crop(bgr, detect, detector)
+                found, crops = detect_and_crop(bgr, detect, detector, warp)
             except DataError as err:
                 yield (path, None, [], str(err)), []
                 continue
@@ -553,7 +563,13 @@ def predict_files(
         rows += [[str(path), number, *face_row(face)] for number, face in enumerate(faces, 1)]
     write_json(
         out_dir / "predictions.json",
-        {"weights": classifier.info, "detect": detect, "detector": detector if detect else None, "images": records},
+        {
+            "weights": classifier.info,
+            "detect": detect,
+            "detector": detector if detect else None,
+            "crop": "layout" if warp else "box",
+            "images": records,
+        },
     )
     write_csv(out_dir / "predictions.csv", ("file", "face", *CSV_COLUMNS), rows)
     print(f"Annotated images, predictions.json and predictions.csv in {out_dir}/")
@@ -568,6 +584,7 @@ def predict_video(
     every: int = 1,
     detector: str = DEFAULT_DETECTOR,
     tta: str = DEFAULT_TTA,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
 ) -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
 
@@ -603,7 +620,7 @@ def predict_video(
     def frames() -> Any:
         nonlocal ok, frame, index
         while ok:
-            found, crops = detect_and_crop(frame, detect, detector) if index % every == 0 else (None, [])
+            found, crops = detect_and_crop(frame, detect, detector, warp) if index % every == 0 else (None, [])
             yield (index, frame, found), crops
             ok, frame = capture.read()
             index += 1
