@@ -516,10 +516,52 @@ def cold_start_block(results: Path) -> str:
     return generated_block(COLD_START_BEGIN, COLD_START_END, results / "cold_start_cpu.json", body)
 
 
+DEMO_DOC = Path("docs") / "demo.md"
+"""The page whose latency, load and webcam table is generated from results/demo_*_cpu.json."""
+DEMO_BEGIN = "<!-- demo: generated from results/demo_*_cpu.json by `python -m experiments.table --readme README.md` -->"
+DEMO_END = "<!-- /demo -->"
+DEMO_RESULTS = ("demo_latency_cpu.json", "demo_load_cpu.json", "demo_webcam_cpu.json")
+
+
+def demo_block(results: Path) -> str:
+    """docs/demo.md's generated block: one row per load run (clients, requests, errors, lost, latency, memory) and
+    the webcam's frames/s, each with its machine and command."""
+    found = {name: json.loads((results / name).read_text()) for name in DEMO_RESULTS if (results / name).is_file()}
+    if not found:
+        return "\n\n".join([DEMO_BEGIN, "_Not measured yet._", DEMO_END])
+    rows = [
+        "| run | clients | requests | errors | lost | p50 (s) | p95 (s) | server memory (MB), start -> end | file |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, run in found.items():
+        if "clients" not in run:
+            continue
+        memory = run["server_rss_mb"]
+        rows.append(
+            f"| {run['duration_s']} s | {run['clients']} | {run['requests']} | {run['errors']} | {run['lost']} | "
+            f"{run['latency_s']['p50']:.3f} | {run['latency_s']['p95']:.3f} | {memory['start']:,.0f} -> "
+            f"{memory['end']:,.0f} ({run['server_rss_growth']:+.1%}) | `results/{name}` |"
+        )
+    paragraphs = [DEMO_BEGIN, "\n".join(rows)]
+    webcam = found.get("demo_webcam_cpu.json")
+    if webcam:
+        paragraphs.append(
+            f"Webcam ({webcam['frame_size'][0]}x{webcam['frame_size'][1]}, {webcam['duration_s']} s, "
+            f"`results/demo_webcam_cpu.json`): {webcam['frames_per_s']['median']:.1f} frames/s median (min "
+            f"{webcam['frames_per_s']['min']:.1f}), {webcam['faces_per_s']['median']:.1f} faces/s, "
+            f"{webcam['server_ms_per_frame_median']:.0f} ms of server time per frame."
+        )
+    machines = sorted({f"{run['machine']['cpu']} ({run['machine']['cores']} cores)" for run in found.values()})
+    commands = "\n".join(run["command"] for run in found.values())
+    paragraphs += [f"Machine: {', '.join(machines)}; commands:", f"```\n{commands}\n```", DEMO_END]
+    return "\n\n".join(paragraphs)
+
+
 DOC_BLOCKS = (
     (RESULTS_DOC, RESULTS_BEGIN, RESULTS_END, results_page_block),
     (PIPELINE_DOC, PIPELINE_BEGIN, PIPELINE_END, pipeline_block),
     (PIPELINE_DOC, COLD_START_BEGIN, COLD_START_END, cold_start_block),
+    (DEMO_DOC, DEMO_BEGIN, DEMO_END, demo_block),
     (THROUGHPUT_DOC, THROUGHPUT_BEGIN, THROUGHPUT_END, throughput_block),
     (SEARCH_DOC, SEARCH_BEGIN, SEARCH_END, search_block),
 )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fer_jax.commands import run_command
-from fer_jax.config import Config, ConfigError, ProcessConfig, known_keys, quick
+from fer_jax.config import Config, ConfigError, ProcessConfig, known_keys, quick, set_flags
 from fer_jax.environment import use_project_xla_flags
 from fer_jax.errors import DataError
 
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
         epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/, reading each "
         "face and its mirror image; --model seed_cnn for the seed CNN, --model vgg_bn,seed_cnn for both, --tta none "
-        "for one view",
+        "for one view. The classifier is compiled once per machine and kept in "
+        "~/.cache/fer-jax/jax-compile/ (FER_JAX_COMPILE_CACHE=DIR moves it, =off turns it off)",
     )
     predict.add_argument(
         "paths",
@@ -260,6 +261,24 @@ def build_parser() -> argparse.ArgumentParser:
         "data/fer2013.zip)",
     )
 
+    demo = commands.add_parser(
+        "demo",
+        help="the model in a browser: photos, the webcam and short videos (Gradio; pip install 'fer-jax[demo]')",
+        description="Serve a page (Gradio) that runs `fer-jax predict` on an uploaded or pasted photo, the webcam's "
+        "frames as they stream, or a short video, with a choice of model and face detector. Serves on 127.0.0.1 "
+        "only, unless --host says otherwise; no telemetry, no share link, nothing fetched from the network.",
+    )
+    demo.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on; 0.0.0.0 opens it to the network")
+    demo.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="exported weights (.msgpack) or a run folder to offer beside the shipped nets (repeatable; the first "
+        "is selected)",
+    )
+    demo.add_argument("--max-file-size", default="50mb", help="largest upload accepted (default: %(default)s)")
+
     commands.add_parser(
         "compare",
         add_help=False,
@@ -293,36 +312,33 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if not config_path.is_file():
             raise FileNotFoundError(f"{args.resume}: no config.json; nothing to resume")
         config = Config.load(config_path)
-        config.run_dir = args.resume
-        if args.data:
-            config.data.source = args.data
-        if args.profile is not None:
-            config.set("train.profile_steps", args.profile)
-        if args.distributed is not None:
-            config.train.distributed = args.distributed
-        return config
+        flags = {
+            "--resume": ("run_dir", args.resume),
+            "--data": ("data.source", args.data),
+            "--profile": ("train.profile_steps", args.profile),
+            "--distributed": ("train.distributed", args.distributed),
+        }
+        set_flags(config, flags)
+        return config.validate()
     config = Config.load(args.config) if args.config else Config()
     if args.quick:
         quick(config)
     flags = {
-        "data.source": args.data,
-        "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size,
-        "optim.learning_rate": args.lr,
-        "optim.name": args.optimizer,
-        "train.seed": args.seed,
-        "train.profile_steps": args.profile,
-        "train.distributed": args.distributed,
+        "--data": ("data.source", args.data),
+        "--epochs": ("train.epochs", args.epochs),
+        "--batch-size": ("train.batch_size", args.batch_size),
+        "--lr": ("optim.learning_rate", args.lr),
+        "--optimizer": ("optim.name", args.optimizer),
+        "--seed": ("train.seed", args.seed),
+        "--profile": ("train.profile_steps", args.profile),
+        "--distributed": ("train.distributed", args.distributed),
+        "--run-dir": ("run_dir", args.run_dir),
     }
-    for key, value in flags.items():
-        if value is not None:
-            config.set(key, value)
+    set_flags(config, flags)
     config.apply_overrides(args.set)
-    if args.run_dir:
-        config.run_dir = args.run_dir
-    elif not args.config:
+    if not args.run_dir and not args.config:
         config.run_dir = f"runs/{config.model.name}/{time.strftime('%Y%m%d-%H%M%S')}"
-    return config
+    return config.validate()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,6 +357,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def check_outputs(files: dict[str, str | None], folders: dict[str, str | None] | None = None) -> None:
+    """Refuse, before any work, an output flag's path that cannot be written ({flag: path or None})."""
+    from fer_jax.files import output_problem
+
+    for paths, folder in ((files, False), (folders or {}, True)):
+        for flag, path in paths.items():
+            problem = path is not None and output_problem(path, folder)
+            if problem:
+                raise ConfigError(f"{flag} {path}: {problem}")
+
+
 def _dispatch(args: argparse.Namespace) -> None:
     """Run one command, importing only what it needs: `predict` never loads torch or the trainer."""
     if args.command == "download":
@@ -352,6 +379,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from fer_jax.data.check import run_data_check
         from fer_jax.files import write_json
 
+        check_outputs({"--json": args.json}, {"--out": args.out})
         report = run_data_check(args.path, args.out)
         if args.json:
             write_json(args.json, report)
@@ -362,6 +390,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from fer_jax.train.trainer import train
 
         config = config_from_args(args)
+        check_outputs({"--results": args.results}, {"--run-dir": config.run_dir})
         launch = ProcessConfig(
             args.coordinator_address or "",
             args.num_processes or 0,
@@ -385,6 +414,9 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         if not args.paths and not args.video:
             raise DataError("nothing to do: give image PATHs and/or --video FILE")
+        if args.every < 1:
+            raise ConfigError(f"--every {args.every}: expected an integer >= 1 (classify every N-th frame)")
+        check_outputs({}, {"--out": args.out})
         nets = [net for given in args.model or () for net in given.split(",") if net]
         sources = [weights_source(net) for net in nets] if nets else [args.checkpoint]
         classifier = ensemble([load_backend(source, args.backend) for source in sources], args.tta or DEFAULT_TTA)
@@ -405,9 +437,14 @@ def _dispatch(args: argparse.Namespace) -> None:
             )
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")
+    elif args.command == "demo":
+        from fer_jax.demo import serve
+
+        serve(args.host, args.port, args.checkpoint, args.max_file_size)
     elif args.command == "export-onnx":
         from fer_jax.infer.onnx_export import calibration_faces, export_onnx
 
+        check_outputs({"--out": args.out})
         faces = None
         if args.int8:
             from fer_jax.config import DataConfig
@@ -424,6 +461,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "export-weights":
         from fer_jax.infer.predict import export_weights
 
+        check_outputs({"--out": args.out, "--out's description": str(Path(args.out).with_suffix(".json"))})
         info = export_weights(args.run_dir, args.out)
         print(
             f"Wrote {args.out} ({info['parameters']:,} parameters, {info['dtype']}, sha256 {info['sha256'][:16]}...) "

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from fer_jax.config import ConfigError
 from fer_jax.errors import CheckpointError, DataError, DistributedError, DownloadError, TrainingError
+from fer_jax.files import FileFormatError, WriteError
 
 
 def run_command(program: str, action: Callable[[], object]) -> int:
@@ -26,11 +27,18 @@ def run_command(program: str, action: Callable[[], object]) -> int:
         DownloadError,
         TrainingError,
         FileNotFoundError,
+        FileFormatError,
+        WriteError,
         ConfigError,
     ) as err:
-        print(f"{program}: error: {err}", file=sys.stderr)
+        print(f"{program}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def one_line(message: str) -> str:
+    """`message` on one line: a line break in it (e.g. in a name the user typed) is shown escaped."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")

@@ -24,7 +24,7 @@ import torch
 from fer_jax.baseline.porting import flax_to_torch
 from fer_jax.baseline.pytorch import TorchSeedCNN, evaluate_torch, torch_device, torch_device_description, train_torch
 from fer_jax.commands import run_command
-from fer_jax.config import Config, ConfigError, known_keys, quick
+from fer_jax.config import Config, ConfigError, known_keys, quick, set_flags
 from fer_jax.data.cache import source_sha256
 from fer_jax.data.fer2013 import Split
 from fer_jax.environment import device_description, environment_info
@@ -38,6 +38,8 @@ from fer_jax.train.trainer import train
 
 FRAMEWORKS = ("jax", "pytorch")
 INITS = ("shared", "own")
+MAX_SEEDS = 100
+"""Most seeds one comparison trains (each seed trains both frameworks)."""
 """`--init`: PyTorch starts from JAX's initial weights ('shared') or from its own initialisation ('own')."""
 
 METRICS: dict[str, tuple[str, float, str, str]] = {
@@ -130,14 +132,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
     config = Config()
     if args.quick:
         quick(config)
-    if args.epochs is not None:
-        config.set("train.epochs", args.epochs)
-    if args.data:
-        config.set("data.source", args.data)
+    set_flags(config, {"--epochs": ("train.epochs", args.epochs), "--data": ("data.source", args.data)})
     config.apply_overrides(args.set)
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    return config
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {args.seeds}: expected an integer from 1 to {MAX_SEEDS}")
+    return config.validate()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,41 +174,194 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
-        """The config a dict (e.g. a run's config.json) describes; keys of `RETIRED_KEYS`, written by older
-        versions, are skipped, so their runs still resume and evaluate."""
+        """The config a dict (e.g. a run's config.json) describes, validated; keys of `RETIRED_KEYS`, written by
+        older versions, are skipped, so their runs still resume and evaluate."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a config is a JSON object of sections, got {type(raw).__name__}")
         config = cls()
         for key, value in _flatten(raw).items():
             if key not in RETIRED_KEYS:
                 config.set(key, value)
-        return config
+        return config.validate()
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config in a JSON file; a one-line ConfigError naming the file when it cannot be read or used."""
+        try:
+            raw = json.loads(Path(path).read_bytes())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, ValueError, RecursionError) as err:  # a folder, binary garbage, bad JSON, absurd nesting
+            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise ConfigError(f"{path}: not a readable JSON config ({reason})") from None
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def validate(self) -> Config:
+        """Check every field's type and range (`FIELD_RULES`) and the fields that depend on each other; a one-line
+        ConfigError naming the field, its value and what is allowed. Returns the config.
+
+        `set` checks each value as it comes in; this also catches fields assigned directly (notebooks,
+        experiments) and the combinations no single value decides."""
+        for key in known_keys():
+            *sections, name = key.split(".")
+            target: Any = self
+            for section in sections:
+                target = getattr(target, section)
+            check_value(key, getattr(target, name), FIELD_TYPES[key])
+        model = self.model
+        if model.width != 1.0 and model.name not in WIDTH_SCALABLE:
+            raise ConfigError(
+                f"model.width={model.width!r}: {model.name!r} has width 1 only (other widths: "
+                f"{' or '.join(WIDTH_SCALABLE)})"
+            )
+        if model.input_crop and model.name not in WIDTH_SCALABLE:
+            raise ConfigError(
+                f"model.input_crop={model.input_crop!r}: {model.name!r} reads the whole face, 0 only (crops: "
+                f"{' or '.join(WIDTH_SCALABLE)})"
+            )
+        return self
 
     def set(self, dotted_key: str, value: Any) -> None:
         """Set `section.field` (or a top-level field), converting strings to the field's type."""
         if dotted_key in RETIRED_KEYS:
             raise ConfigError(f"config key {dotted_key!r} is gone: {RETIRED_KEYS[dotted_key]}")
+        if dotted_key not in FIELD_TYPES:
+            raise ConfigError(f"unknown config key {_shown(dotted_key)}; known: {', '.join(sorted(known_keys()))}")
         *sections, name = dotted_key.split(".")
         target: Any = self
         for section in sections:
-            if not dataclasses.is_dataclass(target) or not hasattr(target, section):
-                raise ConfigError(f"unknown config key {dotted_key!r}")
             target = getattr(target, section)
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        if name not in fields or dataclasses.is_dataclass(getattr(target, name)):
-            raise ConfigError(f"unknown config key {dotted_key!r}; known: {', '.join(sorted(known_keys()))}")
-        setattr(target, name, _coerce(value, type(getattr(target, name)), dotted_key))
+        kind = FIELD_TYPES[dotted_key]
+        setattr(target, name, check_value(dotted_key, _coerce(value, kind, dotted_key), kind))
 
     def apply_overrides(self, overrides: list[str]) -> Config:
         """Apply `key=value` strings, as given to `--set`."""
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:
-                raise ConfigError(f"override {item!r} is not of the form key=value")
+                raise ConfigError(f"override {_shown(item)} is not of the form key=value")
             self.set(key.strip(), value.strip())
         return self
+
+
+MODEL_NAMES = ("seed_cnn", "vgg_bn", "resnet18")
+"""`model.name`'s choices: the keys of `fer_jax.models.zoo.MODELS` (a test holds them equal)."""
+WIDTH_SCALABLE = ("vgg_bn", "resnet18")
+"""The models that take `model.width` and `model.input_crop`."""
+SMALLEST_CROP = 16
+"""vgg_bn pools four times: a crop under 16 pixels would leave nothing to flatten."""
+INTERPOLATIONS = ("nearest", "bilinear")
+"""`data.interpolation`'s choices."""
+FILLS = ("zero", "edge")
+"""`data.fill`'s choices."""
+MAX_BATCH = 32768
+"""The largest batch (train or eval): FER-2013's largest split has 28,709 faces, and an eval batch is padded to
+its full size, so a larger one only allocates zeros."""
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What a config field accepts: `test(value)` on a value of the field's type, and `words` that say it."""
+
+    words: str
+    test: Callable[[Any], bool]
+
+
+def _choice(*choices: str) -> Allowed:
+    return Allowed("one of " + ", ".join(repr(c) for c in choices), lambda v: v in choices)
+
+
+def _path(empty: str) -> Allowed:
+    return Allowed(f"a path ({empty}) without NUL characters", lambda v: "\0" not in v)
+
+
+def _integer(low: int, high: int | None = None, note: str = "") -> Allowed:
+    words = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    return Allowed(words + (f" ({note})" if note else ""), lambda v: low <= v and (high is None or v <= high))
+
+
+FIELD_RULES: dict[str, Allowed] = {
+    "data.source": _path("empty: $FER2013_ZIP, else data/fer2013.zip"),
+    "data.cache_dir": _path("empty: the default cache"),
+    "data.train_limit": _integer(0, note="0: all"),
+    "data.eval_limit": _integer(0, note="0: all"),
+    "data.rotation_degrees": Allowed("degrees from 0 to 180", lambda v: 0 <= v <= 180),
+    "data.zoom": Allowed("a fraction in [0, 1)", lambda v: 0 <= v < 1),
+    "data.translate": Allowed("a fraction of the side in [0, 1]", lambda v: 0 <= v <= 1),
+    "data.erasing": Allowed("a probability in [0, 1]", lambda v: 0 <= v <= 1),
+    "data.mixup": Allowed("a finite alpha >= 0 (0: off)", lambda v: 0 <= v < math.inf),
+    "data.interpolation": _choice(*INTERPOLATIONS),
+    "data.fill": _choice(*FILLS),
+    "data.pipeline": _choice("torchvision", "device"),
+    "data.num_workers": _integer(0, 256, "0: load in the training process"),
+    "data.loader": _choice("torchvision", "tfds"),
+    "data.tfds_dir": _path("empty: beside the decoded archive"),
+    "model.name": _choice(*MODEL_NAMES),
+    "model.compute_dtype": _choice("float32", "bfloat16", "auto"),
+    "model.width": Allowed("a multiplier in (0, 8]", lambda v: 0 < v <= 8),
+    "model.input_crop": Allowed(
+        f"0 (the whole face) or a side from {SMALLEST_CROP} to 47", lambda v: v == 0 or SMALLEST_CROP <= v <= 47
+    ),
+    "optim.name": _choice("adam", "sgd"),
+    "optim.learning_rate": Allowed("a finite number >= 0 (0: no updates)", lambda v: 0 <= v < math.inf),
+    "optim.schedule": _choice("constant", "cosine", "linear"),
+    "optim.warmup_epochs": Allowed("a finite number of epochs >= 0", lambda v: 0 <= v < math.inf),
+    "optim.momentum": Allowed("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "optim.weight_decay": Allowed("a finite number >= 0", lambda v: 0 <= v < math.inf),
+    "optim.label_smoothing": Allowed("a number in [0, 1)", lambda v: 0 <= v < 1),
+    "train.epochs": _integer(1, 10_000),
+    "train.batch_size": _integer(1, MAX_BATCH),
+    "train.eval_batch_size": _integer(1, MAX_BATCH),
+    "train.patience": _integer(0, note="0: never stop early"),
+    "train.seed": _integer(0, 2**32 - 1),
+    "train.devices": _integer(0, note="0: all local devices"),
+    "train.steps_per_dispatch": _integer(0, note="0: chosen by the backend"),
+    "train.ema_decay": Allowed("a decay in [0, 1) (0: off)", lambda v: 0 <= v < 1),
+    "train.profile_steps": _integer(0, note="0: off"),
+    "train.distributed_timeout": _integer(1, 86400, "seconds"),
+    "run_dir": Allowed("a non-empty path without NUL characters", lambda v: bool(v) and "\0" not in v),
+}
+"""The values each config field accepts (booleans: true or false, nothing more to check)."""
+
+
+def check_value(key: str, value: Any, kind: type) -> Any:
+    """`value` if it is a `kind` (an int is a float too; a bool is no number) that `FIELD_RULES[key]` allows,
+    else a one-line ConfigError naming the field, the value and what is allowed."""
+    given = value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value) if abs(value) < 2**1000 else math.inf
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}={_shown(given)}: expected {_KIND_WORDS[kind]}")
+    rule = FIELD_RULES.get(key)
+    if rule is not None and not rule.test(value):
+        raise ConfigError(f"{key}={_shown(given)}: expected {rule.words}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: its repr, cut to 80 characters (a config value may be a whole file)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for Python to print
+        return "a number of over 4,000 digits"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def set_flags(config: Config, flags: dict[str, tuple[str, Any]]) -> None:
+    """Set `config`'s key of each command-line flag given ({flag: (key, value or None)}); a value out of range is
+    a one-line ConfigError that names the flag too."""
+    for flag, (key, value) in flags.items():
+        if value is not None:
+            try:
+                config.set(key, value)
+            except ConfigError as err:
+                raise ConfigError(f"{flag}: {err}") from None
 
 
 def quick(config: Config) -> Config:
@@ -218,7 +373,7 @@ def quick(config: Config) -> Config:
 
 
 def known_keys() -> list[str]:
-    return list(_flatten(Config().to_dict()))
+    return list(FIELD_TYPES)
 
 
 def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -232,19 +387,20 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _coerce(value: Any, kind: type, key: str) -> Any:
+    """A string (from `--set` or a flag) converted to `kind`; other values as they are (`check_value` checks them)."""
     if not isinstance(value, str) or kind is str:
-        if kind is float and isinstance(value, int):
-            return float(value)
-        if not isinstance(value, kind):
-            raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}")
         return value
     if kind is bool:
         if value.lower() in ("1", "true", "yes", "on"):
             return True
         if value.lower() in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key}={_shown(value)}: expected true or false")
     try:
         return kind(value)
-    except ValueError:
-        raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}") from None
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{key}={_shown(value)}: expected {_KIND_WORDS[kind]}") from None
+
+
+FIELD_TYPES: dict[str, type] = {key: type(value) for key, value in _flatten(Config().to_dict()).items()}
+"""Every config key (dotted) and the type of its value."""

@@ -25,6 +25,7 @@ from fer_jax.data.fer2013 import (
     to_jax,
     torch_train_batches,
 )
+from fer_jax.files import WriteError
 from fer_jax.train.evaluation import load_splits
 from tests.conftest import SMALL
 from tests.fixtures import Face, encode, make_faces, member_path, write_csv, write_folder, write_zip
@@ -122,7 +123,7 @@ def test_an_interrupted_cache_write_never_counts_as_done(tiny_zip, tmp_path, mon
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=r"splits-v1.pt: disk full$"):  # one line, exit 2 from the CLI
         load_fer2013(tiny_zip, tmp_path)
     (folder,) = tmp_path.iterdir()
     assert [p.name for p in folder.iterdir()] == ["source.json"]

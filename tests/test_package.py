@@ -72,6 +72,7 @@ LAYERS = {
     "fer_jax.infer": 6,
     "fer_jax.colab": 7,
     "fer_jax.compare": 7,
+    "fer_jax.demo": 7,
     "fer_jax.commands": 7,
     "fer_jax.cli": 7,
     "fer_jax.__main__": 7,

@@ -25,6 +25,7 @@ from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.files import read_jsonl
 from fer_jax.train import trainer as training
+from fer_jax.train.checkpoints import SET_ASIDE
 from fer_jax.train.tensorboard_log import (
     CONFUSION,
     CURVES,
@@ -154,11 +155,25 @@ def test_resume_after_a_crash_holds_each_epoch_once_and_profiles_without_changin
     run_dir = Path(config.run_dir)
     assert {step for _, step, _ in logged_scalars(run_dir)} == {1}  # readable, epoch 1 flushed
     monkeypatch.setattr(torch_baseline, "torch_train_epoch", real_epoch)
+    (first_events,) = event_files(run_dir)
+    first_events_bytes = first_events.read_bytes()
+    first_start = json.loads((run_dir / "environment.json").read_text())
 
     config.train.profile_steps = 2
     torch_baseline.train_torch(config, resume=True)
     assert_agrees_with_metrics(run_dir)
     assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]
+
+    # Nothing lost or misattributed: the first start's event file is set aside whole, environment.json keeps the
+    # first start and appends the resume, and the results name the commit of each.
+    (kept,) = (run_dir / SET_ASIDE).glob(f"*/{first_events.name}")
+    assert kept.read_bytes() == first_events_bytes
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert {key: environment[key] for key in first_start} == first_start
+    assert [resume["resumed_after"] for resume in environment["resumes"]] == [1]
+    results = json.loads((run_dir / "results.json").read_text())
+    resumed_at = [environment["resumes"][0]["git_commit"]]
+    assert (results["git_commit"], results["resumed_at"]) == (first_start["git_commit"], resumed_at)
 
     assert metrics_without_seconds(run_dir) == metrics_without_seconds(torch_run)
     (trace,) = (run_dir / PROFILE_DIR).glob("*/*.pt.trace.json.gz")
@@ -204,5 +219,5 @@ def test_profile_flag_is_explained_and_checked(
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--data", str(tiny_zip), "--profile", "-1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "train.profile_steps must be 0 (off) or more, got -1" in err and "\n" not in err
+    assert "--profile: train.profile_steps=-1: expected an integer >= 0 (0: off)" in err and "\n" not in err
     assert not (tmp_path / "runs").exists()

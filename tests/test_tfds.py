@@ -1,6 +1,8 @@
 """FER-2013 as a TensorFlow Datasets builder: built and read back without TensorFlow (never skipped)."""
 
 import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,11 +14,13 @@ import tensorflow_datasets as tfds  # the test environment (make test) installs 
 import torch
 
 from fer_jax.config import Config
-from fer_jax.data.cache import file_sha256
+from fer_jax.data.cache import SOURCE_RECORD, CacheError, file_sha256
+from fer_jax.data.check import check_source
 from fer_jax.data.fer2013 import EMOTIONS, SPLITS, load_fer2013
 from fer_jax.data.tfds_builder import TFDS_SPLITS, build_fer2013_tfds, load_tfds_splits, main
-from fer_jax.train.evaluation import load_splits
+from fer_jax.train.evaluation import load_dataset, load_splits
 from tests.conftest import SMALL
+from tests.fixtures import make_faces, write_zip
 
 
 def faces(images, labels) -> Counter:
@@ -131,6 +135,32 @@ def test_config_loader_tfds_matches_torchvision(tiny_zip, tmp_path):
         assert len(tfds_splits[name]) == len(torchvision_splits[name])
         assert torch.equal(tfds_splits[name].labels, torchvision_splits[name].labels), name
         assert torch.equal(tfds_splits[name].images, torchvision_splits[name].images), name
+
+
+def test_a_built_copy_is_used_only_for_the_archive_that_built_it(built, tiny_zip, tmp_path):
+    """Keyed by the archive's sha256: the build records it in source.json; another archive (same name, other
+    bytes), or a copy without a record outside the archive's own cache folder, is refused in one line."""
+    _, data_dir = built
+    assert json.loads((data_dir / SOURCE_RECORD).read_text())["sha256"] == file_sha256(tiny_zip)
+    assert len(load_tfds_splits(data_dir, tiny_zip)["Training"]) == SMALL["Training"] * 7
+    other = write_zip(make_faces(SMALL, seed=1), tmp_path / "fer2013.zip")
+    with pytest.raises(CacheError, match=f"TFDS copy of the archive with sha256 {file_sha256(tiny_zip)[:16]}"):
+        load_tfds_splits(data_dir, other)
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(data_dir, unrecorded)
+    (unrecorded / SOURCE_RECORD).unlink()
+    with pytest.raises(CacheError, match="sha256 None"):
+        load_tfds_splits(unrecorded, tiny_zip)
+
+
+def test_a_tfds_run_records_the_archive_sha256(tiny_zip, tmp_path):
+    """Every results JSON names the archive it read, whichever loader: the TFDS dataset carries its archive, and
+    the data check (what results.json's dataset_sha256 is read from) records its sha256."""
+    config = Config()
+    config.apply_overrides([f"data.source={tiny_zip}", f"data.cache_dir={tmp_path / 'cache'}", "data.loader=tfds"])
+    dataset = load_dataset(config)
+    assert dataset.archive == str(tiny_zip)
+    assert check_source(dataset, config.data.cache_dir)["dataset_sha256"] == file_sha256(tiny_zip)
 
 
 def test_cli_builds_and_prints_split_sizes(tiny_zip, tmp_path, capsys):

@@ -260,6 +260,7 @@ def train_torch(
     `initial_weights`: a `TorchSeedCNN` state dict to start from instead of PyTorch's own initialisation
     (e.g. the JAX model's, by `fer_jax.baseline.porting.flax_to_torch`, for a comparison from the same weights).
     """
+    config.validate()
     if config.model.name != "seed_cnn":
         raise ConfigError(f"the PyTorch baseline has only model 'seed_cnn', not {config.model.name!r}")
     if config.train.ema_decay or config.data.mixup:

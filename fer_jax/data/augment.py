@@ -16,10 +16,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fer_jax.config import ConfigError, DataConfig
+from fer_jax.config import FILLS, INTERPOLATIONS, ConfigError, DataConfig
 
-INTERPOLATIONS = ("nearest", "bilinear")
-FILLS = ("zero", "edge")
 ERASING_SCALE = (0.02, 0.33)
 """Erased area as a fraction of the image (torchvision's RandomErasing default)."""
 ERASING_RATIO = (0.3, 3.3)

@@ -14,15 +14,18 @@ macOS, `%LOCALAPPDATA%\\fer-jax` on Windows), so every working directory shares 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path
 
-from fer_jax.files import sha256_of, write_json
+from fer_jax.files import FileFormatError, read_json, sha256_of, write_json
 
 CACHE_ENV = "FER_JAX_CACHE"
 SOURCE_RECORD = "source.json"
+
+
+class CacheError(FileFormatError):
+    """A folder derived from one archive that would be used for another; the message says what to do."""
 
 
 def default_cache_root() -> Path:
@@ -68,11 +71,40 @@ def content_folder(source: str | os.PathLike, root: str | os.PathLike | None = N
     source = Path(source)
     sha256 = file_sha256(source)
     folder = cache_root(root) / f"{source.stem}-{sha256[:16]}"
-    record = folder / SOURCE_RECORD
-    if record.is_file():
-        recorded = json.loads(record.read_text()).get("sha256")
-        if recorded != sha256:
-            raise RuntimeError(f"{folder}: cache folder of sha256 {recorded}, not {sha256}; delete it")
+    if recorded_sha256(folder) is None:
+        record_source(folder, source)
     else:
-        write_json(record, {"sha256": sha256, "bytes": source.stat().st_size, "first_seen_as": str(source.absolute())})
+        check_source(folder, source, "cache folder")
     return folder
+
+
+def record_source(folder: Path, source: str | os.PathLike) -> None:
+    """Write `folder/source.json`: the sha256 (and size, path) of the dataset file what is in `folder` came from."""
+    source = Path(source)
+    write_json(
+        folder / SOURCE_RECORD,
+        {"sha256": file_sha256(source), "bytes": source.stat().st_size, "first_seen_as": str(source.absolute())},
+    )
+
+
+def recorded_sha256(folder: Path) -> str | None:
+    """The sha256 `folder/source.json` records; None without a readable record (a warning for an unreadable one)."""
+    record = folder / SOURCE_RECORD
+    if not record.exists():
+        return None
+    try:
+        sha256 = read_json(record, "source record").get("sha256")
+    except FileFormatError as err:
+        print(f"warning: {err}; writing it again", file=sys.stderr)
+        return None
+    return sha256 if isinstance(sha256, str) else None
+
+
+def check_source(folder: Path, source: str | os.PathLike, what: str) -> None:
+    """Refuse (`CacheError`) a `what` in `folder` whose source.json names another archive than `source`."""
+    recorded, sha256 = recorded_sha256(folder), file_sha256(source)
+    if recorded != sha256:
+        raise CacheError(
+            f"{folder}: {what} of the archive with sha256 {str(recorded)[:16]}..., not of {source} "
+            f"({sha256[:16]}...); delete the folder or choose another one"
+        )

@@ -14,7 +14,6 @@ so training runs it on every start for a fraction of a second after the first ti
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ import torch
 
 from fer_jax.data.cache import content_folder, file_sha256
 from fer_jax.data.fer2013 import EMOTIONS, FER2013, SPLITS, Split, load_fer2013
-from fer_jax.files import write_json
+from fer_jax.files import FileFormatError, read_json, write_json
 
 REPORT_FILE = "data_check.json"
 REPORT_VERSION = 1
@@ -180,12 +179,16 @@ def check_dataset(dataset: FER2013) -> dict[str, Any]:
 
 def check_source(dataset: FER2013, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """`check_dataset`, cached beside the decoded archive when the source is a file (keyed by its sha256)."""
-    source = Path(dataset.source)
+    source = Path(dataset.archive or dataset.source)
     if not source.is_file():
         return check_dataset(dataset)
     cached = content_folder(source, cache_dir) / REPORT_FILE
     if cached.is_file():
-        report = json.loads(cached.read_text())
+        try:
+            report = read_json(cached, "cached data check")
+        except FileFormatError as err:
+            print(f"warning: {err}; checking the data again", file=sys.stderr)
+            report = {}
         if report.get("version") == REPORT_VERSION:
             return report
     report = {**check_dataset(dataset), "dataset_sha256": file_sha256(source)}

@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +71,9 @@ class FER2013:
 
     splits: dict[str, Split]
     source: str
+    archive: str | None = None
+    """The dataset file the splits were made from when `source` is a copy of it (a TFDS build): the file whose
+    sha256 the data check and results record."""
 
     def __getitem__(self, name: str) -> Split:
         return self.splits[name]
@@ -113,11 +118,36 @@ def _cached_splits(
     """`read(path)`, or the splits decoded from the same content before (see `fer_jax.data.cache`)."""
     cached = content_folder(path, cache_dir) / DECODED_FILE
     if cached.is_file():
-        stored = torch.load(cached, weights_only=True)
-        return {name: Split(s["images"], s["labels"], tuple(s["names"])) for name, s in stored.items()}
+        try:
+            return decoded_splits(torch.load(cached, weights_only=True))
+        except Exception as err:  # torch.load's own errors for a truncated or foreign file, or a wrong layout
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            print(f"warning: {cached}: unreadable decoded cache ({reason}); decoding {path} again", file=sys.stderr)
     splits = read(path)
     stored = {name: {"images": s.images, "labels": s.labels, "names": list(s.names)} for name, s in splits.items()}
     write_atomic(cached, lambda handle: torch.save(stored, handle), mode="wb")
+    return splits
+
+
+def decoded_splits(stored: Any) -> dict[str, Split]:
+    """The splits a decoded cache file holds, checked: every split, uint8 (N, 48, 48) images, int64 labels
+    0-6 and a name per face; ValueError saying what is wrong otherwise."""
+    if not isinstance(stored, dict) or set(stored) != set(SPLITS):
+        raise ValueError(f"expected the splits {', '.join(SPLITS)}")
+    splits = {}
+    for name in SPLITS:
+        images, labels, names = (stored[name].get(key) for key in ("images", "labels", "names"))
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 3):
+            raise ValueError(f"{name}: images are not uint8 (N, 48, 48)")
+        if tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"{name}: images are not uint8 (N, 48, 48)")
+        if not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.shape == images.shape[:1]):
+            raise ValueError(f"{name}: labels are not int64, one per image")
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(EMOTIONS):
+            raise ValueError(f"{name}: labels outside 0-{len(EMOTIONS) - 1}")
+        if not (isinstance(names, list) and len(names) == len(labels) and all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{name}: not one name per face")
+        splits[name] = Split(images, labels, tuple(names))
     return splits
 
 
@@ -211,7 +241,17 @@ def decode_face(data: bytes, name: str) -> tuple[torch.Tensor, bool]:
 
 
 def read_challenge_csv(path: Path) -> dict[str, Split]:
-    """Read the challenge's `fer2013.csv` (`emotion,pixels,Usage`; 2304 pixels per row)."""
+    """Read the challenge's `fer2013.csv` (`emotion,pixels,Usage`; 2304 pixels per row); a one-line DataError
+    naming the file (and line) when it is not such a text file."""
+    try:
+        return _read_challenge_csv(path)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a text CSV file (byte {err.start} is not UTF-8)") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+
+
+def _read_challenge_csv(path: Path) -> dict[str, Split]:
     images: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
     labels: dict[str, list[int]] = {s: [] for s in SPLITS}
     names: dict[str, list[str]] = {s: [] for s in SPLITS}

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import tensorflow_datasets as tfds
 import torch
 
+from fer_jax.data.cache import check_source, file_sha256, record_source, recorded_sha256
 from fer_jax.data.fer2013 import EMOTIONS, IMAGE_SIZE, SPLITS, DataError, Split, load_fer2013
+from fer_jax.files import FileFormatError
 
 NAME = "fer2013"
 TFDS_SPLITS = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
@@ -179,6 +181,8 @@ def build_fer2013_tfds(
                 "folder or fer2013.csv, or put one in that folder)"
             )
         builder.download_and_prepare(file_format="array_record")
+        if source is not None and Path(source).expanduser().is_file():
+            record_source(Path(data_dir), Path(source).expanduser())
     return builder
 
 
@@ -198,8 +202,19 @@ def load_tfds_splits(
                 "(pass the Kaggle zip, extracted folder or fer2013.csv)"
             )
         builder = build_fer2013_tfds(source, data_dir, cache_dir)
+    elif source is not None and Path(source).expanduser().is_file():
+        check_built_from(Path(data_dir), Path(source).expanduser())
     sources = builder.as_data_source()
     return {name: _read_split(sources[tfds_name]) for name, tfds_name in TFDS_SPLITS.items()}
+
+
+def check_built_from(data_dir: Path, source: Path) -> None:
+    """Refuse (`CacheError`) a built copy in `data_dir` unless its source.json names `source`'s sha256. A copy
+    without one, built before copies recorded their archive, passes in the default folder inside the archive's
+    own cache folder (whose source.json names it), and gets its record."""
+    if recorded_sha256(data_dir) is None and recorded_sha256(data_dir.parent) == file_sha256(source):
+        record_source(data_dir, source)
+    check_source(data_dir, source, "TFDS copy")
 
 
 def _is_built(builder: Fer2013) -> bool:
@@ -241,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         builder = build_fer2013_tfds(args.data, args.data_dir, args.cache_dir)
-    except DataError as err:
+    except (DataError, FileFormatError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"{builder.name} {builder.version} in {builder.data_dir}")
     for name, info in builder.info.splits.items():

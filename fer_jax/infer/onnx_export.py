@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,8 +233,21 @@ class OnnxClassifier:
             self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own (Fail, InvalidProtobuf, ...) for a bad file
             raise DataError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0][:200]})") from None
-        meta = self._session.get_modelmeta().custom_metadata_map
-        self.info = {**json.loads(meta.get("fer_jax", "{}")), "onnx": str(path), "backend": "onnxruntime"}
+        inputs = [(i.name, i.type) for i in self._session.get_inputs()]
+        outputs = [o.name for o in self._session.get_outputs()]
+        if inputs != [("faces", "tensor(uint8)")] or "logits" not in outputs:
+            raise DataError(
+                f"{path}: an ONNX model with inputs {inputs} and outputs {outputs}; expected the input 'faces' "
+                "(uint8) and the output 'logits' of `fer-jax export-onnx`"
+            )
+        try:
+            stored = json.loads(self._session.get_modelmeta().custom_metadata_map.get("fer_jax", "{}"))
+        except ValueError:
+            stored = None
+        if not isinstance(stored, dict):
+            print(f"warning: {path}: its 'fer_jax' metadata is not a JSON object; ignored", file=sys.stderr)
+            stored = {}
+        self.info = {**stored, "onnx": str(path), "backend": "onnxruntime"}
         """Where the weights come from, as stored at export."""
 
     def logits(self, faces: Any) -> jax.Array:

@@ -16,7 +16,6 @@ import csv
 import functools
 import glob
 import hashlib
-import json
 import math
 import os
 import sys
@@ -33,10 +32,10 @@ import jax.numpy as jnp
 from flax import nnx
 from tqdm import tqdm
 
-from fer_jax.config import ModelConfig
+from fer_jax.config import FIELD_TYPES, Config, ConfigError, ModelConfig, check_value
 from fer_jax.data.labels import EMOTIONS
 from fer_jax.errors import DataError
-from fer_jax.files import write_atomic, write_json
+from fer_jax.files import FileFormatError, read_json, write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
 from fer_jax.infer.compile_cache import use_compile_cache
 from fer_jax.infer.detect import DEFAULT_DETECTOR, RETINAFACE_LAYOUT_WARP, Box, Detection, crop, get_detector
@@ -207,7 +206,12 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     }
     data = flax.serialization.msgpack_serialize(weights)
     results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = {}
+    if results_path.is_file():
+        try:
+            results = read_json(results_path, "results JSON")
+        except FileFormatError as err:
+            print(f"warning: {err}; the description records no accuracy", file=sys.stderr)
     info = {
         "file": out.name,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -234,8 +238,11 @@ def as_float32(tree: Any) -> Any:
 
 
 def load_weights(path: str | Path) -> Classifier:
-    """A classifier from exported weights; refuses a file whose sha256 differs from its .json's."""
+    """A classifier from exported weights; refuses a file whose sha256 differs from its .json's, a description
+    that does not describe a zoo net, and weights that do not fit the net it names (one-line DataErrors)."""
     path = Path(path)
+    if path.suffix == ".json":
+        raise DataError(f"{path}: the weights' description; pass the weights file beside it ({path.stem}.msgpack)")
     info_path = path.with_suffix(".json")
     for needed in (path, info_path):
         if not needed.is_file():
@@ -244,21 +251,46 @@ def load_weights(path: str | Path) -> Classifier:
                 "written by `fer-jax export-weights`)"
             )
     data = path.read_bytes()
-    info = json.loads(info_path.read_text())
+    info = read_json(info_path, "weights description (NAME.json, written by `fer-jax export-weights`)")
+    model_config = weights_model(info, info_path)
     digest = hashlib.sha256(data).hexdigest()
     if digest != info["sha256"]:
         raise DataError(
             f"{path}: sha256 {digest[:16]}... differs from {info_path.name}'s {info['sha256'][:16]}...; "
             "the file is corrupt or was replaced without its .json"
         )
-    weights = as_float32(flax.serialization.msgpack_restore(data))
-    model_config = ModelConfig(name=info["model"], width=info.get("width", 1.0), input_crop=info.get("input_crop", 0))
     model = model_skeleton(model_config)
     _, params, model_state = nnx.split(model, nnx.Param, ...)
-    nnx.replace_by_pure_dict(params, weights["params"])
-    nnx.replace_by_pure_dict(model_state, weights["model_state"])
+    try:
+        weights = as_float32(flax.serialization.msgpack_restore(data))
+        nnx.replace_by_pure_dict(params, weights["params"])
+        nnx.replace_by_pure_dict(model_state, weights["model_state"])
+    except Exception as err:  # msgpack's, Flax's and JAX's own errors for bytes that are not this net's weights
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"{path}: not the weights of the {model_config.name} {info_path.name} describes ({reason})"
+        ) from None
     nnx.update(model, params, model_state)
     return Classifier(model, {**info, "path": str(path)})
+
+
+def weights_model(info: dict[str, Any], info_path: Path) -> ModelConfig:
+    """The zoo net a weights description names (`model`, `width`, `input_crop`), checked as config values are;
+    a one-line DataError naming the file and the field otherwise."""
+    if not isinstance(info.get("sha256"), str):
+        raise DataError(f"{info_path}: no 'sha256' string; not a weights description of `fer-jax export-weights`")
+    fields = {"name": info.get("model"), "width": info.get("width", 1.0), "input_crop": info.get("input_crop", 0)}
+    try:
+        model_config = ModelConfig(
+            **{
+                name: check_value(f"model.{name}", value, FIELD_TYPES[f"model.{name}"])
+                for name, value in fields.items()
+            }
+        )
+        Config(model=model_config).validate()
+    except ConfigError as err:
+        raise DataError(f"{info_path}: {err}".replace("model.name=", "model=")) from None
+    return model_config
 
 
 @functools.lru_cache(maxsize=4)

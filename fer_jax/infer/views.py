@@ -9,6 +9,7 @@ path stays free of the trainer's modules.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -60,9 +61,11 @@ def view_list(tta: str) -> list[View]:
     return views + corners + [lambda x, corner=corner: corner(mirror(x)) for corner in corners]
 
 
+@functools.cache
 def uint8_views(tta: str) -> Callable[[jax.Array], jax.Array]:
-    """One jitted function: (N, 48, 48) uint8 faces -> (V, N, 48, 48) uint8, the V views of `view_list(tta)`,
-    each computed on the faces as floats and rounded back to 8 bits (what every classifier takes)."""
+    """One jitted function, the same for each `tta` (JAX traces it once per shape): (N, 48, 48) uint8 faces ->
+    (V, N, 48, 48) uint8, the V views of `view_list(tta)`, each computed on the faces as floats and rounded back to
+    8 bits (what every classifier takes)."""
     views = view_list(tta)
 
     def all_views(faces: jax.Array) -> jax.Array:

@@ -21,17 +21,13 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
-from fer_jax.config import ConfigError, ModelConfig
+from fer_jax.config import SMALLEST_CROP, WIDTH_SCALABLE, ConfigError, ModelConfig
 from fer_jax.models.layers import IMAGE_SIZE, compute_dtype_of
 from fer_jax.models.resnet import ResNet18
 from fer_jax.models.seed_cnn import SeedCNN
 from fer_jax.models.vgg_bn import VGGBN
 
 MODELS: dict[str, type[nnx.Module]] = {"seed_cnn": SeedCNN, "vgg_bn": VGGBN, "resnet18": ResNet18}
-WIDTH_SCALABLE = ("vgg_bn", "resnet18")
-"""The models that take `width` and `input_crop`."""
-SMALLEST_CROP = 16
-"""vgg_bn pools four times: a crop under 16 pixels would leave nothing to flatten."""
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 """XLA options of the program that draws the initial weights (`create_model`)."""
 

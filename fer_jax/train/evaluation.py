@@ -169,7 +169,8 @@ def load_dataset(config: Config) -> fer_data.FER2013:
             if source.is_file()
             else cache_root(config.data.cache_dir) / "tfds" / source.name
         )
-        return fer_data.FER2013(load_tfds_splits(tfds_dir, source, config.data.cache_dir), str(tfds_dir))
+        splits = load_tfds_splits(tfds_dir, source, config.data.cache_dir)
+        return fer_data.FER2013(splits, str(tfds_dir), str(source) if source.is_file() else None)
     if config.data.loader == "torchvision":
         return fer_data.load_fer2013(config.data.resolved_source(), config.data.cache_dir)
     raise ConfigError(f"data.loader must be 'torchvision' or 'tfds', got {config.data.loader!r}")

@@ -7,7 +7,6 @@ only in their train step, evaluation and checkpoint format.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from fer_jax.data.check import REPORT_FILE
 from fer_jax.data.fer2013 import Split
 from fer_jax.environment import environment_info
 from fer_jax.errors import TrainingError
-from fer_jax.files import read_jsonl, write_json, write_jsonl
+from fer_jax.files import FileFormatError, read_json, read_jsonl, write_json, write_jsonl
 from fer_jax.models.layers import resolve_compute_dtype
 from fer_jax.train import plotting
 from fer_jax.train.checkpoints import move_aside, set_aside_stamp
@@ -83,12 +82,12 @@ def start_run(config: Config, record: dict[str, Any], framework: str, images_per
         return None
     run_dir = Path(config.run_dir)
     write_json(run_dir / "config.json", config.to_dict())
-    write_json(run_dir / "environment.json", environment_info())
+    write_environment(run_dir, record["epoch"])
     metrics, history = run_dir / "metrics.jsonl", record["history"]
     if metrics.is_file():
         try:
             rows = read_jsonl(metrics)
-        except ValueError:
+        except FileFormatError:
             rows = None
         if rows is None or rows != history[: len(rows)]:
             reason = (
@@ -99,6 +98,32 @@ def start_run(config: Config, record: dict[str, Any], framework: str, images_per
             move_aside(metrics, run_dir, reason, set_aside_stamp())
     write_jsonl(metrics, history)
     return RunBoard.start(config, framework, history, images_per_epoch)
+
+
+ENVIRONMENT_FILE = "environment.json"
+
+
+def write_environment(run_dir: Path, resumed_after: int) -> None:
+    """Write what this start of the run runs on to environment.json. A run that continues after finished epochs
+    keeps the first start's record (its commit and machine trained them) and appends this start's to the record's
+    `resumes` list, with `resumed_after` (the epoch it continues after); an unreadable record is set aside and the
+    first start is then recorded as unknown, never as this one."""
+    path = run_dir / ENVIRONMENT_FILE
+    info = environment_info()
+    if not resumed_after:
+        write_json(path, info)
+        return
+    try:
+        first = read_json(path, "environment record")
+    except FileFormatError as err:  # missing, or damaged: set aside
+        if path.exists():
+            move_aside(path, run_dir, str(err), set_aside_stamp())
+        first = {"first_start": f"unknown: {err}"}
+    write_json(path, {**first, "resumes": [*_list(first.get("resumes")), {**info, "resumed_after": resumed_after}]})
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def patience_exhausted(config: Config, record: dict[str, Any]) -> bool:
@@ -180,10 +205,10 @@ def summarize(
     `test_accuracy` and `val_accuracy` are without test-time augmentation; `flip_tta`
     holds the 'val' and 'test' accuracies with flip TTA (softmax averaged over each
     face and its mirror image). `weights` says whether the checkpoint holds the EMA
-    weights or the trained ones. `git_commit` is the one the run started (or last
-    resumed) from, as environment.json records it; `dataset_sha256` is the trained-on
-    archive's, as the run's data check records it (None for a folder); `train_seconds`
-    is the sum of the epochs' wall seconds (evaluation on PublicTest included); `curve` holds
+    weights or the trained ones. `git_commit` is the one the run first started from, as
+    environment.json records it, and `resumed_at` (only for a resumed run) those of its resumes;
+    `dataset_sha256` is the trained-on archive's, as the run's data check records it (None for a folder);
+    `train_seconds` is the sum of the epochs' wall seconds (evaluation on PublicTest included); `curve` holds
     each epoch's `CURVE_KEYS` (for time-to-accuracy plots, without the run folder).
     """
     run_dir = Path(config.run_dir)
@@ -198,8 +223,9 @@ def summarize(
     history = read_jsonl(run_dir / "metrics.jsonl")
     seconds = [row["seconds"] for row in history]
     data_check = run_dir / REPORT_FILE
-    environment = json.loads((run_dir / "environment.json").read_text())
-    dataset_sha256 = json.loads(data_check.read_text()).get("dataset_sha256") if data_check.is_file() else None
+    environment = read_json(run_dir / ENVIRONMENT_FILE, "environment record")
+    resumes = [r for r in _list(environment.get("resumes")) if isinstance(r, dict)]
+    dataset_sha256 = read_json(data_check, "data check").get("dataset_sha256") if data_check.is_file() else None
     return {
         "model": config.model.name,
         "test_accuracy": test["accuracy"],
@@ -223,7 +249,8 @@ def summarize(
         "confusion_matrix": matrix,
         "device": device,
         "compute_dtype": resolve_compute_dtype(config.model.compute_dtype),
-        **{key: environment[key] for key in ("cpu_features", "xla_flags", "git_commit")},
+        **{key: environment.get(key) for key in ("cpu_features", "xla_flags", "git_commit")},
+        **({"resumed_at": [resume.get("git_commit") for resume in resumes]} if resumes else {}),
         "dataset_sha256": dataset_sha256,
         "run_dir": str(run_dir),
         "curve": {key: [row[key] for row in history] for key in CURVE_KEYS},

@@ -6,8 +6,9 @@ the PrivateTest confusion matrix and accuracy; and the run's config as hparams (
 'framework'), so `tensorboard --logdir runs` shows and filters every run with no extra step.
 
 metrics.jsonl stays the source of truth. The event files are a view of it: each start of a
-run (new or resumed) deletes the folder's older event files and writes the checkpoint's
-history (what metrics.jsonl is rewritten from) into a new one, so no epoch is there twice,
+run (new or resumed) sets the folder's older event files aside (under `set-aside/`, as every
+other file a resume replaces; never deleted) and writes the checkpoint's history (what
+metrics.jsonl is rewritten from) into a new one, so no epoch is there twice in the run's view,
 and each epoch is flushed as soon as metrics.jsonl holds it, so a killed run leaves
 readable event files. Wall times of epochs written again on resume are those of the resume.
 """
@@ -29,6 +30,7 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import hparams
 
 from fer_jax.config import Config, ConfigError, known_keys
+from fer_jax.train.checkpoints import move_aside, set_aside_stamp
 
 SCALARS = {
     "loss/train": "train_loss",
@@ -69,8 +71,9 @@ class RunBoard:
         self.images_per_epoch = images_per_epoch
         self.seconds = 0.0
         self.epoch_seconds = 0.0
+        stamp = set_aside_stamp()
         for path in event_files(self.run_dir):
-            path.unlink()
+            move_aside(path, self.run_dir, "a new start of the run writes its history into a new event file", stamp)
         self.writer = EventsWriter(str(self.run_dir / "events"), f".{os.getpid()}.{next(_serial)}")
         _, start_info, self._end_info = hparams(run_hparams(config, framework), {})
         self._write(start_info, 0)

@@ -48,7 +48,9 @@ def train(
     config: Config, resume: bool = False, results_copy: str | None = None, launch: ProcessConfig | None = None
 ) -> dict[str, Any]:
     """Train (or with `resume`, continue) the run in `config.run_dir`; return its results. With
-    `train.distributed`, as one process of a multi-process run (`launch`: which one; see `distributed`)."""
+    `train.distributed`, as one process of a multi-process run (`launch`: which one; see `distributed`). The
+    config is validated first (a one-line ConfigError before anything is read or written)."""
+    config.validate()
     with distributed.process_group(config, launch):
         return _train(config, resume, results_copy)
 
