@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tta",
         choices=("none", "flip", "crops"),
-        help="the classifier's test-time views (default: `fer-jax predict`'s, fer_jax.infer.views.DEFAULT_TTA)",
+        help="the classifier's test-time views (default: `fer-jax predict`'s, fer_jax.data.views.DEFAULT_TTA)",
     )
     parser.add_argument("--save-scenes", metavar="DIR", help="also write the scenes as JPEGs (never commit them)")
     return parser
@@ -191,12 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.data.cache import file_sha256
     from fer_jax.data.fer2013 import load_fer2013
+    from fer_jax.data.views import DEFAULT_TTA
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_atomic, write_json
     from fer_jax.infer.detect import DETECTORS
     from fer_jax.infer.onnx_export import calibration_faces
     from fer_jax.infer.predict import classifier_of, ensemble
-    from fer_jax.infer.views import DEFAULT_TTA
 
     dataset = load_fer2013(args.data)
     split = dataset.splits[args.split]

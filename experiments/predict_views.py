@@ -3,7 +3,7 @@
     python -m experiments.predict_views --data ../shared/datasets/fer2013.zip --out results/predict_views.json
 
 For each set of nets (the shipped `vgg_bn`, `seed_cnn`, both) and each set of views (`--tta` none, flip,
-crops: `fer_jax.infer.views`), the accuracy on every PublicTest crop (3,589 native 48x48 faces), where the
+crops: `fer_jax.data.views`), the accuracy on every PublicTest crop (3,589 native 48x48 faces), where the
 choice is made, and PrivateTest (reported, never chosen on). Each net classifies each of the 10 views of
 every face once; a combination's probabilities are the mean over its nets and views, as
 `fer_jax.infer.predict.Averaged` computes them, and the chosen one is rerun through `classifier_of` and
@@ -54,12 +54,12 @@ def combinations() -> list[tuple[tuple[str, ...], str]]:
 
 
 def view_probabilities(classifier: Any, images: Any) -> Any:
-    """(N, 10, 7) probabilities: each face's 10 'crops' views (`fer_jax.infer.views`, the first two being 'flip''s
+    """(N, 10, 7) probabilities: each face's 10 'crops' views (`fer_jax.data.views`, the first two being 'flip''s
     and the first 'none''s), classified in batches of 256 faces."""
     import jax.numpy as jnp
 
+    from fer_jax.data.views import uint8_views
     from fer_jax.infer.batch import BATCH_SIZE, padded_batch
-    from fer_jax.infer.views import uint8_views
 
     views = uint8_views("crops")
     out = []
@@ -74,7 +74,7 @@ def accuracy(per_net: dict[str, Any], nets: Sequence[str], tta: str, labels: Any
     """Accuracy of the probabilities averaged over `nets` and the views of `tta`."""
     import jax.numpy as jnp
 
-    from fer_jax.infer.views import view_list
+    from fer_jax.data.views import view_list
 
     count = len(view_list(tta))
     mean = jnp.mean(jnp.stack([per_net[net][:, :count] for net in nets]), axis=(0, 2))
@@ -133,11 +133,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
     from fer_jax.data.cache import file_sha256
     from fer_jax.data.fer2013 import load_fer2013
+    from fer_jax.data.views import view_list
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_json
     from fer_jax.infer.batch import probabilities
     from fer_jax.infer.predict import classifier_of, load_classifier
-    from fer_jax.infer.views import view_list
 
     out = Path(args.out)
     if args.speed_only:

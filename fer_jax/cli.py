@@ -405,10 +405,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         evaluate_report(args.run_dir, args.data, crops=args.crops)
     elif args.command == "predict":
+        from fer_jax.data.views import DEFAULT_TTA
         from fer_jax.infer.compile_cache import use_compile_cache
         from fer_jax.infer.onnx_export import load_backend
         from fer_jax.infer.predict import ensemble, predict_files, predict_video, weights_source
-        from fer_jax.infer.views import DEFAULT_TTA
 
         use_compile_cache()
 

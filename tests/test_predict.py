@@ -17,6 +17,7 @@ import fer_jax
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.data.fer2013 import EMOTIONS, DataError, decode_face
+from fer_jax.data.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.files import write_json
 from fer_jax.infer import predict as predict_module
 from fer_jax.infer.batch import probabilities
@@ -28,7 +29,6 @@ from fer_jax.infer.predict import (
     load_weights,
     shipped_weights,
 )
-from fer_jax.infer.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.models.zoo import count_params
 from fer_jax.train.checkpoints import RunCheckpoints
 from fer_jax.train.loop import new_record

@@ -34,12 +34,12 @@ from tqdm import tqdm
 
 from fer_jax.config import FIELD_TYPES, Config, ConfigError, ModelConfig, check_value
 from fer_jax.data.labels import EMOTIONS
+from fer_jax.data.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.errors import DataError
 from fer_jax.files import FileFormatError, read_json, write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
 from fer_jax.infer.compile_cache import use_compile_cache
 from fer_jax.infer.detect import DEFAULT_DETECTOR, RETINAFACE_LAYOUT_WARP, Box, Detection, crop, get_detector
-from fer_jax.infer.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.models.zoo import count_params, model_skeleton
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -152,7 +152,7 @@ class Classifier:
 
 
 class Averaged:
-    """Probabilities averaged over test-time views (`fer_jax.infer.views`) and over several nets: an ensemble.
+    """Probabilities averaged over test-time views (`fer_jax.data.views`) and over several nets: an ensemble.
 
     Each batch of N faces becomes its V views, stacked into one batch of V x N faces that each net classifies
     in one call; the mean is taken over views and nets, each counting the same. A batch of `fer_jax.infer.batch`
@@ -448,7 +448,7 @@ def predict(
     `checkpoint`: None for the shipped weights, a shipped net's name, an exported .msgpack, a run
     folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`, used as it is, without `tta`);
     a list of them is an ensemble (probabilities averaged, with `tta`). `tta`: test-time views averaged, 'flip'
-    (the default: the face and its mirror), 'none' (one view) or 'crops' (10; `fer_jax.infer.views`). `warp`:
+    (the default: the face and its mirror), 'none' (one view) or 'crops' (10; `fer_jax.data.views`). `warp`:
     RetinaFace's faces warped onto FER-2013's layout by their landmarks instead of cut by their box.
     `detect=False` treats the whole image as one face (already-cropped faces
     such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No

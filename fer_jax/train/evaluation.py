@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from fer_jax.config import Config, ConfigError
 from fer_jax.data import fer2013 as fer_data
 from fer_jax.data.cache import cache_root, content_folder
+from fer_jax.data.views import View, mirror, view_list
 from fer_jax.environment import device_description
-from fer_jax.infer.views import View, mirror, view_list
 from fer_jax.models.zoo import count_params
 from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.train.loop import summarize
@@ -88,7 +88,7 @@ def flip_tta_accuracy(
 
 
 def tta_views(crops: bool) -> dict[str, list[View]]:
-    """The jitted views of each TTA variant ('flip', and 'crops' if asked): `fer_jax.infer.views`' sets."""
+    """The jitted views of each TTA variant ('flip', and 'crops' if asked): `fer_jax.data.views`' sets."""
 
     def jitted(tta: str) -> list[View]:
         return [None if view is None else jax.jit(view) for view in view_list(tta)]

@@ -2,9 +2,10 @@
 
 A view maps a batch of faces (..., 48, 48) to another batch of the same shape:
 `mirror` flips it left to right, `corner_crop` cuts a CROP_SIZE square at a corner and scales it back to
-48x48. `TTA_VIEWS` names the sets of views: 'none' (the face as it is), 'flip' (it and its mirror, 2 views),
-'crops' (those and the four corner crops of each, 10 views). This module imports only JAX, so that the predict
-path stays free of the trainer's modules.
+48x48. `view_list` gives the sets of views by name (TTA_CHOICES): 'none' (the face as it is), 'flip' (it and its
+mirror, 2 views), 'crops' (those and the four corner crops of each, 10 views). It lives in the data layer, below
+both the trainer's evaluation and `fer_jax.infer`, and imports only JAX, so the predict path stays free of the
+trainer's modules.
 """
 
 from __future__ import annotations
