@@ -49,7 +49,7 @@ from typing import Any
 
 import cv2
 
-from experiments.scenes import SCENE_SEED, build_face_free, build_fer_scenes, build_photo_scenes, face_free_photos
+from experiments.scenes import RECIPES, SCENE_SEED, build_face_free, build_photo_scenes, face_free_photos
 from experiments.scoring import classifier_speed, classify, evaluate_detector, mean_or_none, onnx_classifiers
 
 
@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the results JSON; a Markdown table is written beside (.md). "
         "Results of other detectors already in it (same split, archive and weights) are kept, so the "
         "detectors can be run one at a time",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default="standard",
+        help="how the labelled FER scenes are built: standard (the six kinds) or wild (experiments.scenes."
+        "build_wild_scenes: tilted, oval-blended, bilinear, colour JPEG); report each in its own --out "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flip", "crops"),
+        help="the classifier's test-time views (default: `fer-jax predict`'s, fer_jax.data.views.DEFAULT_TTA)",
     )
     parser.add_argument("--save-scenes", metavar="DIR", help="also write the scenes as JPEGs (never commit them)")
     return parser
@@ -178,11 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from fer_jax.data.cache import file_sha256
     from fer_jax.data.fer2013 import load_fer2013
+    from fer_jax.data.views import DEFAULT_TTA
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_atomic, write_json
     from fer_jax.infer.detect import DETECTORS
     from fer_jax.infer.onnx_export import calibration_faces
-    from fer_jax.infer.predict import load_classifier
+    from fer_jax.infer.predict import classifier_of, ensemble
 
     dataset = load_fer2013(args.data)
     split = dataset.splits[args.split]
@@ -190,7 +204,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     backgrounds = list(free_photos.values())
     seed = SCENE_SEED[args.split]
     scenes = [
-        *build_fer_scenes(split.images, split.labels, seed, backgrounds),
+        *RECIPES[args.recipe](split.images, split.labels, seed, backgrounds),
         *build_photo_scenes(seed, backgrounds),
         *build_face_free(seed, free_photos),
     ]
@@ -198,18 +212,22 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         Path(args.save_scenes).mkdir(parents=True, exist_ok=True)
         for scene in scenes:
             cv2.imwrite(str(Path(args.save_scenes) / f"{scene.name}.jpg"), scene.image)
-    classifier = load_classifier(args.checkpoint)
+    classifier = classifier_of(args.checkpoint, args.tta or DEFAULT_TTA)
     onnx, onnx_error = onnx_classifiers(args.checkpoint, calibration_faces(dataset.splits["Training"].images))
-    backends = {"jax": classifier, **onnx}
+    backends = {
+        "jax": classifier,
+        **{name: ensemble([onnx_classifier], args.tta or DEFAULT_TTA) for name, onnx_classifier in onnx.items()},
+    }
     crops = [f.numpy() for f in split.images]
     env = environment_info()
     report: dict[str, Any] = {
         "benchmark": "experiments/pipeline.py: detection + classification on scenes built from one split's faces",
         "split": args.split,
+        "recipe": args.recipe,
         "scene_seed": seed,
         "scenes": {
             kind: sum(s.kind == kind for s in scenes)
-            for kind in ("single", "group", "grid", "rotated", "small", "jpeg", "photo", "lfw", "free")
+            for kind in ("single", "group", "grid", "rotated", "small", "jpeg", "wild", "photo", "lfw", "free")
         },
         "labelled_faces": sum(len(s.faces) for s in scenes if s.kind not in ("photo", "lfw")),
         "weights": classifier.info,
@@ -243,7 +261,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             )
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    if all(_same(previous.get(key), report[key]) for key in ("split", "dataset_sha256", "weights")):
+    if all(_same(previous.get(key), report[key]) for key in ("split", "recipe", "dataset_sha256", "weights")):
         kept = [d for d in previous.get("detectors", []) if d["detector"] not in args.detectors]
         order = list(DETECTORS)
         report["detectors"] = sorted(kept + report["detectors"], key=lambda d: order.index(d["detector"]))

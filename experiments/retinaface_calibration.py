@@ -6,6 +6,8 @@
         --part detection --out results/retinaface_passes_publictest.json
     python -m experiments.retinaface_calibration --data ../shared/datasets/fer2013.zip --split PublicTest \\
         --part enlarge --out results/retinaface_enlarge_publictest.json
+    python -m experiments.retinaface_calibration --data ../shared/datasets/fer2013.zip --split PublicTest \\
+        --part layout --out results/retinaface_layout_publictest.json
 
 `--part detection`: on all of `experiments/pipeline.py`'s scenes of the split
 (FER faces, photos, LFW, face-free images), each pass of `retinaface-sweep`
@@ -28,6 +30,13 @@ of ALIGN_MIN_ANGLES. Choose on
 PublicTest (never PrivateTest); the PrivateTest run only reports the grid. It
 also gives the medians that `fer_jax.infer.detect.RETINAFACE_FRAMING` was first set
 from: the FER face's side over RetinaFace's, and its centre's offset.
+
+`--part layout`: on the split's FER scenes, the default detector as shipped; each
+FER face it finds is cropped by its framed box (turned upright over 10 degrees, as
+today) and by the similarity warp of its five landmarks onto
+`fer_jax.infer.detect.FER_LAYOUT` (`layout_warp`), and classified with one view and
+with flip TTA: accuracy on the detected faces, upright and rotated. `--recipe wild` builds
+the scenes by `experiments.scenes.build_wild_scenes` instead.
 """
 
 from __future__ import annotations
@@ -239,12 +248,77 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def layout_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Accuracy on the detected FER faces: today's framed box crop against the warp onto FER_LAYOUT, each with
+    one view and with flip TTA (see the module's doc)."""
+    from experiments.scenes import RECIPES, SCENE_SEED, face_free_photos
+    from experiments.scoring import classify, match
+    from fer_jax.data.fer2013 import load_fer2013
+    from fer_jax.infer.detect import DEFAULT_DETECTOR, FER_LAYOUT, crop, get_detector
+    from fer_jax.infer.predict import classifier_of
+
+    split = load_fer2013(args.data).splits[args.split]
+    build = RECIPES[args.recipe]
+    scenes = build(split.images, split.labels, SCENE_SEED[args.split], list(face_free_photos().values()))
+    detector = get_detector(DEFAULT_DETECTOR)
+    faces = []  # (gray image, detection, truth)
+    for scene in scenes:
+        gray = cv2.cvtColor(scene.image, cv2.COLOR_BGR2GRAY)
+        found = detector(gray)
+        for truth, which in zip(scene.faces, match(scene.faces, [d.box for d in found])):
+            if which is not None:
+                faces.append((gray, found[which], truth))
+    crops = {
+        "box": [crop(gray, d, warp=False) for gray, d, _ in faces],
+        "layout": [crop(gray, d, warp=True) for gray, d, _ in faces],
+    }
+    rows, right = [], {}
+    for tta in ("none", "flip"):
+        classifier = classifier_of(None, tta)
+        for name, images in crops.items():
+            correct = [g == t.label for g, (_, _, t) in zip(classify(classifier, images), faces)]
+            right[name, tta] = correct
+            rows.append(
+                {
+                    "crop": name,
+                    "tta": tta,
+                    "accuracy_on_detected": sum(correct) / len(correct),
+                    "upright_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle == 0),
+                    "rotated_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle != 0),
+                }
+            )
+            print(
+                "{crop} crop, tta {tta}: {accuracy_on_detected:.4f} (upright faces {upright_faces:.4f}, rotated "
+                "{rotated_faces:.4f})".format(**rows[-1]),
+                flush=True,
+            )
+    discordant = {
+        tta: {
+            "layout_right_box_wrong": sum(w and not b for w, b in zip(right["layout", tta], right["box", tta])),
+            "box_right_layout_wrong": sum(b and not w for w, b in zip(right["layout", tta], right["box", tta])),
+        }
+        for tta in ("none", "flip")
+    }
+    print(f"faces one crop gets right and the other wrong: {discordant}")
+    return {
+        "discordant_faces": discordant,
+        "split": args.split,
+        "recipe": args.recipe,
+        "detector": f"{DEFAULT_DETECTOR} as shipped (its framing for the box crop; its landmarks for the warp)",
+        "layout": [list(point) for point in FER_LAYOUT],
+        "faces_detected": len(faces),
+        "fer_faces": sum(len(s.faces) for s in scenes),
+        "rows": rows,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from fer_jax.data.cache import source_sha256
     from fer_jax.environment import device_description, environment_info
     from fer_jax.files import write_json
 
-    report = {"detection": detection_part, "enlarge": enlarge_part, "framing": framing_part}[args.part](args)
+    parts = {"detection": detection_part, "enlarge": enlarge_part, "framing": framing_part, "layout": layout_part}
+    report = parts[args.part](args)
     env = environment_info()
     report["command"] = " ".join(["python", "-m", "experiments.retinaface_calibration", *sys.argv[1:]])
     report["machine"], report["git_commit"], report["versions"] = (
@@ -266,7 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data", required=True, help="the FER-2013 archive")
     parser.add_argument("--split", default="PublicTest", choices=tuple(SCENE_SEED))
-    parser.add_argument("--part", choices=("framing", "detection", "enlarge"), default="framing")
+    parser.add_argument("--part", choices=("framing", "detection", "enlarge", "layout"), default="framing")
+    parser.add_argument(
+        "--recipe",
+        choices=("standard", "wild"),
+        default="standard",
+        help="how --part layout builds its FER scenes (experiments.scenes.RECIPES; default: %(default)s)",
+    )
     parser.add_argument("--out", required=True, help="the results JSON")
     args = parser.parse_args(argv)
     return run_command("python -m experiments.retinaface_calibration", lambda: run(args))

@@ -109,9 +109,19 @@ def background(rng: random.Random, width: int, height: int, photos: Sequence[Any
     return image.round().clamp(0, 255).to(torch.uint8).contiguous().numpy()
 
 
-def paste(canvas: Any, face: Any, cx: float, cy: float, side: int, angle: float) -> None:
-    """Paste a square face (gray or BGR) scaled to `side` px and turned by `angle` degrees, edges feathered."""
-    face = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC if side > face.shape[0] else cv2.INTER_AREA)
+def paste(
+    canvas: Any,
+    face: Any,
+    cx: float,
+    cy: float,
+    side: int,
+    angle: float,
+    upscale: int = cv2.INTER_CUBIC,
+    oval: bool = False,
+) -> None:
+    """Paste a square face (gray or BGR) scaled to `side` px (enlarged with `upscale`) and turned by `angle` degrees,
+    edges feathered; with `oval`, only a blurred oval of it (the corners show the background)."""
+    face = cv2.resize(face, (side, side), interpolation=upscale if side > face.shape[0] else cv2.INTER_AREA)
     if face.ndim == 2:
         face = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
     ramp = max(1, side // 16)
@@ -121,6 +131,11 @@ def paste(canvas: Any, face: Any, cx: float, cy: float, side: int, angle: float)
     mask[-ramp:] *= edge.flip(0)[:, None]
     mask[:, :ramp] *= edge[None, :]
     mask[:, -ramp:] *= edge.flip(0)[None, :]
+    if oval:
+        ellipse = cv2.ellipse(
+            torch.zeros(side, side).numpy(), ((side / 2, side / 2), (0.9 * side, side), 0.0), 1.0, cv2.FILLED
+        )
+        mask = torch.from_numpy(cv2.GaussianBlur(ellipse, (0, 0), side / 20)) * mask
     reach = math.ceil(side * (abs(math.cos(math.radians(angle))) + abs(math.sin(math.radians(angle)))) / 2) + 1
     left, top = max(0, math.floor(cx) - reach), max(0, math.floor(cy) - reach)
     right, bottom = min(canvas.shape[1], math.floor(cx) + reach), min(canvas.shape[0], math.floor(cy) + reach)
@@ -199,6 +214,47 @@ def build_fer_scenes(
                 scene.image = gray_jpeg(scene.image, JPEG_QUALITIES[number % len(JPEG_QUALITIES)])
             scenes.append(scene)
     return scenes
+
+
+WILD_COUNT = 100
+"""Scenes of the second recipe (`build_wild_scenes`)."""
+
+
+def build_wild_scenes(
+    images: torch.Tensor, labels: torch.Tensor, seed: int, photos: Sequence[Any], count: int = WILD_COUNT
+) -> list[Scene]:
+    """The second recipe, fixed before any setting was tuned on it and unlike `build_fer_scenes` in each step:
+    1-4 faces of 72-220 px on an 800x600 face-free photo (never a synthetic background), enlarged bilinearly
+    (not bicubic), 80% of them tilted by an angle drawn uniformly from +-25 degrees (not 15-90 in steps), pasted as a
+    blurred oval (the crop's corners show the photo), and the whole image saved as a colour JPEG of quality 60-90.
+    Kind 'wild'; faces drawn in their own shuffled order (seed + 1)."""
+    rng = random.Random(seed + 1)
+    order = list(range(len(images)))
+    rng.shuffle(order)
+    next_face = iter(order)
+    scenes = []
+    for number in range(count):
+        width, height = 800, 600
+        photo = photos[rng.randrange(len(photos))]
+        scene = Scene(f"wild_{number:03d}", "wild", cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA))
+        taken: list[tuple[float, float, float]] = []
+        for _ in range(rng.randint(1, 4)):
+            side = rng.randint(72, 220)
+            angle = rng.uniform(-25, 25) if rng.random() < 0.8 else 0.0
+            spot = place(rng, width, height, [side], taken, angle)
+            if spot:
+                index = next(next_face)
+                paste(scene.image, images[index].numpy(), *spot, side, angle, upscale=cv2.INTER_LINEAR, oval=True)
+                scene.faces.append(Truth(*spot, side, angle, "fer", int(labels[index]), index))
+        ok, encoded = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(60, 90)])
+        scene.image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+        scenes.append(scene)
+    return scenes
+
+
+RECIPES = {"standard": build_fer_scenes, "wild": build_wild_scenes}
+"""The ways of building the labelled FER scenes: `build_fer_scenes` (the six kinds of COUNTS) and
+`build_wild_scenes`."""
 
 
 def gray_jpeg(image: Any, quality: int) -> Any:

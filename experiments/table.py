@@ -360,7 +360,8 @@ def pipeline_section(report: dict[str, Any]) -> str:
         f"{report['scenes']['free']} face-free images), {report['machine']}, load average "
         f"{report['load_average'][0]:.1f} as the last run began; classifier: the shipped "
         f"`{weights['file']}` ({weights['model']}, PrivateTest {weights['test_accuracy']:.3f} on the original "
-        f"crops). Classifier alone, batch {speed['batch']}: {speed['jax']['faces_per_s']:,.0f} faces/s in JAX"
+        f"crops{'' if weights.get('views', 1) == 1 else ', read with ' + weights['tta'] + ' TTA'}). "
+        f"Classifier alone, batch {speed['batch']}: {speed['jax']['faces_per_s']:,.0f} faces/s in JAX"
         + (f", {onnx['faces_per_s']:,.0f} with ONNX Runtime" if onnx else "")
         + (
             f", {int8['faces_per_s']:,.0f} with ONNX Runtime in int8 (`export-onnx --int8`, PrivateTest "

@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rotated) and classify them in batches of up to 256 across images and frames. Writes "
         "OUT/<name>_annotated.jpg per image, OUT/predictions.json and OUT/predictions.csv (box and all seven "
         "probabilities per face); with --video, OUT/<name>_annotated.mp4 and OUT/<name>_frames.csv.",
-        epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/; "
-        "--model seed_cnn for the seed CNN. The classifier is compiled once per machine and kept in "
+        epilog="weights: by default the CPU-best net (vgg_bn, width 3/8) shipped in fer_jax/weights/, reading each "
+        "face and its mirror image; --model seed_cnn for the seed CNN, --model vgg_bn,seed_cnn for both, --tta none "
+        "for one view. The classifier is compiled once per machine and kept in "
         "~/.cache/fer-jax/jax-compile/ (FER_JAX_COMPILE_CACHE=DIR moves it, =off turns it off)",
     )
     predict.add_argument(
@@ -169,8 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.add_argument(
         "--model",
-        metavar="NAME",
-        help="the weights shipped for zoo net NAME: vgg_bn (the default) or seed_cnn",
+        action="append",
+        metavar="NET[,NET...]",
+        help="the net to classify with: shipped vgg_bn (the default) or seed_cnn, exported weights (.msgpack) or a "
+        "run folder; several nets (comma-separated, or --model repeated) are an ensemble, their probabilities "
+        "averaged: --model vgg_bn,seed_cnn",
+    )
+    predict.add_argument(
+        "--tta",
+        choices=("none", "flip", "crops"),
+        help="test-time views of each face, probabilities averaged: flip (the default: the face and its mirror, 2x "
+        "the classifier's time), none (one view) or crops (those and 4 corner crops of each, 10x); "
+        "docs/predict.md measures them",
+    )
+    predict.add_argument(
+        "--crop",
+        choices=("box", "layout"),
+        help="box (default): the detector's box, turned upright; layout: RetinaFace's faces warped by their five "
+        "landmarks onto FER-2013's own layout (docs/predict.md compares them)",
     )
     predict.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     predict.add_argument(
@@ -388,9 +405,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         evaluate_report(args.run_dir, args.data, crops=args.crops)
     elif args.command == "predict":
+        from fer_jax.data.views import DEFAULT_TTA
         from fer_jax.infer.compile_cache import use_compile_cache
         from fer_jax.infer.onnx_export import load_backend
-        from fer_jax.infer.predict import predict_files, predict_video, shipped_weights
+        from fer_jax.infer.predict import ensemble, predict_files, predict_video, weights_source
 
         use_compile_cache()
 
@@ -399,14 +417,23 @@ def _dispatch(args: argparse.Namespace) -> None:
         if args.every < 1:
             raise ConfigError(f"--every {args.every}: expected an integer >= 1 (classify every N-th frame)")
         check_outputs({}, {"--out": args.out})
-        classifier = load_backend(shipped_weights(args.model) if args.model else args.checkpoint, args.backend)
+        nets = [net for given in args.model or () for net in given.split(",") if net]
+        sources = [weights_source(net) for net in nets] if nets else [args.checkpoint]
+        classifier = ensemble([load_backend(source, args.backend) for source in sources], args.tta or DEFAULT_TTA)
+        crop_options = {"warp": args.crop == "layout"} if args.crop else {}  # default: the detector module's
         failed = []
         if args.paths:
-            records = predict_files(args.paths, args.out, classifier, detect=not args.no_detect, detector=args.detector)
+            records = predict_files(args.paths, args.out, classifier, not args.no_detect, args.detector, **crop_options)
             failed = [record["file"] for record in records if "error" in record]
         if args.video:
             predict_video(
-                args.video, args.out, classifier, detect=not args.no_detect, every=args.every, detector=args.detector
+                args.video,
+                args.out,
+                classifier,
+                detect=not args.no_detect,
+                every=args.every,
+                detector=args.detector,
+                **crop_options,
             )
         if failed:
             raise DataError(f"{len(failed)} of {len(records)} images could not be read: {', '.join(failed)}")

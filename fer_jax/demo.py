@@ -38,6 +38,7 @@ from fer_jax.infer.predict import (
     WEIGHTS_DIR,
     Face,
     annotate,
+    classifier_of,
     classify,
     decoder_messages,
     load_classifier,
@@ -196,7 +197,7 @@ def photo_result(path: str | Path, name: str, checkpoint: str, detector: str) ->
     `fer-jax predict` does; an unreadable file or a failing image gives a message, not an exception."""
     try:
         bgr = read_image(path)
-        faces = classify(bgr, load_classifier(checkpoint), detector=detector)
+        faces = classify(bgr, classifier_of(checkpoint), detector=detector)
         image = annotate(bgr, faces, ANNOTATE_MIN_SIDE)
     except DataError as err:
         return PhotoResult(None, [], one_line(err).replace(str(path), name))
@@ -230,7 +231,7 @@ def webcam_frame(rgb: Any, checkpoint: str, detector: str, meter: Meter) -> tupl
     """One webcam frame annotated (BGR), and a line with the measured frames/s and faces/s and the faces."""
     start = time.perf_counter()
     bgr = to_bgr(rgb)
-    faces = classify(bgr, load_classifier(checkpoint), detector=detector)
+    faces = classify(bgr, classifier_of(checkpoint), detector=detector)
     annotated = for_display(annotate(bgr, faces))
     meter.add(len(faces), time.perf_counter())
     frames_per_s, faces_per_s = meter.rates()
@@ -260,7 +261,7 @@ def video_result(path: str | Path, checkpoint: str, detector: str, every: int, o
         seconds = video_seconds(path)
         if seconds > VIDEO_MAX_SECONDS:
             raise DataError(f"{path.name}: {seconds:.0f} s long; the demo takes videos up to {VIDEO_MAX_SECONDS} s")
-        summary = predict_video(path, out_dir, load_classifier(checkpoint), every=every, detector=detector)
+        summary = predict_video(path, out_dir, classifier_of(checkpoint), every=every, detector=detector)
     except DataError as err:
         return VideoResult(None, [], [], [], one_line(err).replace(str(path), path.name))
     except (cv2.error, MemoryError) as err:

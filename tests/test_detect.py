@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 import torch
 
-from experiments.scenes import Scene, Truth, build_fer_scenes
+from experiments.scenes import Scene, Truth, build_fer_scenes, build_wild_scenes
 from experiments.scoring import evaluate_detector, match, score_curve
 from fer_jax.cli import build_parser, main
 from fer_jax.data.fer2013 import DataError
@@ -169,6 +169,29 @@ def test_scenes_keep_every_face_inside_and_matching_scores_them():
     assert match(truths, off) == match(truths, tiny) == [None] * len(truths)
 
 
+def test_the_wild_recipe_tilts_blends_and_compresses_its_faces():
+    faces = make_faces({"Training": 0, "PublicTest": 0, "PrivateTest": 6})
+    images = torch.stack([f.pixels for f in faces])
+    labels = torch.tensor([f.label for f in faces])
+    photo = cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR)
+    scenes = build_wild_scenes(images, labels, 1, [photo], count=4)
+    assert [s.faces for s in scenes] == [s.faces for s in build_wild_scenes(images, labels, 1, [photo], count=4)]
+    truths = [t for s in scenes for t in s.faces]
+    assert {s.kind for s in scenes} == {"wild"} and all(s.image.shape == (600, 800, 3) for s in scenes)
+    assert all(72 <= t.side <= 220 and abs(t.angle) <= 25 and t.label == labels[t.index] for t in truths)
+    assert any(t.angle != 0 and t.angle % 15 for t in truths)  # tilts drawn from a range, not the 15-degree steps
+    assert len({t.index for t in truths}) == len(truths)
+    assert (scenes[0].image[..., 0] != scenes[0].image[..., 2]).any()  # a colour JPEG, not a gray one
+    backdrop = cv2.resize(photo, (800, 600), interpolation=cv2.INTER_AREA).astype(int)
+    for scene in scenes:  # the oval leaves the crop's corners (0.42 of its side out on each axis) to the photo
+        for t in scene.faces:
+            turn = math.radians(-t.angle)
+            for dx, dy in ((-0.42, -0.42), (0.42, 0.42)):
+                x = t.cx + t.side * (dx * math.cos(turn) - dy * math.sin(turn))
+                y = t.cy + t.side * (dx * math.sin(turn) + dy * math.cos(turn))
+                assert np.abs(scene.image[round(y), round(x)].astype(int) - backdrop[round(y), round(x)]).max() < 40
+
+
 def test_evaluate_detector_scores_a_photo_and_a_face_free_image():
     astronaut = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     x, y = ASTRONAUT_CENTRE
@@ -284,3 +307,36 @@ def test_retinaface_takes_any_size_and_refuses_an_altered_model(tmp_path):
         retinaface.session(altered)
     with pytest.raises(DataError, match="no such file"):
         retinaface.session(tmp_path / "missing.onnx")
+
+
+def test_layout_warp_undoes_a_similarity_transform():
+    """A smooth 48x48 pattern enlarged 3x, turned 30 degrees and moved: its landmarks (FER_LAYOUT moved the same
+    way) warp it back onto the 48x48 frame, within the blur of the two resamplings."""
+    rng = np.random.default_rng(0)
+    pattern = cv2.GaussianBlur(rng.integers(0, 256, (48, 48)).astype(np.uint8), (0, 0), 2)
+    pattern = cv2.normalize(pattern, None, 0, 255, cv2.NORM_MINMAX)
+    matrix = cv2.getRotationMatrix2D((24, 24), 30, 3.0)
+    matrix[:, 2] += (120, 90)
+    image = cv2.warpAffine(pattern, matrix, (320, 280), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    landmarks = [tuple(matrix @ (x, y, 1)) for x, y in detect.FER_LAYOUT]
+    warped = detect.layout_warp(image, landmarks, detect.FER_LAYOUT)
+    inner = (slice(6, 42), slice(6, 42))
+    error = np.abs(warped[inner].astype(float) - pattern[inner].astype(float)).mean()
+    assert warped.shape == (48, 48) and warped.dtype == np.uint8 and error < 2, error
+    moved = detect.layout_warp(image, [(x + 9, y) for x, y in landmarks], detect.FER_LAYOUT)  # 3 px off in 48
+    assert np.abs(moved[inner].astype(float) - pattern[inner].astype(float)).mean() > 10 * error
+
+
+def test_retinaface_detections_carry_landmarks_and_warp_onto_the_fer_layout(gray):
+    (upright,) = get_detector("retinaface")(gray)
+    assert len(upright.landmarks) == 5 and all(
+        upright.box[0] < x < upright.box[0] + upright.box[2] for x, _ in upright.landmarks
+    )
+    assert crop(gray, upright, warp=False).shape == crop(gray, upright, warp=True).shape == (48, 48)
+    assert (crop(gray, upright, align=False, warp=True) == crop(gray, upright, align=False)).all()  # align gates it
+    matrix = cv2.getRotationMatrix2D(ASTRONAUT_CENTRE, -25, 1.0)
+    tilted = cv2.warpAffine(gray, matrix, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+    (face,) = get_detector("retinaface")(tilted)
+    same = np.corrcoef(crop(tilted, face, warp=True).ravel(), crop(gray, upright, warp=True).ravel())[0, 1]
+    assert same > 0.9, same  # the eye line, not the detector's 10-degree rule, turns it: both land on one layout
+    assert not haar_boxes(gray) or get_detector("haar")(gray)[0].landmarks == ()

@@ -280,3 +280,19 @@ def test_time_to_accuracy_accumulates_minutes_and_refuses_mixed_machines(tmp_pat
     no_curve.write_text(json.dumps({"model": "seed_cnn"}))
     with pytest.raises(ConfigError, match="no per-epoch 'curve'"):
         time_to_accuracy.curve_of(json.loads(no_curve.read_text()), no_curve)
+
+
+def test_predict_views_choice_rule():
+    from experiments.predict_views import choose, combinations
+
+    def row(nets, tta, views, public):
+        return {"nets": list(nets), "tta": tta, "views": views, "PublicTest": public}
+
+    assert len(combinations()) == 9 and (("vgg_bn",), "none") in combinations()
+    small_gain = [row(["vgg_bn"], "none", 1, 0.685), row(["vgg_bn"], "flip", 2, 0.689)]
+    assert choose(small_gain)["tta"] == "none"  # under 0.5 points: the default stays
+    tied = [*small_gain, row(["vgg_bn"], "crops", 10, 0.699), row(["vgg_bn", "seed_cnn"], "flip", 2, 0.698)]
+    assert choose(tied)["views"] == 2 and choose(tied)["nets"] == ["vgg_bn", "seed_cnn"]  # within 0.2: cheapest
+    tied[-1]["nets"] = ["vgg_bn"]
+    tied[-1]["views"] = 12
+    assert choose(tied)["tta"] == "crops"

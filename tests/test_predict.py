@@ -17,9 +17,18 @@ import fer_jax
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.data.fer2013 import EMOTIONS, DataError, decode_face
+from fer_jax.data.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.files import write_json
 from fer_jax.infer import predict as predict_module
-from fer_jax.infer.predict import DEFAULT_WEIGHTS, load_classifier, load_weights, shipped_weights
+from fer_jax.infer.batch import probabilities
+from fer_jax.infer.predict import (
+    DEFAULT_WEIGHTS,
+    Averaged,
+    classifier_of,
+    load_classifier,
+    load_weights,
+    shipped_weights,
+)
 from fer_jax.models.zoo import count_params
 from fer_jax.train.checkpoints import RunCheckpoints
 from fer_jax.train.loop import new_record
@@ -258,7 +267,8 @@ def test_no_detect_on_a_fer_face_is_what_the_model_sees_in_evaluation(fer2013_zi
         path.write_bytes(zf.read(names[0]))
     [face] = fer_jax.predict(path, detect=False)
     assert face.box == (0, 0, 48, 48)
-    expected = load_classifier()(jnp.asarray(faces))[0]
+    classifier = load_classifier()
+    expected = (classifier(jnp.asarray(faces))[0] + classifier(jnp.asarray(faces)[..., ::-1])[0]) / 2  # flip TTA
     assert jnp.abs(jnp.array(list(face.probabilities.values())) - expected).max() < 1e-6
     out = tmp_path / "out"
     assert main(["predict", "--no-detect", str(path), "--out", str(out)]) == 0
@@ -344,3 +354,68 @@ def test_a_damaged_jpeg_is_named_in_its_message(astronaut, tmp_path, capfd):
     assert all(str(cut) in line or str(header_only) in line or "1 of 2 images" in line for line in lines), lines
     assert any(line.startswith(f"warning: {cut}: ") for line in lines)
     assert any(line.startswith(f"{header_only}: not a readable image") for line in lines)
+
+
+def test_views_are_the_evaluations_and_stay_8_bit():
+    faces = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 48, 48)), jnp.uint8)
+    assert [len(view_list(tta)) for tta in ("none", "flip", "crops")] == [1, 2, 10]
+    views = uint8_views("crops")(faces)
+    assert views.shape == (10, 3, 48, 48) and views.dtype == jnp.uint8
+    assert (views[0] == faces).all() and (views[1] == faces[..., ::-1]).all()
+    mirrored = views[3][..., ::-1].astype(jnp.int16)  # the mirror's top-left crop: the top-right crop, mirrored
+    assert jnp.abs(views[6].astype(jnp.int16) - mirrored).max() <= 1  # but for rounding
+    with pytest.raises(DataError, match="unknown test-time views 'zoom'"):
+        view_list("zoom")
+
+
+def test_views_and_nets_are_averaged_in_fixed_batches():
+    faces = jnp.asarray(np.random.default_rng(1).integers(0, 256, (3, 48, 48)), jnp.uint8)
+    vgg, seed = load_classifier("vgg_bn"), load_classifier("seed_cnn")
+    assert classifier_of(None, "none") is load_classifier(None) and DEFAULT_TTA == "flip"
+    assert classifier_of(vgg) is vgg  # a loaded classifier is used as it is
+    flipped = classifier_of("vgg_bn", "flip")(faces)
+    assert jnp.abs(flipped - (vgg(faces) + vgg(faces[..., ::-1])) / 2).max() < 1e-6
+    both = classifier_of(["vgg_bn", "seed_cnn"], "none")(faces)
+    assert jnp.abs(both - (vgg(faces) + seed(faces)) / 2).max() < 1e-6
+    seen = []
+
+    def recording(batch):  # the real net, noting the shapes it is given
+        seen.append(batch.shape[0])
+        return vgg(batch)
+
+    recording.info = vgg.info
+    ensemble = Averaged([recording, seed], "crops")
+    out = probabilities(ensemble, list(faces))  # 3 faces: one batch padded to 8, its 10 views in one call
+    assert seen == [80] and len(out) == 3 and all(sum(p) == pytest.approx(1, abs=1e-5) for p in out)
+    assert ensemble.info["views"] == 10 and [n["model"] for n in ensemble.info["nets"]] == ["vgg_bn", "seed_cnn"]
+
+
+@pytest.mark.slow
+def test_cli_ensembles_and_views(astronaut, tmp_path, capsys):
+    path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "--model", "vgg_bn,seed_cnn", "--tta", "none", "--out", str(out)]) == 0
+    weights = json.loads((out / "predictions.json").read_text())["weights"]
+    assert weights["views"] == 1 and [n["model"] for n in weights["nets"]] == ["vgg_bn", "seed_cnn"]
+    [face] = fer_jax.predict(astronaut, checkpoint=["vgg_bn", "seed_cnn"], tta="none")
+    [record] = json.loads((out / "predictions.json").read_text())["images"][0]["faces"]
+    assert record["probabilities"] == pytest.approx(face.probabilities, abs=1e-6)
+    assert main(["predict", str(path), "--out", str(out)]) == 0  # the default: vgg_bn, flip, box crop
+    report = json.loads((out / "predictions.json").read_text())
+    weights = report["weights"]
+    assert report["crop"] == "box"
+    assert main(["predict", str(path), "--crop", "layout", "--tta", "none", "--out", str(tmp_path / "layout")]) == 0
+    [warped] = fer_jax.predict(astronaut, tta="none", warp=True)
+    layout = json.loads((tmp_path / "layout" / "predictions.json").read_text())
+    assert layout["crop"] == "layout" and layout["images"][0]["faces"][0]["probabilities"] == pytest.approx(
+        warped.probabilities, abs=1e-6
+    )
+    assert warped.probabilities != pytest.approx(fer_jax.predict(astronaut, tta="none")[0].probabilities, abs=1e-3)
+    assert weights["tta"] == "flip" and weights["views"] == 2 and weights["model"] == "vgg_bn" and weights["sha256"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="2"):
+        main(["predict", str(path), "--tta", "zoom"])
+    assert "invalid choice: 'zoom'" in capsys.readouterr().err
+    assert main(["predict", str(path), "--model", "vgg_bn,nope", "--out", str(out)]) == 2
+    assert "no shipped weights for 'nope'" in capsys.readouterr().err

@@ -9,10 +9,11 @@ import pytest
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.data.fer2013 import EMOTIONS
+from fer_jax.data.views import corner_crop, mirror
 from fer_jax.eval.report import classification_metrics, confident_mistakes
 from fer_jax.files import write_json
 from fer_jax.train.checkpoints import RunCheckpoints
-from fer_jax.train.evaluation import corner_crop, evaluate_split, load_splits, mirror, restore_run, tta_views
+from fer_jax.train.evaluation import evaluate_split, load_splits, restore_run, tta_views
 from fer_jax.train.loop import new_record
 from fer_jax.train.steps import init_state
 

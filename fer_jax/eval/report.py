@@ -23,12 +23,11 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax.data.fer2013 import EMOTIONS, Split
+from fer_jax.data.views import CROP_SIZE, View
 from fer_jax.environment import device_description
 from fer_jax.files import write_json
 from fer_jax.train import plotting
 from fer_jax.train.evaluation import (
-    CROP_SIZE,
-    View,
     averaged_probabilities,
     confusion_matrix,
     load_splits,

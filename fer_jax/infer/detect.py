@@ -16,7 +16,8 @@ downloaded at run time:
 - `retinaface` (the default), `retinaface-sweep`: RetinaFace-MobileNet-0.25, a CNN
   (`fer_jax.infer.retinaface`, its model ships in fer_jax/weights/), alone and with passes on
   the image turned by +-20 and +-90 degrees and enlarged 2x for small faces. Its five
-  landmarks turn each face upright by its eye line.
+  landmarks turn each face upright by its eye line, or, with `crop(..., warp=True)`, warp it
+  onto FER-2013's own layout (FER_LAYOUT) by one similarity transform.
 
 docs/predict.md compares them on `experiments/pipeline.py`'s benchmark.
 """
@@ -100,6 +101,19 @@ PublicTest scenes by the classifier's accuracy on the detected faces over a grid
 where a FER face's side is 1.086 RetinaFace's); the grid is flat within about +-1.5 points around it."""
 
 
+FER_LAYOUT = ((15.34, 18.69), (32.84, 18.54), (24.15, 28.86), (17.2, 36.54), (31.29, 36.38))
+"""Where FER-2013's 48x48 faces have RetinaFace's five landmarks (eye on the image's left, the other eye, nose tip,
+mouth corners): the median of each coordinate over 6,979 Training faces enlarged 4x, padded by 48 px and read by
+RetinaFace at score 0.9 (results/fer_layout.json, `python -m experiments.fer_layout`; median absolute deviation
+1.4-2.0 px; the medians move by under 0.4 px at other enlargements and paddings)."""
+RETINAFACE_LAYOUT_WARP = False
+"""Whether a face with landmarks (RetinaFace's) is cropped by `layout_warp` onto FER_LAYOUT instead of its framed box:
+not by default. With flip TTA the shipped vgg_bn reads 0.6528 of the warped crops against 0.6291 of the boxes on the
+337 FER faces `retinaface` finds in the standard PublicTest scenes (21 faces only the warp gets right, 13 only the
+box), but 0.6741 against 0.6875 on the 224 it finds in the second recipe's (`wild`: 7 against 10): 5 faces of 561
+in all, no clear gain (results/retinaface_layout_publictest.json, retinaface_layout_publictest_wild.json)."""
+
+
 @dataclass(frozen=True)
 class Detection:
     """A face found in an image.
@@ -113,6 +127,9 @@ class Detection:
     box: Box
     rotation: float = 0.0
     score: float = 0.0
+    landmarks: tuple[tuple[float, float], ...] = ()
+    """RetinaFace's five (x, y) in the input image (`fer_jax.infer.retinaface.Face`'s order); () from other
+    detectors."""
 
 
 Detector = Callable[[Any], list[Detection]]
@@ -276,7 +293,7 @@ def framed(
     cy = (y0 + y2) / 2 + math.cos(angle) * shift * side
     box = (round(cx - side / 2), round(cy - side / 2), round(side), round(side))
     turn = math.degrees(angle)
-    return Detection(box, turn if abs(turn) > align_min_angle else 0.0, score)
+    return Detection(box, turn if abs(turn) > align_min_angle else 0.0, score, tuple(landmarks))
 
 
 def retinaface_detections(
@@ -362,15 +379,40 @@ def get_detector(name: str) -> Detector:
 # Crops ---------------------------------------------------------------------------------------------------------
 
 
-def crop(gray: Any, detection: Detection, align: bool = True) -> Any:
+def layout_warp(gray: Any, landmarks: Sequence[tuple[float, float]], layout: Sequence[tuple[float, float]]) -> Any:
+    """The face whose five `landmarks` (image pixels) are given, warped by one similarity transform (rotation, scale,
+    shift: the least-squares fit of the landmarks onto `layout`) into a 48x48 8-bit crop. A face larger than the
+    crop is warped at k x 48 px (k the whole shrink factor) and then shrunk with INTER_AREA, like a box crop."""
+    count = len(layout)
+    src_x, src_y = sum(x for x, _ in landmarks) / count, sum(y for _, y in landmarks) / count
+    dst_x, dst_y = sum(x for x, _ in layout) / count, sum(y for _, y in layout) / count
+    pairs = [((sx - src_x, sy - src_y), (dx - dst_x, dy - dst_y)) for (sx, sy), (dx, dy) in zip(landmarks, layout)]
+    norm = sum(sx * sx + sy * sy for (sx, sy), _ in pairs) or 1.0
+    a = sum(sx * dx + sy * dy for (sx, sy), (dx, dy) in pairs) / norm
+    b = sum(sx * dy - sy * dx for (sx, sy), (dx, dy) in pairs) / norm
+    factor = max(1, min(8, math.floor(1 / max(math.hypot(a, b), 1e-6))))
+    a, b = a * factor, b * factor
+    matrix = cv2.getRotationMatrix2D((0.0, 0.0), math.degrees(math.atan2(-b, a)), math.hypot(a, b))
+    centre = (factor - 1) / 2  # pixel i of the 48x48 crop is the mean of fine pixels k*i .. k*i + k - 1
+    matrix[0, 2] = factor * dst_x + centre - (a * src_x - b * src_y)
+    matrix[1, 2] = factor * dst_y + centre - (b * src_x + a * src_y)
+    side = factor * IMAGE_SIZE
+    face = cv2.warpAffine(gray, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA) if factor > 1 else face
+
+
+def crop(gray: Any, detection: Detection, align: bool = True, warp: bool = RETINAFACE_LAYOUT_WARP) -> Any:
     """The detected face as a 48x48 8-bit crop, like the FER-2013 images; with `align`, turned upright.
 
-    An upright box is cut from the image and resized (INTER_AREA when
+    With `warp` (and `align`), a face with landmarks is warped onto FER-2013's own layout (`layout_warp`,
+    FER_LAYOUT). Otherwise an upright box is cut from the image and resized (INTER_AREA when
     shrinking). A rotated one is first cut with 1.5x margin (edges replicated
     beyond the image), turned upright at full resolution, cut to the box and
     then resized the same way: turning the 48x48 crop instead blurred it, and
     cost the classifier 1-3 points on PublicTest scenes (docs/predict.md).
     """
+    if align and warp and detection.landmarks:
+        return layout_warp(gray, detection.landmarks, FER_LAYOUT)
     x, y, width, height = detection.box
     if not align or detection.rotation == 0:
         left, top = max(0, x), max(0, y)

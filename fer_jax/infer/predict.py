@@ -34,16 +34,25 @@ from tqdm import tqdm
 
 from fer_jax.config import FIELD_TYPES, Config, ConfigError, ModelConfig, check_value
 from fer_jax.data.labels import EMOTIONS
+from fer_jax.data.views import DEFAULT_TTA, uint8_views, view_list
 from fer_jax.errors import DataError
 from fer_jax.files import FileFormatError, read_json, write_atomic, write_json
 from fer_jax.infer.batch import probabilities, stream
 from fer_jax.infer.compile_cache import use_compile_cache
-from fer_jax.infer.detect import DEFAULT_DETECTOR, Box, Detection, crop, get_detector
+from fer_jax.infer.detect import DEFAULT_DETECTOR, RETINAFACE_LAYOUT_WARP, Box, Detection, crop, get_detector
 from fer_jax.models.zoo import count_params, model_skeleton
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "vgg_bn.msgpack"
 """The CPU-best net: it scores higher on PrivateTest than the seed CNN (README, results/cpu_best.json)."""
+
+
+def weights_source(name_or_path: str | Path) -> Path:
+    """A shipped net's name ('vgg_bn', 'seed_cnn') as its weights file; anything else as the path it names."""
+    path = Path(name_or_path)
+    if path.exists() or len(path.parts) != 1 or path.suffix:
+        return path
+    return shipped_weights(str(name_or_path))
 
 
 def shipped_weights(model: str) -> Path:
@@ -140,6 +149,40 @@ class Classifier:
             faces = jnp.pad(faces, ((0, BATCH_MULTIPLE - count % BATCH_MULTIPLE), (0, 0), (0, 0)))
             return self._forward(self._state, faces)[:count]
         return self._forward(self._state, faces)
+
+
+class Averaged:
+    """Probabilities averaged over test-time views (`fer_jax.data.views`) and over several nets: an ensemble.
+
+    Each batch of N faces becomes its V views, stacked into one batch of V x N faces that each net classifies
+    in one call; the mean is taken over views and nets, each counting the same. A batch of `fer_jax.infer.batch`
+    (8, 64 or 256 faces) thus reaches every net as V x 8, V x 64 or V x 256 faces: shapes stay fixed, and a
+    jitted net compiles at most three of them.
+    """
+
+    def __init__(self, members: Sequence[Any], tta: str = "none") -> None:
+        if not members:
+            raise DataError("an ensemble needs at least one net")
+        self.members = list(members)
+        self.views = len(view_list(tta))
+        self._views = uint8_views(tta)
+        nets = [member.info for member in self.members]
+        self.info = {**(nets[0] if len(nets) == 1 else {"nets": nets}), "tta": tta, "views": self.views}
+        """The net's description (several: each under 'nets'), and the views."""
+
+    def __call__(self, faces: jax.Array) -> jax.Array:
+        """(N, 48, 48) uint8 faces -> (N, 7) probabilities in `EMOTIONS` order."""
+        faces = jnp.asarray(faces, jnp.uint8)
+        count = faces.shape[0]
+        views = self._views(faces).reshape(-1, *faces.shape[1:]) if self.views > 1 else faces
+        total = sum(jnp.asarray(member(views)).reshape(self.views, count, -1).sum(0) for member in self.members)
+        return total / (self.views * len(self.members))
+
+
+def ensemble(members: Sequence[Any], tta: str = "none") -> Any:
+    """Loaded classifiers (JAX or ONNX Runtime) as one: the only one as it is when `tta` is 'none', else
+    `Averaged` over their views."""
+    return members[0] if len(members) == 1 and tta == "none" else Averaged(members, tta)
 
 
 # Weights -------------------------------------------------------------------------------------------------------
@@ -252,12 +295,13 @@ def weights_model(info: dict[str, Any], info_path: Path) -> ModelConfig:
 
 @functools.lru_cache(maxsize=4)
 def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
-    """The shipped weights (None), exported weights (a .msgpack file) or a run folder's best checkpoint.
+    """The shipped weights (None, or a shipped net's name: 'vgg_bn', 'seed_cnn'), exported weights (a .msgpack
+    file) or a run folder's best checkpoint.
 
     Turns on the persistent compilation cache first (`fer_jax.infer.compile_cache`): a second process loads the
     classifier's compiled program instead of compiling it."""
     use_compile_cache()
-    path = Path(checkpoint) if checkpoint else DEFAULT_WEIGHTS
+    path = weights_source(checkpoint) if checkpoint else DEFAULT_WEIGHTS
     if not path.is_dir():
         return load_weights(path)
     from fer_jax.train.evaluation import restore_run  # the trainer's modules, for run folders only
@@ -361,46 +405,69 @@ def one_line(err: BaseException) -> str:
 
 
 def detect_and_crop(
-    bgr: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR
+    bgr: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR, warp: bool = RETINAFACE_LAYOUT_WARP
 ) -> tuple[list[Detection], list[Any]]:
-    """The faces of an 8-bit BGR image and their 48x48 crops; `detect=False`: the whole image is one face."""
+    """The faces of an 8-bit BGR image and their 48x48 crops; `detect=False`: the whole image is one face. `warp`:
+    faces with landmarks (RetinaFace's) warped onto FER-2013's layout (`fer_jax.infer.detect.layout_warp`)."""
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     found = get_detector(detector)(gray) if detect else [Detection((0, 0, gray.shape[1], gray.shape[0]))]
-    return found, [crop(gray, detection) for detection in found]
+    return found, [crop(gray, detection, warp=warp) for detection in found]
 
 
 def to_faces(found: Sequence[Detection], face_probabilities: Sequence[Sequence[float]]) -> list[Face]:
     return [Face(d.box, dict(zip(EMOTIONS, p)), d.rotation) for d, p in zip(found, face_probabilities)]
 
 
-def classify(bgr: Any, classifier: Any, detect: bool = True, detector: str = DEFAULT_DETECTOR) -> list[Face]:
+def classify(
+    bgr: Any,
+    classifier: Any,
+    detect: bool = True,
+    detector: str = DEFAULT_DETECTOR,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
+) -> list[Face]:
     """The faces of an 8-bit BGR image with their probabilities; `detect=False`: the whole image is one face."""
-    found, crops = detect_and_crop(bgr, detect, detector)
+    found, crops = detect_and_crop(bgr, detect, detector, warp)
     return to_faces(found, probabilities(classifier, crops))
+
+
+Checkpoint = str | Path | Any | None
+"""What `checkpoint` arguments take: None (the shipped vgg_bn), a shipped net's name ('vgg_bn', 'seed_cnn'), an
+exported .msgpack, a run folder, a loaded classifier, or a list of these (an ensemble)."""
 
 
 def predict(
     image: str | os.PathLike | Any,
-    checkpoint: str | Path | Any | None = None,
+    checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
+    tta: str = DEFAULT_TTA,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
 ) -> list[Face]:
     """Find the faces in `image` (a file, or an RGB/gray array) and give each one's box and 7 probabilities.
 
-    `checkpoint`: None for the shipped weights, an exported .msgpack, a run
-    folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`).
+    `checkpoint`: None for the shipped weights, a shipped net's name, an exported .msgpack, a run
+    folder, or a loaded classifier (e.g. `fer_jax.infer.onnx_export.OnnxClassifier`, used as it is, without `tta`);
+    a list of them is an ensemble (probabilities averaged, with `tta`). `tta`: test-time views averaged, 'flip'
+    (the default: the face and its mirror), 'none' (one view) or 'crops' (10; `fer_jax.data.views`). `warp`:
+    RetinaFace's faces warped onto FER-2013's layout by their landmarks instead of cut by their box.
     `detect=False` treats the whole image as one face (already-cropped faces
     such as FER-2013's). `detector`: a name of `fer_jax.infer.detect.DETECTORS`. No
     face found: an empty list.
     """
     use_compile_cache()  # before to_bgr's first JAX computation
+    classifier = classifier_of(checkpoint, tta)
     bgr = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image)
-    return classify(bgr, classifier_of(checkpoint), detect, detector)
+    return classify(bgr, classifier, detect, detector, warp)
 
 
-def classifier_of(checkpoint: str | Path | Any | None) -> Any:
-    """A loaded classifier as it is; anything else through `load_classifier`."""
-    return checkpoint if callable(checkpoint) else load_classifier(checkpoint)
+def classifier_of(checkpoint: Checkpoint | Sequence[Checkpoint], tta: str = DEFAULT_TTA) -> Any:
+    """A loaded classifier as it is (its views are its own: `fer-jax predict` builds its `ensemble` first);
+    anything else through `load_classifier`, with test-time views `tta`; a list (of loaded or named nets) as their
+    `ensemble` with views `tta`."""
+    if callable(checkpoint):
+        return checkpoint
+    members = checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+    return ensemble([member if callable(member) else load_classifier(member) for member in members], tta)
 
 
 # Outputs -------------------------------------------------------------------------------------------------------
@@ -479,19 +546,21 @@ def format_faces(name: str, faces: Sequence[Face]) -> str:
 def predict_files(
     paths: Sequence[str | Path],
     out_dir: str | Path,
-    checkpoint: str | Path | Any | None = None,
+    checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     detector: str = DEFAULT_DETECTOR,
+    tta: str = DEFAULT_TTA,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
 ) -> list[dict[str, Any]]:
     """Classify the faces of each image; write OUT/<name>_annotated.jpg, predictions.json and predictions.csv.
 
     `paths` may hold files, folders (their images, recursively) and glob patterns (`image_files`).
     The faces of consecutive images are classified together in fixed-size batches (`fer_jax.infer.batch.stream`).
     An unreadable file is reported in one line on stderr and recorded with its
-    error; the others still run. Returns one record per file.
+    error; the others still run. `checkpoint`, `tta` and `warp` as for `predict`. Returns one record per file.
     """
     out_dir = Path(out_dir)
-    classifier = classifier_of(checkpoint)
+    classifier = classifier_of(checkpoint, tta)
     get_detector(detector)
     records, rows, used = [], [], set()
 
@@ -501,7 +570,7 @@ def predict_files(
                 if nothing:
                     raise DataError(nothing)
                 bgr = read_image(path)
-                found, crops = detect_and_crop(bgr, detect, detector)
+                found, crops = detect_and_crop(bgr, detect, detector, warp)
             except DataError as err:
                 yield (path, None, [], str(err)), []
                 continue
@@ -526,7 +595,13 @@ def predict_files(
         rows += [[str(path), number, *face_row(face)] for number, face in enumerate(faces, 1)]
     write_json(
         out_dir / "predictions.json",
-        {"weights": classifier.info, "detect": detect, "detector": detector if detect else None, "images": records},
+        {
+            "weights": classifier.info,
+            "detect": detect,
+            "detector": detector if detect else None,
+            "crop": "layout" if warp else "box",
+            "images": records,
+        },
     )
     write_csv(out_dir / "predictions.csv", ("file", "face", *CSV_COLUMNS), rows)
     print(f"Annotated images, predictions.json and predictions.csv in {out_dir}/")
@@ -536,10 +611,12 @@ def predict_files(
 def predict_video(
     path: str | Path,
     out_dir: str | Path,
-    checkpoint: str | Path | Any | None = None,
+    checkpoint: Checkpoint | Sequence[Checkpoint] = None,
     detect: bool = True,
     every: int = 1,
     detector: str = DEFAULT_DETECTOR,
+    tta: str = DEFAULT_TTA,
+    warp: bool = RETINAFACE_LAYOUT_WARP,
 ) -> dict[str, Any]:
     """Classify the faces of every `every`-th frame of a video file, with a progress bar.
 
@@ -555,7 +632,7 @@ def predict_video(
         raise DataError(f"every must be 1 or more (every N-th frame), got {every}")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    classifier = classifier_of(checkpoint)
+    classifier = classifier_of(checkpoint, tta)
     get_detector(detector)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own messages off: a bad file gets our one line
     capture = cv2.VideoCapture(str(path))
@@ -575,7 +652,7 @@ def predict_video(
     def frames() -> Any:
         nonlocal ok, frame, index
         while ok:
-            found, crops = detect_and_crop(frame, detect, detector) if index % every == 0 else (None, [])
+            found, crops = detect_and_crop(frame, detect, detector, warp) if index % every == 0 else (None, [])
             yield (index, frame, found), crops
             ok, frame = capture.read()
             index += 1

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from fer_jax.config import Config, ConfigError
 from fer_jax.data import fer2013 as fer_data
 from fer_jax.data.cache import cache_root, content_folder
+from fer_jax.data.views import View, mirror, view_list
 from fer_jax.environment import device_description
 from fer_jax.models.zoo import count_params
 from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
@@ -30,8 +31,6 @@ REPORTED_SPLIT = "PrivateTest"
 """The split only the final evaluation of the selected checkpoint reads."""
 TTA = "flip"
 """Test-time augmentation reported beside the plain numbers: softmax averaged over each face and its mirror image."""
-CROP_SIZE = 44
-"""The 'crops' TTA's corner crops: 44x44 of 48x48, a zoom of 1.09, inside the training augmentation's range."""
 
 
 def evaluate_split(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int) -> dict[str, Any]:
@@ -63,11 +62,6 @@ def _added(a: dict[str, jax.Array], b: dict[str, jax.Array]) -> dict[str, jax.Ar
     return jax.tree.map(jnp.add, a, b)
 
 
-def mirror(images: jax.Array) -> jax.Array:
-    """Horizontal flip of (N, 1, H, W) faces."""
-    return images[..., ::-1]
-
-
 @jax.jit
 def averaged_probabilities(logits_per_view: Sequence[jax.Array]) -> jax.Array:
     """Softmax probabilities averaged over views (each (N, 7) logits of the same faces): test-time augmentation.
@@ -93,32 +87,13 @@ def flip_tta_accuracy(
     return averaged_accuracy([plain_logits, mirrored], fer_data.to_jax(split.labels))
 
 
-def corner_crop(top: int, left: int) -> Callable[[jax.Array], jax.Array]:
-    """A view: the CROP_SIZE square at (top, left) of (N, 1, 48, 48) faces, scaled back to 48x48."""
-
-    def view(images: jax.Array) -> jax.Array:
-        crop = images[..., top : top + CROP_SIZE, left : left + CROP_SIZE]
-        return jax.image.resize(crop, (*images.shape[:2], fer_data.IMAGE_SIZE, fer_data.IMAGE_SIZE), "bilinear")
-
-    return view
-
-
-View = Callable[[jax.Array], jax.Array] | None
-"""A test-time view of a batch of (N, 1, 48, 48) faces; None: the faces as they are."""
-
-
 def tta_views(crops: bool) -> dict[str, list[View]]:
-    """The jitted views of each TTA variant ('flip', and 'crops' if asked)."""
-    corners = [
-        corner_crop(top, left)
-        for top in (0, fer_data.IMAGE_SIZE - CROP_SIZE)
-        for left in (0, fer_data.IMAGE_SIZE - CROP_SIZE)
-    ]
-    flip: list[View] = [None, jax.jit(mirror)]
-    if not crops:
-        return {"flip": flip}
-    mirrored_corners = [lambda x, corner=corner: corner(mirror(x)) for corner in corners]
-    return {"flip": flip, "crops": flip + [jax.jit(view) for view in corners + mirrored_corners]}
+    """The jitted views of each TTA variant ('flip', and 'crops' if asked): `fer_jax.data.views`' sets."""
+
+    def jitted(tta: str) -> list[View]:
+        return [None if view is None else jax.jit(view) for view in view_list(tta)]
+
+    return {"flip": jitted("flip"), **({"crops": jitted("crops")} if crops else {})}
 
 
 def confusion_matrix(labels: jax.Array, predictions: jax.Array, num_classes: int = len(fer_data.EMOTIONS)) -> jax.Array:
