@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "p95": percentile(latencies, 95) if latencies else None,
             "max": latencies[-1] if latencies else None,
         },
-        "server_rss_mb": {"start": rss_start, "end": rss_end, "peak": max(peak)},
+        "server_rss_mb": {"start": rss_start, "end": rss_end, "peak": max(peak), "each_second": peak},
         "server_rss_growth": rss_end / rss_start - 1,
         **run_record(command, ("gradio", "gradio_client", "onnxruntime")),
     }

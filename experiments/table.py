@@ -532,16 +532,19 @@ def demo_block(results: Path) -> str:
     if not found:
         return "\n\n".join([DEMO_BEGIN, "_Not measured yet._", DEMO_END])
     rows = [
-        "| run | clients | requests | errors | lost | p50 (s) | p95 (s) | server memory (MB), start -> end | file |",
+        "| run | clients | requests | errors | lost | p50 (s) | p95 (s) | server memory (MB): start -> 10 s -> end "
+        "| file |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, run in found.items():
         if "clients" not in run:
             continue
         memory = run["server_rss_mb"]
+        series = memory.get("each_second", [])
+        after_10_s = f"{series[10]:,.0f} -> " if len(series) > 10 else ""
         rows.append(
             f"| {run['duration_s']:g} s | {run['clients']} | {run['requests']} | {run['errors']} | {run['lost']} | "
-            f"{run['latency_s']['p50']:.3f} | {run['latency_s']['p95']:.3f} | {memory['start']:,.0f} -> "
+            f"{run['latency_s']['p50']:.3f} | {run['latency_s']['p95']:.3f} | {memory['start']:,.0f} -> {after_10_s}"
             f"{memory['end']:,.0f} ({run['server_rss_growth']:+.1%}) | `results/{name}` |"
         )
     paragraphs = [DEMO_BEGIN, "\n".join(rows)]
