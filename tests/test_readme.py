@@ -65,3 +65,14 @@ def test_each_bench_file_gives_a_speed_row_per_precision_with_the_cpus_features(
         f"| JAX vs PyTorch, train speed (bfloat16) | 50 vs 100 images/s (**0.50x**) | median of 5 repeats in one run, "
         f"cpu: B with avx512f, avx512_bf16 | `results/{bf16}` |",
     ]
+
+
+def test_every_committed_result_names_its_dataset_or_says_why_it_reads_none():
+    import json
+
+    unnamed = []
+    for path in sorted((ROOT / "results").glob("*.json")):
+        result = json.loads(path.read_text())
+        if not (isinstance(result, dict) and (result.get("dataset_sha256") or result.get("data"))):
+            unnamed.append(path.name)
+    assert unnamed == [], "each results JSON records dataset_sha256, or says in 'data' why it reads no dataset"
