@@ -513,9 +513,32 @@ def cold_start_block(results: Path) -> str:
             "importtime`, wherever they were imported from; the largest eight of each checkout):",
             "\n".join(imports),
             " ".join(part for part in (agreement, peer_line) if part),
+            *flip_default_paragraphs(results / COLD_START_FLIP),
         ]
 
     return generated_block(COLD_START_BEGIN, COLD_START_END, results / "cold_start_cpu.json", body)
+
+
+COLD_START_FLIP = "cold_start_flip_cpu.json"
+"""The same benchmark for predict's flip-TTA default against the last one-view commit."""
+
+
+def flip_default_paragraphs(path: Path) -> list[str]:
+    """What reading each face with its mirror (predict's default since issue 50) costs a cold start, if measured."""
+    from experiments import cold_start
+
+    if not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    same = report["same_predictions"]
+    return [
+        "Since then `predict` reads each face and its mirror by default (`--tta flip`); the same benchmark, "
+        f"`{report['command']}`, against the last one-view commit (load average {report['load_average'][0]:.1f}):",
+        cold_start.format_table(report),
+        f"The flip changes the emotion of {same['faces'] - same['faces_with_the_same_emotion']} of the "
+        f"{same['faces']} faces on the folder of scenes (boxes: {same['images_with_the_same_boxes']} of "
+        f"{same['images']} images the same).",
+    ]
 
 
 DEMO_DOC = Path("docs") / "demo.md"
