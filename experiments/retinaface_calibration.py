@@ -57,6 +57,16 @@ GROW = (0.95, 1.0, 1.05, 1.086, 1.1, 1.15, 1.2, 1.25, 1.3)
 SHIFT = (-0.08, -0.06, -0.04, -0.02, -0.01, 0.0, 0.02, 0.04)
 
 
+def accuracy_by_rotation(correct: list[bool], faces: list[Any]) -> dict[str, float]:
+    """Accuracy on every detected face, on the upright ones and on the rotated ones (`faces`: (gray, detection,
+    truth) in the order of `correct`)."""
+    return {
+        "accuracy_on_detected": sum(correct) / len(correct),
+        "upright_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle == 0),
+        "rotated_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle != 0),
+    }
+
+
 def reframe(detection: Any, grow: float, shift: float) -> Any:
     """A detection found with framing (1, 0), reframed as `fer_jax.infer.detect.framed` would with (grow, shift)."""
     x, y, side, _ = detection.box
@@ -213,14 +223,7 @@ def framing_part(args: argparse.Namespace) -> dict[str, Any]:
         crops = [crop(gray, turned(reframe(d, *RETINAFACE_FRAMING), min_angle)) for gray, d, _ in faces]
         guesses = classify(classifier, crops)
         correct = [g == t.label for g, (_, _, t) in zip(guesses, faces)]
-        alignment.append(
-            {
-                "turned_if_tilted_over_degrees": min_angle,
-                "accuracy_on_detected": sum(correct) / len(correct),
-                "upright_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle == 0),
-                "rotated_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle != 0),
-            }
-        )
+        alignment.append({"turned_if_tilted_over_degrees": min_angle, **accuracy_by_rotation(correct, faces)})
         print(
             "turned upright when tilted over {turned_if_tilted_over_degrees} degrees: {accuracy_on_detected:.4f} "
             "(upright faces {upright_faces:.4f}, rotated {rotated_faces:.4f})".format(**alignment[-1]),
@@ -278,15 +281,7 @@ def layout_part(args: argparse.Namespace) -> dict[str, Any]:
         for name, images in crops.items():
             correct = [g == t.label for g, (_, _, t) in zip(classify(classifier, images), faces)]
             right[name, tta] = correct
-            rows.append(
-                {
-                    "crop": name,
-                    "tta": tta,
-                    "accuracy_on_detected": sum(correct) / len(correct),
-                    "upright_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle == 0),
-                    "rotated_faces": statistics.mean(c for c, (_, _, t) in zip(correct, faces) if t.angle != 0),
-                }
-            )
+            rows.append({"crop": name, "tta": tta, **accuracy_by_rotation(correct, faces)})
             print(
                 "{crop} crop, tta {tta}: {accuracy_on_detected:.4f} (upright faces {upright_faces:.4f}, rotated "
                 "{rotated_faces:.4f})".format(**rows[-1]),

@@ -296,3 +296,16 @@ def test_predict_views_choice_rule():
     tied[-1]["nets"] = ["vgg_bn"]
     tied[-1]["views"] = 12
     assert choose(tied)["tta"] == "crops"
+
+
+def test_calibration_scores_detected_faces_overall_upright_and_rotated():
+    from types import SimpleNamespace
+
+    from experiments.retinaface_calibration import accuracy_by_rotation
+
+    faces = [(None, None, SimpleNamespace(angle=angle)) for angle in (0, 0, 30, -90)]
+    assert accuracy_by_rotation([True, False, True, True], faces) == {
+        "accuracy_on_detected": 0.75,
+        "upright_faces": 0.5,
+        "rotated_faces": 1.0,
+    }
