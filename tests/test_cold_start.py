@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
-import skimage.data
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_ON_THE_PREDICT_PATH = (
@@ -30,13 +28,10 @@ NOT_ON_THE_PREDICT_PATH = (
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """scikit-image's astronaut (one smiling face) as a 640x480 JPEG, the size of a webcam frame."""
-    rgb = cv2.resize(skimage.data.astronaut(), (480, 480))
-    path = tmp_path_factory.mktemp("photo") / "astronaut.jpg"
-    assert cv2.imwrite(
-        str(path), cv2.cvtColor(cv2.copyMakeBorder(rgb, 0, 0, 80, 80, cv2.BORDER_REFLECT), cv2.COLOR_RGB2BGR)
-    )
-    return path
+    """The photo the cold-start benchmark times: scikit-image's astronaut as a 640x480 JPEG, a webcam frame's size."""
+    from experiments.cold_start import photo_640x480
+
+    return photo_640x480(tmp_path_factory.mktemp("photo"))
 
 
 def predict_in_a_fresh_process(
