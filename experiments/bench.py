@@ -239,8 +239,10 @@ def jax_worker(args: argparse.Namespace) -> dict[str, Any]:
         result[key] = timed(epoch, block)
 
     val = splits["PublicTest"]
-    evaluate_split(state, steps, val, config.train.eval_batch_size)
-    seconds = timed(lambda: evaluate_split(state, steps, val, config.train.eval_batch_size), lambda out: out)
+    evaluate_split(state.weights, steps.eval, val, config.train.eval_batch_size)
+    seconds = timed(
+        lambda: evaluate_split(state.weights, steps.eval, val, config.train.eval_batch_size), lambda out: out
+    )
     result["eval_images_per_s"] = len(val) / seconds
     result["peak_memory_bytes"] = peak_memory_bytes("jax")
     return result

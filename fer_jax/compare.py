@@ -29,11 +29,11 @@ from fer_jax.data.cache import source_sha256
 from fer_jax.data.fer2013 import Split
 from fer_jax.environment import device_description, environment_info
 from fer_jax.files import read_jsonl, write_json
-from fer_jax.models.zoo import create_model
-from fer_jax.train.checkpoints import RunCheckpoints
+from fer_jax.train.eval_step import build_eval_step
 from fer_jax.train.evaluation import evaluate_split, load_splits
 from fer_jax.train.plotting import plt, save_figure
-from fer_jax.train.steps import init_state
+from fer_jax.train.restore import restore_weights
+from fer_jax.train.state import initial_model
 from fer_jax.train.trainer import train
 
 FRAMEWORKS = ("jax", "pytorch")
@@ -240,7 +240,7 @@ def run_once(framework: str, config: Config, val_split: Split, shared_init: bool
     if framework == "jax":
         results = train(config)
     else:
-        initial = flax_to_torch(create_model(config.model, config.train.seed)) if shared_init else None
+        initial = flax_to_torch(initial_model(config)) if shared_init else None
         results = train_torch(config, initial_weights=initial)
     peak_memory = peak_memory_bytes(framework)
     eval_seconds = eval_pass_seconds(framework, config, val_split)
@@ -269,13 +269,11 @@ def run_once(framework: str, config: Config, val_split: Split, shared_init: bool
 def eval_pass_seconds(framework: str, config: Config, split: Split) -> float:
     """Seconds of one evaluation pass over `split` with the run's best checkpoint, after a warm-up pass."""
     if framework == "jax":
-        state, steps = init_state(config, 1)
-        checkpoints = RunCheckpoints(config.run_dir, ema=config.train.ema_decay > 0)
-        state, _ = checkpoints.restore("best", state)
-        checkpoints.close()
+        _, weights, _ = restore_weights(config.run_dir)
+        eval_step = build_eval_step(config.model, config.train.devices)
 
         def one_pass() -> Any:
-            return evaluate_split(state, steps, split, config.train.eval_batch_size)
+            return evaluate_split(weights, eval_step, split, config.train.eval_batch_size)
     else:
         device = torch_device()
         model = TorchSeedCNN().to(device, memory_format=torch.channels_last)

@@ -12,8 +12,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from fer_jax.train import keys
 from fer_jax.train.checkpoints import CheckpointError, RunCheckpoints, write_manifest
-from fer_jax.train.steps import EmaTrainState, TrainState, selected_weights
+from fer_jax.train.state import EmaTrainState, TrainState, selected_weights
 
 
 def weights(offset: float) -> dict[str, nnx.State]:
@@ -27,12 +28,13 @@ def weights(offset: float) -> dict[str, nnx.State]:
 def tiny_state(epoch: int, ema: bool) -> TrainState:
     """A training state whose trained weights hold `epoch` and whose EMA weights (with `ema`) `epoch + 100`."""
     trained = weights(float(epoch))
-    state = TrainState(
-        trained["params"], trained["model_state"], {"mu": jnp.full((4,), -1.0)}, jnp.asarray(epoch, jnp.int32)
-    )
+    opt_state, step = {"mu": jnp.full((4,), -1.0)}, jnp.asarray(epoch, jnp.int32)
+    state = TrainState(trained["params"], trained["model_state"], opt_state, step, keys.root_key(0))
     if not ema:
         return state
-    return EmaTrainState(state.params, state.model_state, state.opt_state, state.step, weights(epoch + 100.0))
+    return EmaTrainState(
+        *(state.params, state.model_state, state.opt_state, state.step, state.key), weights(epoch + 100.0)
+    )
 
 
 def save_run(run_dir: Path, epochs: int, ema: bool) -> None:

@@ -147,7 +147,7 @@ def test_batch_norm_statistics_update_in_the_train_step_and_serve_eval():
     assert jnp.allclose(in_other_company[0], logits[0], atol=1e-5)
     assert not jnp.allclose(in_other_company[1], logits[1], atol=1e-5)
     assert jnp.array_equal(logits, eval_logits(model, faces(4)))
-    predictions = steps.eval(state, images, labels, jnp.ones(4, bool))["predictions"]
+    predictions = steps.eval(state.weights, images, labels, jnp.ones(4, bool))["predictions"]
     assert jnp.array_equal(predictions, logits.argmax(-1))
 
 
@@ -174,7 +174,7 @@ def test_a_bfloat16_train_step_keeps_weights_optimizer_state_statistics_and_loss
     floats = jax.tree.leaves((state.params, state.opt_state, state.model_state))
     assert {leaf.dtype for leaf in floats if jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
     assert metrics["loss"].dtype == jnp.float32
-    logits = steps.eval(state, images, labels, jnp.ones(4, bool))["logits"]
+    logits = steps.eval(state.weights, images, labels, jnp.ones(4, bool))["logits"]
     assert logits.dtype == jnp.float32
     hlo = jax.jit(steps.train).lower(state, images, labels).as_text()
     assert "bf16" in hlo and "convolution" in hlo  # the layers did compute in bfloat16

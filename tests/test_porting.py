@@ -91,7 +91,7 @@ def test_trained_torch_checkpoint_scores_the_same_in_jax(tiny_zip: Path, tmp_pat
     state = state.replace(params=params_from_torch(state_dict, state.params))
     test_split = load_splits(config)["PrivateTest"]
     in_torch = evaluate_torch(torch_model, test_split, 16, torch.device("cpu"))
-    in_jax = evaluate_split(state, steps, test_split, 16)
+    in_jax = evaluate_split(state.weights, steps.eval, test_split, 16)
     assert in_jax["accuracy"] == in_torch["accuracy"] == results["test_accuracy"]
     assert in_jax["predictions"].tolist() == in_torch["predictions"].tolist()
     assert in_jax["loss"] == pytest.approx(in_torch["loss"], abs=1e-5)

@@ -41,8 +41,8 @@ def test_one_epoch_on_real_faces_lowers_the_loss(dataset):
     config.apply_overrides(["train.batch_size=32", "data.augment=false", "optim.schedule=constant"])
     train_split = dataset["Training"].subset(640, seed=0)
     state, steps = init_state(config, len(train_split) // 32)
-    before = evaluate_split(state, steps, train_split, 128)["loss"]
+    before = evaluate_split(state.weights, steps.eval, train_split, 128)["loss"]
     state, metrics = _train_epoch(state, epoch_updates(config, steps, train_split), config, 1, len(train_split))
-    after = evaluate_split(state, steps, train_split, 128)["loss"]
+    after = evaluate_split(state.weights, steps.eval, train_split, 128)["loss"]
     assert jnp.isfinite(metrics["loss"])
     assert after < before - 0.05, (before, after)

@@ -22,23 +22,14 @@ from fer_jax.config import Config, ConfigError, DataConfig
 from fer_jax.data.augment import ERASING_RATIO, ERASING_SCALE, affine, augment, erase, sample_erasing, sample_params
 from fer_jax.data.fer2013 import FER2013, as_nhwc, train_transform
 from fer_jax.models.zoo import count_params, create_model
-from fer_jax.train import loop
+from fer_jax.train import keys, loop
 from fer_jax.train import trainer as training
 from fer_jax.train.checkpoints import RunCheckpoints
-from fer_jax.train.evaluation import averaged_accuracy, evaluate_split, load_splits, restore_run
-from fer_jax.train.steps import (
-    EmaTrainState,
-    TrainState,
-    decays,
-    ema_decay_at,
-    init_state,
-    make_optimizer,
-    make_schedule,
-    mixup_pairs,
-    selected_weights,
-    training_loss,
-    update_ema,
-)
+from fer_jax.train.evaluation import averaged_accuracy, evaluate_split, load_splits
+from fer_jax.train.optim import decays, make_optimizer, make_schedule
+from fer_jax.train.restore import restore_weights
+from fer_jax.train.state import EmaTrainState, TrainState, initial_model, selected_weights
+from fer_jax.train.steps import ema_decay_at, init_state, mixup_pairs, training_loss, update_ema
 from tests.test_training import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,10 +102,11 @@ def test_mixup_blends_pairs_of_images_and_their_losses():
     labels = jnp.arange(8) % 7
     state, steps = init_state(config, 1)
     _, out = steps.train(state, images, labels)
-    key = jax.random.fold_in(jax.random.key(config.train.seed), 0)  # the step's dropout key at step 0
-    weight, partner = mixup_pairs(jax.random.fold_in(key, 1), 0.4, 8)
+    root = keys.root_key(config.train.seed)
+    weight, partner = mixup_pairs(keys.step_key(root, "mixup", 0), 0.4, 8)  # step 0's draws of each stream
     assert 0.0 < float(weight) < 1.0 and sorted(partner.tolist()) == list(range(8))
-    model = create_model(config.model, config.train.seed)
+    key = keys.step_key(root, "dropout", 0)
+    model = initial_model(config)
     model.train()
     logits = model(as_nhwc(weight * images + (1 - weight) * images[partner]), rngs=nnx.Rngs(dropout=key))
     expected = weight * training_loss(logits, labels, 0.0) + (1 - weight) * training_loss(logits, labels[partner], 0.0)
@@ -154,7 +146,8 @@ def test_ema_update_math_and_decay_ramp():
     assert float(ema_decay_at(0.999, jnp.array(5))) == pytest.approx(6 / 15)
     assert float(ema_decay_at(0.999, jnp.array(100_000))) == pytest.approx(0.999)
     ema = {"params": {"w": jnp.array([1.0, 2.0])}, "model_state": {"mean": jnp.array(4.0), "count": jnp.array(3)}}
-    new = update_ema(ema, {"w": jnp.array([3.0, 0.0])}, {"mean": jnp.array(0.0), "count": jnp.array(7)}, jnp.array(0.9))
+    current = {"params": {"w": jnp.array([3.0, 0.0])}, "model_state": {"mean": jnp.array(0.0), "count": jnp.array(7)}}
+    new = update_ema(ema, current, jnp.array(0.9))
     assert new["params"]["w"].tolist() == pytest.approx([0.9 * 1 + 0.1 * 3, 0.9 * 2])
     assert float(new["model_state"]["mean"]) == pytest.approx(3.6) and int(new["model_state"]["count"]) == 7
 
@@ -186,7 +179,7 @@ def test_ema_weights_are_validated_saved_as_best_and_reported(tiny_zip, tmp_path
     assert results["weights"] == "ema" and results["tta"] == "flip"
     assert {"test_accuracy", "test_accuracy_tta", "val_accuracy_tta"} <= set(results)
     like, steps = init_state(config, 1)
-    checkpoints = RunCheckpoints(config.run_dir)
+    checkpoints = RunCheckpoints(config.run_dir, ema=True)
     try:
         latest, _ = checkpoints.restore("latest", like)
         best, _ = checkpoints.restore("best", like)
@@ -195,7 +188,7 @@ def test_ema_weights_are_validated_saved_as_best_and_reported(tiny_zip, tmp_path
     same = lambda a, b: all(bool((x == y).all()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
     assert same(best.params, latest.ema["params"]) and not same(best.params, latest.params)
     public_test = load_splits(config)["PublicTest"]
-    assert evaluate_split(best, steps, public_test, 16)["accuracy"] == results["val_accuracy"]
+    assert evaluate_split(best.weights, steps.eval, public_test, 16)["accuracy"] == results["val_accuracy"]
 
 
 class Tripwire:
@@ -355,5 +348,5 @@ def test_ablation_variants_are_valid_configs():
 
 @pytest.mark.skipif(not (OLD_FORMAT_RUN / "checkpoints" / "best").is_dir(), reason="the old seed CNN run is not here")
 def test_a_checkpoint_from_before_ema_still_restores():
-    config, state, _, record = restore_run(OLD_FORMAT_RUN)
-    assert type(state) is TrainState and record["best_epoch"] >= 1 and config.train.ema_decay == 0
+    config, weights, record = restore_weights(OLD_FORMAT_RUN)
+    assert set(weights) == {"params", "model_state"} and record["best_epoch"] >= 1 and config.train.ema_decay == 0

@@ -13,8 +13,10 @@ from fer_jax.data.views import corner_crop, mirror
 from fer_jax.eval.report import classification_metrics, confident_mistakes
 from fer_jax.files import write_json
 from fer_jax.train.checkpoints import RunCheckpoints
-from fer_jax.train.evaluation import evaluate_split, load_splits, restore_run, tta_views
+from fer_jax.train.eval_step import build_eval_step
+from fer_jax.train.evaluation import evaluate_split, load_splits, tta_views
 from fer_jax.train.loop import new_record
+from fer_jax.train.restore import restore_weights
 from fer_jax.train.steps import init_state
 
 
@@ -96,12 +98,13 @@ def test_evaluate_writes_the_report(untrained_run, capsys):
     ):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
-    config, state, steps, _ = restore_run(untrained_run)
+    config, weights, _ = restore_weights(untrained_run)
+    eval_step = build_eval_step(config.model)
     splits = load_splits(config)
     for name in ("PrivateTest", "PublicTest"):
         split = report["splits"][name]
         assert split["images"] == 14 and set(split["per_class"]) == set(EMOTIONS)
-        assert split["accuracy"] == evaluate_split(state, steps, splits[name], 16)["accuracy"]
+        assert split["accuracy"] == evaluate_split(weights, eval_step, splits[name], 16)["accuracy"]
         assert set(split["tta"]) == {"flip", "crops"}
         assert sum(map(sum, split["confusion_matrix"])) == 14
         for mistake in split["most_confident_mistakes"]:

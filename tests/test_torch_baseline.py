@@ -23,7 +23,8 @@ from fer_jax.config import Config
 from fer_jax.data.fer2013 import as_nhwc, to_jax
 from fer_jax.files import read_jsonl
 from fer_jax.models.zoo import create_model
-from fer_jax.train.steps import make_optimizer, training_loss
+from fer_jax.train.optim import make_optimizer
+from fer_jax.train.steps import training_loss
 from fer_jax.train.trainer import TrainingError
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"}

@@ -45,7 +45,7 @@ from fer_jax.train.checkpoints import (
 )
 from fer_jax.train.evaluation import confusion_matrix, load_dataset, load_splits
 from fer_jax.train.loop import TrainingError
-from fer_jax.train.steps import warmup_steps
+from fer_jax.train.optim import warmup_steps
 from fer_jax.train.tensorboard_log import StepTrace
 
 
@@ -144,7 +144,7 @@ def torch_device_description(device: torch.device) -> str:
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning rate at each step, as `fer_jax.train.steps.make_schedule` gives it (linear warmup, then constant,
+    """The learning rate at each step, as `fer_jax.train.optim.make_schedule` gives it (linear warmup, then constant,
     cosine or linear)."""
     opt = config.optim
     warmup = warmup_steps(config, steps_per_epoch)
@@ -168,7 +168,7 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> Callable[[in
 def make_torch_optimizer(
     config: Config, parameters: Iterable[nn.Parameter], steps_per_epoch: int
 ) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
-    """The optimizer of `fer_jax.train.steps.make_optimizer` in PyTorch, and its schedule (set it before each step).
+    """The optimizer of `fer_jax.train.optim.make_optimizer` in PyTorch, and its schedule (set it before each step).
 
     Adam is AdamW with decoupled weight decay (plain Adam at weight_decay 0),
     as `optax.adamw`; SGD adds the weight decay to the gradient before

@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
@@ -35,6 +34,7 @@ from fer_jax.config import DataConfig
 from fer_jax.data.augment import ERASING_RATIO, ERASING_SCALE, FILLS, INTERPOLATIONS, check_choice
 from fer_jax.data.cache import content_folder
 from fer_jax.data.labels import EMOTIONS, IMAGE_SIZE, SPLITS
+from fer_jax.data.labels import as_nhwc as as_nhwc  # its import path before it moved to labels
 from fer_jax.errors import DataError
 from fer_jax.files import write_atomic
 
@@ -419,8 +419,3 @@ def to_jax(tensor: torch.Tensor) -> jax.Array:
     array = jax.dlpack.from_dlpack(tensor.contiguous())
     device = jax.local_devices()[0]
     return array if device.platform == "cpu" else jax.device_put(array, device)
-
-
-def as_nhwc(images: jax.Array) -> jax.Array:
-    """(N, 1, 48, 48) torch layout to the (N, 48, 48, 1) layout of the Flax models (free for one channel)."""
-    return jnp.reshape(images, (images.shape[0], IMAGE_SIZE, IMAGE_SIZE, 1))

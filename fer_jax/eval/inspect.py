@@ -21,22 +21,24 @@ from fer_jax.data.fer2013 import EMOTIONS, as_nhwc
 from fer_jax.models.layers import max_pool_2x2
 from fer_jax.models.seed_cnn import SeedCNN
 from fer_jax.models.zoo import model_skeleton
-from fer_jax.train.evaluation import restore_run
-from fer_jax.train.steps import Steps, TrainState
+from fer_jax.train.eval_step import EvalStep, Weights, build_eval_step
+from fer_jax.train.restore import restore_weights
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4")
 
 
-def load_run(run_dir: str | Path, which: str = "best") -> tuple[Config, TrainState, Steps]:
-    """A run's config (run_dir set to `run_dir`), its `which` checkpoint ('best' or 'latest') and the jitted steps."""
-    config, state, steps, _ = restore_run(run_dir, which)
-    return config, state, steps
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[Config, Weights, EvalStep]:
+    """A run's config (run_dir set to `run_dir`), the weights of its `which` checkpoint ('best' or 'latest') and
+    the jitted eval step."""
+    config, weights, _ = restore_weights(run_dir, which)
+    return config, weights, build_eval_step(config.model, config.train.devices)
 
 
-def model_from_state(config: Config, state: TrainState) -> nnx.Module:
-    """The NNX model of `config.model` holding the weights of `state`, in eval mode (no dropout)."""
+def model_from_state(config: Config, weights: Weights) -> nnx.Module:
+    """The NNX model of `config.model` holding `weights` (a checkpoint's, or `TrainState.weights`), in eval mode
+    (no dropout)."""
     model = model_skeleton(config.model)
-    nnx.update(model, state.params, state.model_state)
+    nnx.update(model, weights["params"], weights["model_state"])
     model.eval()
     return model
 

@@ -27,15 +27,15 @@ from fer_jax.data.views import CROP_SIZE, View
 from fer_jax.environment import device_description
 from fer_jax.files import write_json
 from fer_jax.train import plotting
+from fer_jax.train.eval_step import EvalStep, Weights, build_eval_step
 from fer_jax.train.evaluation import (
     averaged_probabilities,
     confusion_matrix,
     load_splits,
-    restore_run,
     split_logits,
     tta_views,
 )
-from fer_jax.train.steps import Steps, TrainState
+from fer_jax.train.restore import restore_weights
 
 REPORT_SPLITS = ("PrivateTest", "PublicTest")
 MISTAKES_SHOWN = 24
@@ -69,11 +69,11 @@ def classification_metrics(
 
 
 def split_report(
-    state: TrainState, steps: Steps, split: Split, batch_size: int, views: dict[str, list[View]]
+    weights: Weights, eval_step: EvalStep, split: Split, batch_size: int, views: dict[str, list[View]]
 ) -> tuple[dict[str, Any], jax.Array]:
     """Metrics of one split, plain and per TTA variant of `views`; also returns the plain probabilities (N, 7)."""
     labels = split.labels.tolist()
-    logits = {None: split_logits(state, steps, split, batch_size)}
+    logits = {None: split_logits(weights, eval_step, split, batch_size)}
     probabilities = jax.nn.softmax(logits[None])
     report = classification_metrics(labels, jnp.argmax(probabilities, -1))
     report["images"] = len(split)
@@ -84,7 +84,7 @@ def split_report(
     for name, variant in views.items():
         for view in variant:
             if view not in logits:
-                logits[view] = split_logits(state, steps, split, batch_size, view)
+                logits[view] = split_logits(weights, eval_step, split, batch_size, view)
         averaged = averaged_probabilities([logits[view] for view in variant])
         metrics = classification_metrics(labels, jnp.argmax(averaged, -1))
         report["tta"][name] = {"views": len(variant), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
@@ -113,7 +113,8 @@ def confident_mistakes(
 def evaluate_report(run_dir: str | Path, data_source: str | None = None, crops: bool = False) -> dict[str, Any]:
     """Evaluate RUN_DIR's best checkpoint on PrivateTest and PublicTest; write RUN_DIR/eval/ and return the report."""
     run_dir = Path(run_dir)
-    config, state, steps, record = restore_run(run_dir)
+    config, weights, record = restore_weights(run_dir)
+    eval_step = build_eval_step(config.model, config.train.devices)
     if data_source:
         config.data.source = data_source
     splits = load_splits(config)
@@ -132,7 +133,7 @@ def evaluate_report(run_dir: str | Path, data_source: str | None = None, crops: 
     for name in REPORT_SPLITS:
         split = splits[name]
         print(f"Evaluating {name} ({len(split)} faces)...")
-        metrics, probabilities = split_report(state, steps, split, config.train.eval_batch_size, views)
+        metrics, probabilities = split_report(weights, eval_step, split, config.train.eval_batch_size, views)
         mistakes = confident_mistakes(split.labels.tolist(), probabilities)
         metrics["most_confident_mistakes"] = mistakes
         report["splits"][name] = metrics

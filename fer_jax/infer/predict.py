@@ -196,13 +196,13 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     (BatchNorm statistics) stays float32. Inference casts back to float32.
     Returns the description: model, source run, its accuracies, sha256.
     """
-    from fer_jax.train.evaluation import restore_run
+    from fer_jax.train.restore import restore_weights  # a checkpoint's weights: no optimizer, no train step
 
     run_dir, out = Path(run_dir), Path(out)
-    config, state, _, record = restore_run(run_dir)
+    config, restored, record = restore_weights(run_dir)
     weights = {
-        "params": jax.tree.map(lambda x: x.astype(jnp.float16), nnx.to_pure_dict(state.params)),
-        "model_state": nnx.to_pure_dict(state.model_state),
+        "params": jax.tree.map(lambda x: x.astype(jnp.float16), nnx.to_pure_dict(restored["params"])),
+        "model_state": nnx.to_pure_dict(restored["model_state"]),
     }
     data = flax.serialization.msgpack_serialize(weights)
     results_path = run_dir / "results.json"
@@ -219,7 +219,7 @@ def export_weights(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
         "model": config.model.name,
         "width": config.model.width,
         "input_crop": config.model.input_crop,
-        "parameters": count_params(state.params),
+        "parameters": count_params(restored["params"]),
         "source_run": str(run_dir),
         "best_epoch": record["best_epoch"],
         "test_accuracy": results.get("test_accuracy"),
@@ -304,11 +304,11 @@ def load_classifier(checkpoint: str | Path | None = None) -> Classifier:
     path = weights_source(checkpoint) if checkpoint else DEFAULT_WEIGHTS
     if not path.is_dir():
         return load_weights(path)
-    from fer_jax.train.evaluation import restore_run  # the trainer's modules, for run folders only
+    from fer_jax.train.restore import restore_weights  # Orbax, for run folders only
 
-    config, state, _, record = restore_run(path)
+    config, weights, record = restore_weights(path)
     model = model_skeleton(config.model)
-    nnx.update(model, state.params, state.model_state)
+    nnx.update(model, weights["params"], weights["model_state"])
     return Classifier(
         model,
         {"model": config.model.name, "source_run": str(path), "best_epoch": record["best_epoch"], "dtype": "float32"},

@@ -32,8 +32,8 @@ INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 """XLA options of the program that draws the initial weights (`create_model`)."""
 
 
-def create_model(config: ModelConfig, seed: int) -> nnx.Module:
-    """Build the model named by `config.name` with weights drawn from `seed`."""
+def create_model(config: ModelConfig, seed: int | jax.Array) -> nnx.Module:
+    """Build the model named by `config.name` with weights drawn from `seed` (an int, or a typed key)."""
     if config.name not in MODELS:
         raise ConfigError(f"unknown model {config.name!r}; choose one of {sorted(MODELS)}")
     compute_dtype_of(config.compute_dtype)  # a bad name fails here, before any weights are drawn
@@ -47,7 +47,7 @@ def create_model(config: ModelConfig, seed: int) -> nnx.Module:
             f"model.input_crop {config.input_crop} is not available for {config.name!r}: "
             f"0 (the whole face), or {SMALLEST_CROP}-{IMAGE_SIZE - 1} for {' or '.join(WIDTH_SCALABLE)}"
         )
-    key = jax.random.key(seed)
+    key = jax.random.key(seed) if isinstance(seed, int) else seed
     if isinstance(key, jax.core.Tracer):  # inside a caller's jit or eval_shape: the draws join that program
         return _build(config.name, config.width, config.input_crop, config.compute_dtype, key)
     draw, structure = _initializer(config.name, config.width, config.input_crop, config.compute_dtype)

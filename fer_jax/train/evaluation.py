@@ -22,8 +22,9 @@ from fer_jax.data.views import View, mirror, view_list
 from fer_jax.environment import device_description
 from fer_jax.models.zoo import count_params
 from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
+from fer_jax.train.eval_step import EvalStep, Weights, build_eval_step
 from fer_jax.train.loop import summarize
-from fer_jax.train.steps import Steps, TrainState, init_state
+from fer_jax.train.restore import abstract_weights, run_config
 
 SELECTION_SPLITS = ("Training", "PublicTest")
 """The splits training and checkpoint selection may read."""
@@ -33,12 +34,12 @@ TTA = "flip"
 """Test-time augmentation reported beside the plain numbers: softmax averaged over each face and its mirror image."""
 
 
-def evaluate_split(state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int) -> dict[str, Any]:
-    """Mean loss, accuracy and per-image predictions on an unaugmented split."""
+def evaluate_split(weights: Weights, eval_step: EvalStep, split: fer_data.Split, batch_size: int) -> dict[str, Any]:
+    """Mean loss, accuracy and per-image predictions of `weights` on an unaugmented split."""
     sums = None
     predictions, logits = [], []
     for images, labels, mask in fer_data.eval_batches(split, batch_size):
-        out = steps.eval(state, images, labels, mask)
+        out = eval_step(weights, images, labels, mask)
         sums = running_sums(sums, {name: out[name] for name in ("loss", "correct", "count")})
         predictions.append(out["predictions"])
         logits.append(out["logits"])
@@ -80,10 +81,10 @@ def averaged_accuracy(logits_per_view: Sequence[jax.Array], labels: jax.Array) -
 
 
 def flip_tta_accuracy(
-    state: TrainState, steps: Steps, split: fer_data.Split, batch_size: int, plain_logits: jax.Array
+    weights: Weights, eval_step: EvalStep, split: fer_data.Split, batch_size: int, plain_logits: jax.Array
 ) -> float:
     """Accuracy with `TTA` ('flip'), given the split's plain logits (from `evaluate_split`)."""
-    mirrored = split_logits(state, steps, split, batch_size, jax.jit(mirror))
+    mirrored = split_logits(weights, eval_step, split, batch_size, jax.jit(mirror))
     return averaged_accuracy([plain_logits, mirrored], fer_data.to_jax(split.labels))
 
 
@@ -108,17 +109,18 @@ def _confusion_counts(labels: jax.Array, predictions: jax.Array, num_classes: in
 
 
 def evaluate_checkpoint(
-    config: Config, state: TrainState, steps: Steps, checkpoints: RunCheckpoints, splits: dict[str, fer_data.Split]
+    config: Config, checkpoints: RunCheckpoints, splits: dict[str, fer_data.Split]
 ) -> dict[str, Any]:
-    """Restore the best checkpoint and evaluate it on PublicTest and PrivateTest (`loop.summarize`'s keys),
-    without and with flip TTA. The best checkpoint holds the selected weights (EMA ones if EMA was on)."""
-    best_state, record = checkpoints.restore("best", state)
+    """Restore the best checkpoint's weights and evaluate them on PublicTest and PrivateTest (`loop.summarize`'s
+    keys), without and with flip TTA. The best checkpoint holds the selected weights (EMA ones if EMA was on)."""
+    best, record = checkpoints.restore_weights("best", abstract_weights(config.model))
+    eval_step = build_eval_step(config.model, config.train.devices)
     batch_size = config.train.eval_batch_size
-    val = evaluate_split(best_state, steps, splits["PublicTest"], batch_size)
-    test = evaluate_split(best_state, steps, splits[REPORTED_SPLIT], batch_size)
+    val = evaluate_split(best, eval_step, splits["PublicTest"], batch_size)
+    test = evaluate_split(best, eval_step, splits[REPORTED_SPLIT], batch_size)
     tta = {
-        "val": flip_tta_accuracy(best_state, steps, splits["PublicTest"], batch_size, val["logits"]),
-        "test": flip_tta_accuracy(best_state, steps, splits[REPORTED_SPLIT], batch_size, test["logits"]),
+        "val": flip_tta_accuracy(best, eval_step, splits["PublicTest"], batch_size, val["logits"]),
+        "test": flip_tta_accuracy(best, eval_step, splits[REPORTED_SPLIT], batch_size, test["logits"]),
     }
     matrix = confusion_matrix(splits[REPORTED_SPLIT].labels.tolist(), test["predictions"]).tolist()
     results = summarize(
@@ -127,7 +129,7 @@ def evaluate_checkpoint(
         val,
         test,
         splits,
-        count_params(best_state.params),
+        count_params(best["params"]),
         device_description(),
         matrix,
         tta,
@@ -135,7 +137,7 @@ def evaluate_checkpoint(
     if config.train.crops_tta:
         views = tta_views(crops=True)["crops"]
         for key, split in (("val", splits["PublicTest"]), ("test", splits[REPORTED_SPLIT])):
-            logits = [split_logits(best_state, steps, split, batch_size, view) for view in views]
+            logits = [split_logits(best, eval_step, split, batch_size, view) for view in views]
             results[f"{key}_accuracy_crops"] = averaged_accuracy(logits, fer_data.to_jax(split.labels))
         results["crops_views"] = len(views)
     return results
@@ -150,10 +152,9 @@ def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[st
     if data_source:
         config.data.source = data_source
     splits = load_splits(config)
-    state, steps = init_state(config, max(1, len(splits["Training"]) // config.train.batch_size))
-    checkpoints = RunCheckpoints(run_dir, ema=config.train.ema_decay > 0)
+    checkpoints = RunCheckpoints(run_dir, ema=bool(config.train.ema_decay))
     try:
-        return evaluate_checkpoint(config, state, steps, checkpoints, splits)
+        return evaluate_checkpoint(config, checkpoints, splits)
     finally:
         checkpoints.close()
 
@@ -195,35 +196,9 @@ def load_splits(config: Config, dataset: fer_data.FER2013 | None = None) -> dict
     return {**selection_splits(config, dataset), REPORTED_SPLIT: reported_split(config, dataset)}
 
 
-def run_config(run_dir: str | Path) -> Config:
-    """A run folder's config.json, with `run_dir` pointing at the folder (wherever it now is)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.json here; is this a run folder made by `fer-jax train`?")
-    config = Config.load(run_dir / "config.json")
-    config.run_dir = str(run_dir)
-    return config
-
-
-def restore_run(run_dir: str | Path, which: str = "best") -> tuple[Config, TrainState, Steps, dict[str, Any]]:
-    """A run's config, its `which` checkpoint ('best' or 'latest') as a `TrainState`, the jitted steps,
-    and the checkpoint's record. The checkpoint is verified against its checksums, with the fallbacks of
-    `RunCheckpoints.restore`; `CheckpointError` when none is readable."""
-    config = run_config(run_dir)
-    if not holds_checkpoints(run_dir):
-        raise FileNotFoundError(f"{run_dir}: no checkpoint yet (has an epoch finished?)")
-    checkpoints = RunCheckpoints(run_dir, ema=config.train.ema_decay > 0)
-    try:
-        state, steps = init_state(config, 1)  # steps per epoch only shapes the schedule, not the weights
-        state, record = checkpoints.restore(which, state)
-    finally:
-        checkpoints.close()
-    return config, state, steps, record
-
-
 def split_logits(
-    state: TrainState,
-    steps: Steps,
+    weights: Weights,
+    eval_step: EvalStep,
     split: fer_data.Split,
     batch_size: int,
     view: Callable[[jax.Array], jax.Array] | None = None,
@@ -232,5 +207,5 @@ def split_logits(
     augmentation)."""
     logits = []
     for images, labels, mask in fer_data.eval_batches(split, batch_size):
-        logits.append(steps.eval(state, images if view is None else view(images), labels, mask)["logits"])
+        logits.append(eval_step(weights, images if view is None else view(images), labels, mask)["logits"])
     return jnp.concatenate(logits)[: len(split)]
