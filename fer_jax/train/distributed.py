@@ -51,10 +51,11 @@ _abandoned = False
 """Whether `process_group` gave up on a multi-process run (see `exit_if_abandoned`)."""
 REPORT_GRACE_SECONDS = 5
 """The longest process 0, failing, waits for the other processes to report their own errors before it leaves
-(never longer than `train.distributed_timeout`): its exit takes JAX's coordination service down, which ends them
-at once with JAX's fatal log in place of their line."""
+(never longer than half of `train.distributed_timeout`, after which JAX's coordination service, which process 0
+hosts, would end it for a dead peer): its exit takes the service down, which ends the others at once with JAX's
+fatal log in place of their line."""
 _report_grace = 0.0
-"""`REPORT_GRACE_SECONDS` or the run's shorter timeout, once a multi-process run failed."""
+"""`REPORT_GRACE_SECONDS`, or half the run's timeout if shorter, once a multi-process run failed."""
 
 
 def is_writer() -> bool:
@@ -155,7 +156,7 @@ def process_group(config: Config, launch: ProcessConfig | None = None) -> Iterat
         if not multi_process():
             raise
         _abandoned = True
-        _report_grace = min(REPORT_GRACE_SECONDS, config.train.distributed_timeout)
+        _report_grace = min(REPORT_GRACE_SECONDS, config.train.distributed_timeout / 2)
         if not isinstance(err, Exception):
             raise
         raise DistributedError(_stopped(err)) from None
