@@ -294,7 +294,7 @@ def test_a_killed_peer_is_one_clear_error_within_the_timeout(runs, killed):
     if killed == 1 or ours:
         assert ours and ours[0].startswith(f"fer-jax train: error: process {survivor} of 2 stopped: "), log[-3000:]
     else:
-        assert any("another task died" in line for line in log.splitlines()[-4:]), log[-3000:]
+        assert "another task died" in log, log[-3000:]  # JAX's fatal log, followed by its C++ stack trace
 
 
 def test_a_missing_peer_is_one_line_after_its_timeout(runs):
