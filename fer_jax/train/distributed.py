@@ -12,9 +12,10 @@ prints one line that names it and gives its own error ("process 1 of 2 stopped: 
 not one its cleanup met afterwards (`close_after_failure`). A survivor says in that line that a peer
 is gone when a collective fails. JAX's coordination service can be first: it ends every process
 whose peer stopped sending heartbeats for the timeout, and at once every process when process 0
-(which hosts it) is gone, with its own fatal log line ("... This most likely indicates that
-another task died ...") and no Python traceback. JAX offers no hook to replace that line
-(jaxlib 0.10's client callback cannot be handed its status: std::bad_cast).
+(which hosts it) is gone, with its own fatal log ("... This most likely indicates that another
+task died ...", then a C++ stack trace; no Python traceback). JAX offers no hook to replace it
+(jaxlib 0.10's client callback cannot be handed its status: std::bad_cast). So that processes
+failing together each get their line out first, process 0 waits for them (`REPORT_GRACE_SECONDS`).
 """
 
 from __future__ import annotations
