@@ -7,8 +7,15 @@ spans every process's devices (`fer_jax.train.parallel`), each process hands its
 rows of each batch, and process 0 alone writes the run folder (`is_writer`).
 
 Every wait is bounded by `train.distributed_timeout`: a process that cannot join in time, or whose
-peers are gone, fails with one line (`DistributedError`) instead of hanging. JAX's own
-coordination service ends a process whose peer stopped sending heartbeats for that long.
+peers are gone, fails with one line (`DistributedError`) instead of hanging. A process that fails
+prints one line that names it and gives its own error ("process 1 of 2 stopped: TrainingError: ..."),
+not one its cleanup met afterwards (`close_after_failure`). A survivor says in that line that a peer
+is gone when a collective fails. JAX's coordination service can be first: it ends every process
+whose peer stopped sending heartbeats for the timeout, and at once every process when process 0
+(which hosts it) is gone, with its own fatal log ("... This most likely indicates that another
+task died ...", then a C++ stack trace; no Python traceback). JAX offers no hook to replace it
+(jaxlib 0.10's client callback cannot be handed its status: std::bad_cast). So that processes
+failing together each get their line out first, process 0 waits for them (`REPORT_GRACE_SECONDS`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -42,6 +50,13 @@ MAX_STRING_BYTES = 4096
 """The longest string `shared_string` sends (a run folder's path)."""
 _abandoned = False
 """Whether `process_group` gave up on a multi-process run (see `exit_if_abandoned`)."""
+REPORT_GRACE_SECONDS = 5
+"""The longest process 0, failing, waits for the other processes to report their own errors before it leaves
+(never longer than half of `train.distributed_timeout`, after which JAX's coordination service, which process 0
+hosts, would end it for a dead peer): its exit takes the service down, which ends the others at once with JAX's
+fatal log in place of their line."""
+_report_grace = 0.0
+"""`REPORT_GRACE_SECONDS`, or half the run's timeout if shorter, once a multi-process run failed."""
 
 
 def is_writer() -> bool:
@@ -120,7 +135,7 @@ def start(config: Config, launch: ProcessConfig | None = None) -> None:
             shutdown_timeout_seconds=timeout,
         )
     except (ValueError, RuntimeError, TypeError) as err:
-        raise DistributedError(f"cannot join the process group at {where} ({_first_line(err)})") from None
+        raise DistributedError(f"{who} cannot join the process group at {where} ({_first_line(err)})") from None
     finally:
         watchdog.cancel()
     print(
@@ -134,7 +149,7 @@ def start(config: Config, launch: ProcessConfig | None = None) -> None:
 def process_group(config: Config, launch: ProcessConfig | None = None) -> Iterator[None]:
     """`start`, then the body; on success leave the group, on an error raise it as one `DistributedError` line
     (a collective fails when another process died: this process says so instead of a traceback)."""
-    global _abandoned
+    global _abandoned, _report_grace
     start(config, launch)
     try:
         yield
@@ -142,12 +157,10 @@ def process_group(config: Config, launch: ProcessConfig | None = None) -> Iterat
         if not multi_process():
             raise
         _abandoned = True
-        if not isinstance(err, Exception) or isinstance(err, ConfigError | DistributedError):
+        _report_grace = min(REPORT_GRACE_SECONDS, config.train.distributed_timeout / 2)
+        if not isinstance(err, Exception):
             raise
-        raise DistributedError(
-            f"process {jax.process_index()} of {jax.process_count()} stopped: {_first_line(err)} "
-            "(if another process died, its log says why; resume with --resume)"
-        ) from None
+        raise DistributedError(_stopped(err)) from None
     if multi_process():
         jax.distributed.shutdown()
 
@@ -158,7 +171,42 @@ def exit_if_abandoned(code: int) -> None:
     if _abandoned:
         sys.stdout.flush()
         sys.stderr.flush()
+        _let_every_process_report()
         os._exit(code)
+
+
+def _let_every_process_report() -> None:
+    """Once this process has printed its line: a process other than 0 says so in JAX's key-value store; process 0
+    waits (at most `_report_grace` seconds) until every other one has, so that its exit, which ends them, comes
+    after their own lines. A peer that died or still runs is not waited for longer; nothing here raises."""
+    from jax._src import distributed as jax_distributed  # private: JAX has no public key-value store
+
+    client = getattr(jax_distributed.global_state, "client", None)
+    if client is None:
+        return
+    try:
+        if jax.process_index():
+            client.key_value_set(f"fer_jax/reported/{jax.process_index()}", "1")
+            return
+        deadline = time.monotonic() + _report_grace
+        for peer in range(1, jax.process_count()):
+            wait_ms = max(1, int(1000 * (deadline - time.monotonic())))
+            client.blocking_key_value_get(f"fer_jax/reported/{peer}", wait_ms)
+    except Exception:  # a peer that never reports, or the service already gone: leave now
+        pass
+
+
+def close_after_failure(error: BaseException, *closers: Callable[[], object] | None) -> None:
+    """Call each of `closers` (None: nothing to close, e.g. the TensorBoard file of a process that writes none)
+    while `error` ends the run: one that fails too is noted on `error`, never raised in its place, so the process
+    reports why it stopped and not what its cleanup then met (a dead peer, a closed file)."""
+    for close in closers:
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception as cleanup_error:  # the run's own error is the one to report
+            error.add_note(f"then {getattr(close, '__qualname__', close)} failed: {_first_line(cleanup_error)}")
 
 
 def barrier(name: str) -> None:
@@ -183,6 +231,15 @@ def shared_string(text: str) -> str:
     padded = jnp.zeros(MAX_STRING_BYTES, jnp.uint8).at[: len(data)].set(jnp.asarray(list(data), jnp.uint8))
     received: Any = multihost_utils.broadcast_one_to_all(padded)
     return bytes(int(b) for b in received.tolist()).rstrip(b"\0").decode()
+
+
+def _stopped(err: Exception) -> str:
+    """This process's one line about `err`: a collective or barrier fails with a JaxRuntimeError when a peer is
+    gone; any other error is this process's own."""
+    line = f"process {jax.process_index()} of {jax.process_count()} stopped: {_first_line(err)}"
+    if isinstance(err, jax.errors.JaxRuntimeError):
+        line += " (another process is gone? its log says why; resume with --resume)"
+    return line
 
 
 def _first_line(err: BaseException) -> str:

@@ -93,13 +93,10 @@ def _train(config: Config, resume: bool, results_copy: str | None) -> dict[str, 
             )
         splits[REPORTED_SPLIT] = reported_split(config, dataset)
         results = evaluate_checkpoint(config, checkpoints, splits)
-    except BaseException:
-        trace.close()
-        if board:
-            board.close()
+    except BaseException as err:  # close what is open, reporting `err` and not a cleanup's error after it
+        distributed.close_after_failure(err, trace.close, board and board.close, checkpoints.close)
         raise
-    finally:
-        checkpoints.close()
+    checkpoints.close()
     return loop.finish_run(config, results, stop_reason, "jax", results_copy, board)
 
 
