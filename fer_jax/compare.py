@@ -270,7 +270,7 @@ def eval_pass_seconds(framework: str, config: Config, split: Split) -> float:
     """Seconds of one evaluation pass over `split` with the run's best checkpoint, after a warm-up pass."""
     if framework == "jax":
         state, steps = init_state(config, 1)
-        checkpoints = RunCheckpoints(config.run_dir)
+        checkpoints = RunCheckpoints(config.run_dir, ema=config.train.ema_decay > 0)
         state, _ = checkpoints.restore("best", state)
         checkpoints.close()
 

@@ -48,7 +48,6 @@ from orbax.checkpoint.path import atomicity
 from fer_jax.errors import CheckpointError
 from fer_jax.files import sha256_of, write_json
 from fer_jax.train import distributed
-from fer_jax.train.steps import EmaTrainState, selected_weights
 
 MANIFEST = "checksums.json"
 """The checksum manifest in each checkpoint folder: {"epoch": n, "files": {relative path: {size, sha256}}}."""
@@ -141,17 +140,39 @@ def holds_checkpoints(run_dir: str | Path) -> bool:
     return root.is_dir() and any(root.iterdir())
 
 
-Candidate = tuple[str, int, Callable[[Any], Any]]
-"""A checkpoint to try: ('latest' or 'best', epoch, what to apply to its state)."""
+Candidate = tuple[str, int]
+"""A checkpoint to try: ('latest' or 'best', epoch)."""
+Reader = Callable[[str, Path], tuple[Any, dict[str, Any]]]
+"""Reads one step folder of 'latest' or 'best' into (state or weights, record); raises on anything unreadable."""
+
+
+def ema_weights(state: Any) -> Any:
+    """A training state with its EMA weights (`state.ema`) in place of the trained ones, same structure."""
+    return state.replace(params=state.ema["params"], model_state=state.ema["model_state"])
+
+
+def array_restore_args(like: Any) -> Any:
+    """Orbax's restore arguments for each leaf of `like`: its dtype, and its sharding (one device when it has none)."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(
+        lambda leaf: ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=getattr(leaf, "sharding", None) or default), like
+    )
 
 
 class RunCheckpoints:
-    """The `latest/` and `best/` checkpoints under `RUN_DIR/checkpoints/`."""
+    """The `latest/` and `best/` checkpoints under `RUN_DIR/checkpoints/`.
 
-    def __init__(self, run_dir: str | Path) -> None:
+    `ema`: whether the run keeps an EMA of its weights (`train.ema_decay` > 0). Its latest steps then hold
+    the trained weights in `params`/`model_state` and the selected ones in `ema`, and its best steps the
+    selected ones in `params`/`model_state`: a best step cannot stand in for a latest one.
+    """
+
+    def __init__(self, run_dir: str | Path, ema: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.root = self.run_dir.absolute() / "checkpoints"
+        self.ema = ema
         self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(), temporary_path_class=ManifestFirst)
+        self._reader: ocp.Checkpointer | None = None
 
     def save(self, which: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
         """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), with its manifest
@@ -181,24 +202,29 @@ class RunCheckpoints:
         """The newest readable `which` checkpoint, restored into the structure (and shardings) of `like`.
 
         Falls back, with a warning, to the previous latest, or for 'best' to the latest checkpoint of
-        the same epoch; raises `CheckpointError` when none is readable.
+        the same epoch (its EMA weights swapped in, in a run with EMA); raises `CheckpointError` when
+        none is readable.
         """
-        newest_verified = self._newest_verified()
-        if which == "latest":
-            candidates: list[Candidate] = [("latest", epoch, _same) for epoch in self.steps("latest")]
-        else:
-            candidates = []
-            latest = self.steps("latest")
-            for epoch in self.steps("best"):
-                candidates.append(("best", epoch, _same))
-                if epoch in latest:
-                    candidates.append(("latest", epoch, selected_weights))
-                if self._committed("best", epoch, newest_verified):
-                    break  # older best steps are not this run's selected checkpoint
-        loaded, failed = self._first_readable(candidates, like, newest_verified)
-        if loaded is None:
-            raise CheckpointError(self._nothing_left(which, failed))
-        return loaded[1], loaded[2]
+        return self._restore_first(which, self._state_reader(like, ema_stand_in=which == "best" and self.ema))
+
+    def restore_weights(self, which: str, like: Any) -> tuple[Any, dict[str, Any]]:
+        """Only the weights of the newest readable `which` checkpoint, without its optimizer state, and its record.
+
+        `like` is `{"params": ..., "model_state": ...}` (arrays or `jax.ShapeDtypeStruct` leaves); the weights
+        come back in its structure. They are the selected ones: of a run with EMA, a latest step's `ema`.
+        Verified and with the fallbacks of `restore`.
+        """
+
+        def read(kind: str, path: Path) -> tuple[Any, dict[str, Any]]:
+            from_ema = kind == "latest" and self.ema
+            item = {"ema": like} if from_ema else like
+            state = ocp.args.PyTreeRestore(item=item, restore_args=array_restore_args(item), partial_restore=True)
+            restored = self._weights_reader().restore(
+                path, args=ocp.args.Composite(state=state, record=ocp.args.JsonRestore())
+            )
+            return (restored.state["ema"] if from_ema else restored.state), restored.record
+
+        return self._restore_first(which, read)
 
     def resume(self, like: Any, finished_epochs: int) -> tuple[Any, dict[str, Any]] | None:
         """The state and record a resumed run continues from, or None to start it from the beginning.
@@ -210,19 +236,35 @@ class RunCheckpoints:
         metrics.jsonl) is 0; raises `CheckpointError` when epochs finished but none can be restored.
         """
         newest_verified = self._newest_verified()
-        candidates: list[Candidate] = [("latest", epoch, _same) for epoch in self.steps("latest")]
-        if not isinstance(like, EmaTrainState):
-            candidates += [("best", epoch, _same) for epoch in self.steps("best")]
+        candidates: list[Candidate] = [("latest", epoch) for epoch in self.steps("latest")]
+        if not self.ema:
+            candidates += [("best", epoch) for epoch in self.steps("best")]
         candidates.sort(key=lambda c: (-c[1], c[0] != "latest"))
-        loaded, failed = self._first_readable(candidates, like, newest_verified)
+        loaded, failed = self._first_readable(candidates, self._state_reader(like), newest_verified)
         committed_latest = any(self._committed("latest", e, newest_verified) for e in self.steps("latest"))
         if loaded is None and (committed_latest or finished_epochs):
             raise CheckpointError(self._nothing_left("latest", failed, finished_epochs))
         epoch = loaded[0][1] if loaded else 0
-        damaged = {(which, e) for which, e, _ in failed}
-        stamp = set_aside_stamp()
         distributed.barrier("resume loaded")  # every process has read the folders before process 0 moves any
-        for which in KEEP if distributed.is_writer() else ():
+        if distributed.is_writer():
+            self._set_aside(epoch, {(which, e) for which, e, _ in failed})
+        distributed.barrier("resume set aside")
+        if loaded is None:
+            print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
+            return None
+        return loaded[1], loaded[2]
+
+    def close(self) -> None:
+        """Release Orbax's resources."""
+        self._checkpointer.close()
+        if self._reader is not None:
+            self._reader.close()
+
+    def _set_aside(self, epoch: int, damaged: set[tuple[str, int]]) -> None:
+        """Move aside what a run continuing from `epoch` would trip over: temporary folders, the `damaged`
+        steps, and steps newer than `epoch` (which it saves again)."""
+        stamp = set_aside_stamp()
+        for which in KEEP:
             folder = self._folder(which)
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 if not path.name.isdigit():
@@ -234,15 +276,47 @@ class RunCheckpoints:
                 else:
                     continue
                 move_aside(path, self.run_dir, reason, stamp)
-        distributed.barrier("resume set aside")
-        if loaded is None:
-            print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
-            return None
-        return loaded[1], loaded[2]
 
-    def close(self) -> None:
-        """Release Orbax's resources."""
-        self._checkpointer.close()
+    def _state_reader(self, like: Any, ema_stand_in: bool = False) -> Reader:
+        """Reads a whole step (weights, optimizer state, step) into the structure and shardings of `like`; with
+        `ema_stand_in`, a latest step's EMA weights take the place of its trained ones (a best step's stand-in)."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+
+        def read(kind: str, path: Path) -> tuple[Any, dict[str, Any]]:
+            restored = self._checkpointer.restore(
+                path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore())
+            )
+            stand_in = ema_stand_in and kind == "latest"
+            return (ema_weights(restored.state) if stand_in else restored.state), restored.record
+
+        return read
+
+    def _weights_reader(self) -> ocp.Checkpointer:
+        """A restore-only Checkpointer for partial restores (Orbax refuses a `PyTreeRestore` on the Checkpointer
+        that saved with `StandardSave`)."""
+        if self._reader is None:
+            self._reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        return self._reader
+
+    def _restore_first(self, which: str, read: Reader) -> tuple[Any, dict[str, Any]]:
+        """The first readable candidate of `which` (newest first; for 'best', each best step then the latest of
+        its epoch), read with `read`; `CheckpointError` when none is."""
+        newest_verified = self._newest_verified()
+        if which == "latest":
+            candidates: list[Candidate] = [("latest", epoch) for epoch in self.steps("latest")]
+        else:
+            candidates = []
+            latest = self.steps("latest")
+            for epoch in self.steps("best"):
+                candidates.append(("best", epoch))
+                if epoch in latest:
+                    candidates.append(("latest", epoch))
+                if self._committed("best", epoch, newest_verified):
+                    break  # older best steps are not this run's selected checkpoint
+        loaded, failed = self._first_readable(candidates, read, newest_verified)
+        if loaded is None:
+            raise CheckpointError(self._nothing_left(which, failed))
+        return loaded[1], loaded[2]
 
     def _folder(self, which: str) -> Path:
         if which not in KEEP:
@@ -263,8 +337,8 @@ class RunCheckpoints:
         step that has one (saved before manifests existed: a save cut short is always the newest)."""
         return (self._folder(which) / str(epoch) / MANIFEST).is_file() or epoch < newest_verified or not newest_verified
 
-    def _load(self, which: str, epoch: int, like: Any, newest_verified: int) -> tuple[Any, dict[str, Any]]:
-        """Verify and restore one step; `Unreadable` says why it cannot be used."""
+    def _load(self, which: str, epoch: int, read: Reader, newest_verified: int) -> tuple[Any, dict[str, Any]]:
+        """Verify and read one step; `Unreadable` says why it cannot be used."""
         path, name = self._folder(which) / str(epoch), self._name(which, epoch)
         if (path / MANIFEST).is_file():
             verify_manifest(path, name)
@@ -275,31 +349,27 @@ class RunCheckpoints:
                 f"{name} has no {MANIFEST} (saved before checkpoints had checksums, or cut short before its "
                 "manifest); restoring it unverified"
             )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
-            restored = self._checkpointer.restore(
-                path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore())
-            )
+            return read(which, path)
         except Exception as err:  # Orbax and TensorStore raise many kinds; any of them means this step is unusable
             raise Unreadable(f"{name} is unreadable ({first_line(err)})") from None
-        return restored.state, restored.record
 
     def _first_readable(
-        self, candidates: list[Candidate], like: Any, newest_verified: int
+        self, candidates: list[Candidate], read: Reader, newest_verified: int
     ) -> tuple[tuple[Candidate, Any, dict[str, Any]] | None, list[tuple[str, int, str]]]:
-        """The first candidate that verifies and restores, with its state and record; and the ones that
-        failed before it, as (which, epoch, why), each warned about in one line once one is readable."""
+        """The first candidate that verifies and reads, with what `read` made of it; and the ones that failed
+        before it, as (which, epoch, why), each warned about in one line once one is readable."""
         failed: list[tuple[str, int, str]] = []
         for candidate in candidates:
-            which, epoch, select = candidate
+            which, epoch = candidate
             try:
-                state, record = self._load(which, epoch, like, newest_verified)
+                state, record = self._load(which, epoch, read, newest_verified)
             except Unreadable as err:
                 failed.append((which, epoch, str(err)))
                 continue
             for _, _, why in failed:
                 warn(f"{why}; using {self._name(which, epoch)}")
-            return (candidate, select(state), record), failed
+            return (candidate, state, record), failed
         return None, failed
 
     def _nothing_left(self, which: str, failed: list[tuple[str, int, str]], finished_epochs: int = 0) -> str:
@@ -312,7 +382,3 @@ class RunCheckpoints:
             else "its selected weights are lost: train the run again, or put back its checkpoints from a copy"
         )
         return f"{self.run_dir}: no readable {which} checkpoint ({found}{finished}); {todo}"
-
-
-def _same(state: Any) -> Any:
-    return state

@@ -151,7 +151,7 @@ def evaluate_run(run_dir: str | Path, data_source: str | None = None) -> dict[st
         config.data.source = data_source
     splits = load_splits(config)
     state, steps = init_state(config, max(1, len(splits["Training"]) // config.train.batch_size))
-    checkpoints = RunCheckpoints(run_dir)
+    checkpoints = RunCheckpoints(run_dir, ema=config.train.ema_decay > 0)
     try:
         return evaluate_checkpoint(config, state, steps, checkpoints, splits)
     finally:
@@ -212,7 +212,7 @@ def restore_run(run_dir: str | Path, which: str = "best") -> tuple[Config, Train
     config = run_config(run_dir)
     if not holds_checkpoints(run_dir):
         raise FileNotFoundError(f"{run_dir}: no checkpoint yet (has an epoch finished?)")
-    checkpoints = RunCheckpoints(run_dir)
+    checkpoints = RunCheckpoints(run_dir, ema=config.train.ema_decay > 0)
     try:
         state, steps = init_state(config, 1)  # steps per epoch only shapes the schedule, not the weights
         state, record = checkpoints.restore(which, state)

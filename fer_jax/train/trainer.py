@@ -66,7 +66,7 @@ def _train(config: Config, resume: bool, results_copy: str | None) -> dict[str, 
         check_for_run(dataset, run_dir, config.data.cache_dir)
     splits = selection_splits(config, dataset)
     state, steps = init_state(config, loop.steps_per_epoch(config, splits["Training"]))
-    checkpoints = RunCheckpoints(run_dir)
+    checkpoints = RunCheckpoints(run_dir, ema=config.train.ema_decay > 0)
     record = loop.new_record()
     resumed = checkpoints.resume(state, loop.finished_epochs(run_dir)) if resume else None
     if resumed:
