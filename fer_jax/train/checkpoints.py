@@ -3,13 +3,18 @@
 `RUN_DIR/checkpoints/{latest,best}/<epoch>/` is an Orbax checkpoint (`state/`: weights, optimizer
 state, step; `record/`: the epoch, early-stopping state and metrics history) with a checksum
 manifest, `checksums.json`: the size and sha256 of each of its files (but Orbax's own commit
-marks, `_CHECKPOINT_METADATA` and `commit_success.txt`, which its commit still writes). A save
-commits in two steps, and a process killed in any of them leaves a run that resumes:
+marks, `_CHECKPOINT_METADATA` and `commit_success.txt`, which its commit still writes). Each of
+`latest/` and `best/` is saved by an Orbax `CheckpointManager` (synchronous; preservation policy
+`LatestN`: 2 latest, 1 best). A save commits in two steps, and a process killed in any of them leaves
+a run that resumes:
 
 1. Orbax writes the step into `<epoch>.orbax-checkpoint-tmp`; `checksums.json` is written inside
-   it (temporary file, fsync, rename), then Orbax renames the folder to `<epoch>`: the commit point
-   (`ManifestFirst`), so a committed step always has its manifest;
-2. steps beyond the kept ones (2 latest, 1 best) are removed, oldest first.
+   it (temporary file, fsync, rename), then Orbax renames the folder to `<epoch>`: the commit point.
+   The manifest comes from `ManifestFirst`, the manager's `temporary_path_class`, a subclass of the
+   commit in Orbax's public `orbax.checkpoint.path.atomicity` (documented, though marked deprecated
+   for `atomicity_options`, which only chooses between Orbax's own commits and has no hook before
+   one), so a committed step always has its manifest;
+2. the manager removes the steps its policy no longer keeps (`shutil.rmtree`, as Orbax deletes).
 
 In a multi-process run every process calls `save` and Orbax writes each one's shards; process 0
 alone writes the manifest, commits, removes and sets aside, between barriers.
@@ -34,7 +39,6 @@ import functools
 import itertools
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -93,10 +97,13 @@ def write_manifest(folder: Path, epoch: int) -> None:
 class ManifestFirst(atomicity.AtomicRenameTemporaryPath):
     """Orbax's commit of a step (atomic rename of its temporary folder), with `checksums.json` written inside the
     temporary folder first: no step folder Orbax has committed lacks its manifest. Orbax commits on process 0
-    only, after every process has written its shards."""
+    only, after every process has written its shards. The manager commits each item (`state/`, `record/`) this
+    way too, inside the step's temporary folder and before it: those get no manifest of their own."""
 
     async def finalize(self, *args: Any, **kwargs: Any) -> None:
-        write_manifest(Path(self.get()), int(Path(self.get_final()).name))
+        final = Path(self.get_final())
+        if final.name.isdigit():  # the step folder, not one of its items (`state/`, `record/`), finalized before it
+            write_manifest(Path(self.get()), int(final.name))
         await super().finalize(*args, **kwargs)
 
 
@@ -171,20 +178,17 @@ class RunCheckpoints:
         self.run_dir = Path(run_dir)
         self.root = self.run_dir.absolute() / "checkpoints"
         self.ema = ema
-        self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(), temporary_path_class=ManifestFirst)
-        self._reader: ocp.Checkpointer | None = None
+        self._managers: dict[str, ocp.CheckpointManager] = {}
+        self._readers: dict[str, ocp.Checkpointer] = {}
 
     def save(self, which: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
         """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), with its manifest
         (every process calls this in a multi-process run)."""
-        folder = self._folder(which)
-        path = folder / str(epoch)
-        self._checkpointer.save(
-            path, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+        self._manager(which).save(
+            epoch,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
+            force=True,  # every epoch saved is a step to keep, whatever Orbax's save-interval policy says
         )
-        if distributed.is_writer():
-            for old in reversed(self.steps(which)[KEEP[which] :]):
-                shutil.rmtree(folder / str(old))
         distributed.barrier(f"pruned {which} {epoch}")
 
     def steps(self, which: str) -> list[int]:
@@ -219,7 +223,7 @@ class RunCheckpoints:
             from_ema = kind == "latest" and self.ema
             item = {"ema": like} if from_ema else like
             state = ocp.args.PyTreeRestore(item=item, restore_args=array_restore_args(item), partial_restore=True)
-            restored = self._weights_reader().restore(
+            restored = self._reader("weights").restore(
                 path, args=ocp.args.Composite(state=state, record=ocp.args.JsonRestore())
             )
             return (restored.state["ema"] if from_ema else restored.state), restored.record
@@ -249,6 +253,7 @@ class RunCheckpoints:
         if distributed.is_writer():
             self._set_aside(epoch, {(which, e) for which, e, _ in failed})
         distributed.barrier("resume set aside")
+        self._close_managers()  # the next save reads the folders again, without what was set aside
         if loaded is None:
             print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
             return None
@@ -256,9 +261,36 @@ class RunCheckpoints:
 
     def close(self) -> None:
         """Release Orbax's resources."""
-        self._checkpointer.close()
-        if self._reader is not None:
-            self._reader.close()
+        self._close_managers()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def _manager(self, which: str) -> ocp.CheckpointManager:
+        """The Orbax CheckpointManager that saves `which` and prunes it to its newest `KEEP[which]` steps, made at
+        its first save. Synchronous (a save has committed when it returns); the step commits by `ManifestFirst`."""
+        if which not in self._managers:
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=ocp.checkpoint_managers.LatestN(n=KEEP[which]),
+                enable_async_checkpointing=False,
+                temporary_path_class=ManifestFirst,
+                save_root_metadata=False,  # nothing but step folders in latest/ and best/, as before
+                num_deletion_threads=1,  # one shutil.rmtree per pruned step, as before, on any number of cores
+            )
+            self._managers[which] = ocp.CheckpointManager(self._folder(which), options=options)
+        return self._managers[which]
+
+    def _close_managers(self) -> None:
+        for manager in self._managers.values():
+            manager.close()
+        self._managers.clear()
+
+    def _reader(self, kind: str) -> ocp.Checkpointer:
+        """A restore-only Checkpointer per kind of restore ('state': whole; 'weights': partial), as Orbax binds an
+        item's handler at its first use and refuses a `PyTreeRestore` where it has a `StandardRestore`."""
+        if kind not in self._readers:
+            self._readers[kind] = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        return self._readers[kind]
 
     def _set_aside(self, epoch: int, damaged: set[tuple[str, int]]) -> None:
         """Move aside what a run continuing from `epoch` would trip over: temporary folders, the `damaged`
@@ -283,20 +315,13 @@ class RunCheckpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
 
         def read(kind: str, path: Path) -> tuple[Any, dict[str, Any]]:
-            restored = self._checkpointer.restore(
+            restored = self._reader("state").restore(
                 path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore())
             )
             stand_in = ema_stand_in and kind == "latest"
             return (ema_weights(restored.state) if stand_in else restored.state), restored.record
 
         return read
-
-    def _weights_reader(self) -> ocp.Checkpointer:
-        """A restore-only Checkpointer for partial restores (Orbax refuses a `PyTreeRestore` on the Checkpointer
-        that saved with `StandardSave`)."""
-        if self._reader is None:
-            self._reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-        return self._reader
 
     def _restore_first(self, which: str, read: Reader) -> tuple[Any, dict[str, Any]]:
         """The first readable candidate of `which` (newest first; for 'best', each best step then the latest of
