@@ -28,7 +28,7 @@ import pytest
 import torch
 from orbax.checkpoint._src.path import atomicity
 
-from fer_jax.baseline.pytorch import TorchCheckpoints
+from fer_jax.baseline.checkpoints import TorchCheckpoints
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.files import read_jsonl
