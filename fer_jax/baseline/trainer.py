@@ -111,16 +111,26 @@ def train_torch(
     if not record["best_epoch"]:
         raise TrainingError(f"{run_dir}: no epoch finished with a finite loss, so there is no checkpoint to evaluate")
     model.load_state_dict(checkpoints.restore_best(record["best_epoch"], device))
-    val = evaluate_torch(model, splits["PublicTest"], config.train.eval_batch_size, device, dtype)
-    test = evaluate_torch(model, splits["PrivateTest"], config.train.eval_batch_size, device, dtype)
+    results = evaluate_best(config, model, splits, record["best_epoch"], device)
+    return loop.finish_run(config, results, stop_reason, "pytorch", board=board)
+
+
+def evaluate_best(
+    config: Config, model: nn.Module, splits: dict[str, Split], best_epoch: int, device: torch.device
+) -> dict[str, Any]:
+    """The results of the selected weights (loaded in `model`) on PublicTest and PrivateTest, with and without
+    flip TTA, as `loop.summarize` reports them."""
+    batch, dtype = config.train.eval_batch_size, config.model.compute_dtype
+    val = evaluate_torch(model, splits["PublicTest"], batch, device, dtype)
+    test = evaluate_torch(model, splits["PrivateTest"], batch, device, dtype)
     tta = {
-        name: flip_tta_accuracy_torch(model, splits[split], config.train.eval_batch_size, device, dtype)
+        name: flip_tta_accuracy_torch(model, splits[split], batch, device, dtype)
         for name, split in (("val", "PublicTest"), ("test", "PrivateTest"))
     }
     matrix = confusion_matrix(splits["PrivateTest"].labels.tolist(), test["predictions"].tolist()).tolist()
-    results = loop.summarize(
+    return loop.summarize(
         config,
-        record["best_epoch"],
+        best_epoch,
         val,
         test,
         splits,
@@ -129,7 +139,6 @@ def train_torch(
         matrix,
         tta,
     )
-    return loop.finish_run(config, results, stop_reason, "pytorch", board=board)
 
 
 def dropout_seed(seed: int, step: int) -> int:
