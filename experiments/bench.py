@@ -252,15 +252,10 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Measure the PyTorch baseline's step, epoch and evaluation."""
     import torch
 
-    from fer_jax.baseline.pytorch import (
-        TorchSeedCNN,
-        evaluate_torch,
-        make_torch_optimizer,
-        to_model_input,
-        torch_device,
-        torch_train_epoch,
-        torch_train_step,
-    )
+    from fer_jax.baseline.evaluation import evaluate_torch, to_model_input, torch_device
+    from fer_jax.baseline.models import TorchSeedCNN
+    from fer_jax.baseline.optim import make_torch_optimizer
+    from fer_jax.baseline.trainer import torch_train_epoch, torch_train_step
     from fer_jax.compare import peak_memory_bytes
     from fer_jax.train.evaluation import load_splits
 

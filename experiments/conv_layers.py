@@ -270,7 +270,7 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from fer_jax.baseline.pytorch import torch_device
+    from fer_jax.baseline.evaluation import torch_device
 
     device = torch_device()
     torch.manual_seed(0)

@@ -21,8 +21,10 @@ from typing import Any
 import jax
 import torch
 
+from fer_jax.baseline.evaluation import evaluate_torch, torch_device, torch_device_description
+from fer_jax.baseline.models import TorchSeedCNN
 from fer_jax.baseline.porting import flax_to_torch
-from fer_jax.baseline.pytorch import TorchSeedCNN, evaluate_torch, torch_device, torch_device_description, train_torch
+from fer_jax.baseline.trainer import train_torch
 from fer_jax.commands import run_command
 from fer_jax.config import Config, ConfigError, known_keys, quick, set_flags
 from fer_jax.data.cache import source_sha256
@@ -56,7 +58,7 @@ METRICS: dict[str, tuple[str, float, str, str]] = {
 
 DESCRIPTION = """\
 Train the seed CNN with the JAX trainer (fer_jax.train.trainer.train) and with the
-PyTorch baseline (fer_jax.baseline.pytorch.train_torch), one after the other in
+PyTorch baseline (fer_jax.baseline.trainer.train_torch), one after the other in
 this one process, with the same config, data batches and seeds, and (by
 default, --init shared) from the same initial weights: JAX's, ported to
 PyTorch. Each run writes its own folder under runs/compare/<timestamp>/seed<k>/<framework>,

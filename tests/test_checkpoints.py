@@ -166,3 +166,12 @@ def test_a_run_folder_saved_before_restores_and_resumes(ema, tmp_path, capsys):
         checkpoints.close()
     assert RunCheckpoints(tmp_path).steps("latest") == [3, 2]
     assert "warning" not in capsys.readouterr().err
+
+
+def test_saves_keep_two_latest_and_one_best_step_folders_each_with_its_manifest(tmp_path):
+    save_run(tmp_path, 4, ema=False)
+    root = tmp_path / "checkpoints"
+    assert sorted(os.listdir(root)) == ["best", "latest"]
+    assert sorted(os.listdir(root / "latest")) == ["3", "4"] and os.listdir(root / "best") == ["4"]
+    for step in ("latest/3", "latest/4", "best/4"):
+        assert (root / step / "checksums.json").is_file()

@@ -9,7 +9,8 @@ case crashes a real run with an exception inside an Orbax commit. The PyTorch ba
 checkpoints are crashed at each rename of a save and damaged, on tiny objects.
 
 Scaffolding that keeps this fast and every save point reachable: PublicTest accuracy is fixed
-per epoch (`VAL_ACCURACY`), plots are skipped, and all runs share one set of jitted steps.
+per epoch (`VAL_ACCURACY`), plots are skipped; all runs share one set of jitted steps, as every run of one
+configuration in a process does (`fer_jax.train.steps.build_steps`).
 """
 
 from __future__ import annotations
@@ -22,20 +23,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import pytest
 import torch
 from orbax.checkpoint._src.path import atomicity
 
-from fer_jax.baseline.pytorch import TorchCheckpoints
+from fer_jax.baseline.checkpoints import TorchCheckpoints
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.files import read_jsonl
-from fer_jax.train import checkpoints, evaluation, loop
+from fer_jax.train import checkpoints, loop
 from fer_jax.train import trainer as training
 from fer_jax.train.checkpoints import MANIFEST, SET_ASIDE, CheckpointError, RunCheckpoints
-from fer_jax.train.evaluation import evaluate_run, restore_run
+from fer_jax.train.evaluation import evaluate_run
+from fer_jax.train.restore import restore_weights
 from tests.fixtures import metrics_without_seconds
 
 pytestmark = pytest.mark.slow  # every test here runs training end to end
@@ -45,8 +46,6 @@ STEPS_PER_EPOCH = 3  # 28 training images (4 per class), batch 8
 VAL_ACCURACY = {1: 0.3, 2: 0.6, 3: 0.5}
 """PublicTest accuracy the epochs report: epochs 1 and 2 improve, 3 does not, so the finished run
 has best/2 and latest/{2,3}, and every save point of epoch 2 is reached."""
-BUILT_STEPS: dict = {}
-"""(config, steps per epoch) -> (initial state, steps), for `shared_steps`."""
 RESULT_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "best_epoch", "epochs", "stop_reason")
 
 
@@ -77,27 +76,8 @@ def no_plots() -> Iterator[None]:
 
 
 @contextmanager
-def shared_steps() -> Iterator[None]:
-    """Every run of this module gets the jitted steps the first one built (same config: same functions), so
-    only the first traces and compiles them; the initial state is copied, as the train step donates it."""
-    real = training.init_state
-
-    def init_state(config, steps_per_epoch):
-        key = (json.dumps({**config.to_dict(), "run_dir": ""}, sort_keys=True), steps_per_epoch)
-        if key not in BUILT_STEPS:
-            BUILT_STEPS[key] = real(config, steps_per_epoch)
-        state, steps = BUILT_STEPS[key]
-        return jax.tree.map(jnp.copy, state), steps
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "init_state", init_state)
-        patch.setattr(evaluation, "init_state", init_state)
-        yield
-
-
-@contextmanager
 def scaffolding() -> Iterator[None]:
-    with fixed_validation(), no_plots(), shared_steps():
+    with fixed_validation(), no_plots():
         yield
 
 
@@ -166,7 +146,7 @@ def reference(tiny_zip, tmp_path_factory) -> dict:
         patch.setattr(RunCheckpoints, "save", save)
         patch.setattr(atomicity, "on_commit_callback", commit)
         patch.setattr(checkpoints, "write_manifest", write_manifest)
-        patch.setattr(checkpoints.shutil, "rmtree", rmtree)
+        patch.setattr(shutil, "rmtree", rmtree)  # Orbax prunes with shutil.rmtree
         results = training.train(config)
     snapshot("finished")
     return {
@@ -345,7 +325,7 @@ def test_evaluate_and_predict_verify_the_best_checkpoint(reference, tmp_path, ca
 
     flip_bytes(run_dir / "checkpoints" / "latest" / "2")
     with pytest.raises(CheckpointError, match="no readable best checkpoint"):
-        restore_run(run_dir)
+        restore_weights(run_dir)
     image = tmp_path / "face.png"
     image.write_bytes(b"not read: the checkpoint fails first")
     for command in (["evaluate", str(run_dir)], ["predict", "--checkpoint", str(run_dir), str(image)]):

@@ -8,8 +8,10 @@ import pytest
 import torch
 from flax import nnx
 
+from fer_jax.baseline.evaluation import evaluate_torch
+from fer_jax.baseline.models import TorchSeedCNN
 from fer_jax.baseline.porting import flax_to_torch, load_torch_weights, params_from_torch
-from fer_jax.baseline.pytorch import TorchSeedCNN, evaluate_torch, train_torch
+from fer_jax.baseline.trainer import train_torch
 from fer_jax.config import Config, ModelConfig
 from fer_jax.data.fer2013 import as_nhwc, to_jax
 from fer_jax.models.seed_cnn import SeedCNN

@@ -17,7 +17,8 @@ from torchvision.transforms import v2
 from experiments import configs
 from experiments.ablation import SMALL_SCALE, VARIANTS, format_table, slug, variant_configs, whole_command
 from experiments.run import experiment_config
-from fer_jax.baseline.pytorch import learning_rate_schedule, make_torch_optimizer, train_torch
+from fer_jax.baseline.optim import learning_rate_schedule, make_torch_optimizer
+from fer_jax.baseline.trainer import train_torch
 from fer_jax.config import Config, ConfigError, DataConfig
 from fer_jax.data.augment import ERASING_RATIO, ERASING_SCALE, affine, augment, erase, sample_erasing, sample_params
 from fer_jax.data.fer2013 import FER2013, as_nhwc, train_transform

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from fer_jax.baseline import pytorch as torch_baseline
+from fer_jax.baseline import trainer as torch_baseline
 from fer_jax.cli import main
 from fer_jax.config import Config
 from fer_jax.files import read_jsonl

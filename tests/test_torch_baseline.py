@@ -10,15 +10,11 @@ import optax
 import pytest
 import torch
 
+from fer_jax.baseline.evaluation import precision, to_model_input
+from fer_jax.baseline.models import TorchSeedCNN
+from fer_jax.baseline.optim import make_torch_optimizer
 from fer_jax.baseline.porting import flax_to_torch
-from fer_jax.baseline.pytorch import (
-    TorchSeedCNN,
-    make_torch_optimizer,
-    precision,
-    to_model_input,
-    torch_train_step,
-    train_torch,
-)
+from fer_jax.baseline.trainer import torch_train_step, train_torch
 from fer_jax.config import Config
 from fer_jax.data.fer2013 import as_nhwc, to_jax
 from fer_jax.files import read_jsonl

@@ -20,7 +20,7 @@ import jax
 import torch
 from flax import nnx
 
-from fer_jax.baseline.pytorch import TorchVGGBN
+from fer_jax.baseline.models import TorchVGGBN
 from fer_jax.data.fer2013 import to_jax
 from fer_jax.models.vgg_bn import VGGBN
 

@@ -61,8 +61,8 @@ def torch_module(model: nnx.Module, name: str) -> torch.nn.Module:
         raise DataError(f"{name}: no PyTorch port, so no ONNX export (supported: {', '.join(PORTED_MODELS)})")
     import torch
 
+    from fer_jax.baseline.models import TorchSeedCNN
     from fer_jax.baseline.porting import flax_to_torch, vgg_bn_to_torch
-    from fer_jax.baseline.pytorch import TorchSeedCNN
 
     class _UInt8Faces(torch.nn.Module):
         def __init__(self, net: torch.nn.Module) -> None:

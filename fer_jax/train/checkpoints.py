@@ -3,13 +3,18 @@
 `RUN_DIR/checkpoints/{latest,best}/<epoch>/` is an Orbax checkpoint (`state/`: weights, optimizer
 state, step; `record/`: the epoch, early-stopping state and metrics history) with a checksum
 manifest, `checksums.json`: the size and sha256 of each of its files (but Orbax's own commit
-marks, `_CHECKPOINT_METADATA` and `commit_success.txt`, which its commit still writes). A save
-commits in two steps, and a process killed in any of them leaves a run that resumes:
+marks, `_CHECKPOINT_METADATA` and `commit_success.txt`, which its commit still writes). Each of
+`latest/` and `best/` is saved by an Orbax `CheckpointManager` (synchronous; preservation policy
+`LatestN`: 2 latest, 1 best). A save commits in two steps, and a process killed in any of them leaves
+a run that resumes:
 
 1. Orbax writes the step into `<epoch>.orbax-checkpoint-tmp`; `checksums.json` is written inside
-   it (temporary file, fsync, rename), then Orbax renames the folder to `<epoch>`: the commit point
-   (`ManifestFirst`), so a committed step always has its manifest;
-2. steps beyond the kept ones (2 latest, 1 best) are removed, oldest first.
+   it (temporary file, fsync, rename), then Orbax renames the folder to `<epoch>`: the commit point.
+   The manifest comes from `ManifestFirst`, the manager's `temporary_path_class`, a subclass of the
+   commit in Orbax's public `orbax.checkpoint.path.atomicity` (documented, though marked deprecated
+   for `atomicity_options`, which only chooses between Orbax's own commits and has no hook before
+   one), so a committed step always has its manifest;
+2. the manager removes the steps its policy no longer keeps (`shutil.rmtree`, as Orbax deletes).
 
 In a multi-process run every process calls `save` and Orbax writes each one's shards; process 0
 alone writes the manifest, commits, removes and sets aside, between barriers.
@@ -30,13 +35,7 @@ unfinished steps, and steps newer than the epoch it continues from, which the ru
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
-import os
-import shutil
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,37 +45,29 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.path import atomicity
 
 from fer_jax.errors import CheckpointError
-from fer_jax.files import sha256_of, write_json
+from fer_jax.files import write_json
 from fer_jax.train import distributed
+from fer_jax.train.checkpoint_policy import (
+    KEEP,
+    MANIFEST,
+    Step,
+    Unreadable,
+    best_order,
+    file_digest,
+    first_line,
+    first_readable,
+    move_aside,
+    nothing_left,
+    resume_order,
+    set_aside_reason,
+    set_aside_stamp,
+    warn,
+)
+from fer_jax.train.checkpoint_policy import SET_ASIDE as SET_ASIDE  # re-exported: where run folders are read
+from fer_jax.train.checkpoint_policy import holds_checkpoints as holds_checkpoints  # re-exported, as SET_ASIDE
 
-MANIFEST = "checksums.json"
-"""The checksum manifest in each checkpoint folder: {"epoch": n, "files": {relative path: {size, sha256}}}."""
-KEEP = {"latest": 2, "best": 1}
-"""Steps kept of each checkpoint: the previous latest is the fallback when the newest is damaged."""
-SET_ASIDE = "set-aside"
-"""Folder in the run where `--resume` moves what it would otherwise drop, under a timestamp."""
 ORBAX_COMMIT_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")
 """Files at the top of a step folder that Orbax writes during its commit, after the manifest: not in it."""
-
-
-class Unreadable(Exception):
-    """One checkpoint cannot be used; the message names it and the damaged file."""
-
-
-def warn(message: str) -> None:
-    """One warning line on stderr."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def first_line(err: BaseException) -> str:
-    """An exception as one short line: its type and the first line of its message."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
-
-
-def file_digest(path: Path) -> dict[str, Any]:
-    """The size and sha256 of a file."""
-    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def write_manifest(folder: Path, epoch: int) -> None:
@@ -93,10 +84,13 @@ def write_manifest(folder: Path, epoch: int) -> None:
 class ManifestFirst(atomicity.AtomicRenameTemporaryPath):
     """Orbax's commit of a step (atomic rename of its temporary folder), with `checksums.json` written inside the
     temporary folder first: no step folder Orbax has committed lacks its manifest. Orbax commits on process 0
-    only, after every process has written its shards."""
+    only, after every process has written its shards. The manager commits each item (`state/`, `record/`) this
+    way too, inside the step's temporary folder and before it: those get no manifest of their own."""
 
     async def finalize(self, *args: Any, **kwargs: Any) -> None:
-        write_manifest(Path(self.get()), int(Path(self.get_final()).name))
+        final = Path(self.get_final())
+        if final.name.isdigit():  # the step folder, not one of its items (`state/`, `record/`), finalized before it
+            write_manifest(Path(self.get()), int(final.name))
         await super().finalize(*args, **kwargs)
 
 
@@ -114,34 +108,6 @@ def verify_manifest(folder: Path, name: str) -> None:
             raise Unreadable(f"{name}/{relative} fails its checksum")
 
 
-def move_aside(path: Path, run_dir: Path, reason: str, stamp: str) -> Path:
-    """Move `path` (inside `run_dir`) to `run_dir/set-aside/<stamp>/<its relative path>` and say so in one line."""
-    relative = path.absolute().relative_to(run_dir.absolute())
-    target = run_dir / SET_ASIDE / stamp / relative
-    for number in itertools.count(1):
-        if not target.exists():
-            break
-        target = run_dir / SET_ASIDE / stamp / relative.with_name(f"{relative.name}.{number}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
-    print(f"Set aside {run_dir / relative} -> {target} ({reason})", flush=True)
-    return target
-
-
-@functools.cache
-def set_aside_stamp() -> str:
-    """The folder under `set-aside/` for what this process moves there: its start time and process id."""
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-
-
-def holds_checkpoints(run_dir: str | Path) -> bool:
-    """Whether `run_dir/checkpoints` holds anything (a checkpoint, even an unfinished one)."""
-    root = Path(run_dir) / "checkpoints"
-    return root.is_dir() and any(root.iterdir())
-
-
-Candidate = tuple[str, int]
-"""A checkpoint to try: ('latest' or 'best', epoch)."""
 Reader = Callable[[str, Path], tuple[Any, dict[str, Any]]]
 """Reads one step folder of 'latest' or 'best' into (state or weights, record); raises on anything unreadable."""
 
@@ -171,20 +137,17 @@ class RunCheckpoints:
         self.run_dir = Path(run_dir)
         self.root = self.run_dir.absolute() / "checkpoints"
         self.ema = ema
-        self._checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler(), temporary_path_class=ManifestFirst)
-        self._reader: ocp.Checkpointer | None = None
+        self._managers: dict[str, ocp.CheckpointManager] = {}
+        self._readers: dict[str, ocp.Checkpointer] = {}
 
     def save(self, which: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
         """Save `state` and `record` as epoch `epoch` of `which` ('latest' or 'best'), with its manifest
         (every process calls this in a multi-process run)."""
-        folder = self._folder(which)
-        path = folder / str(epoch)
-        self._checkpointer.save(
-            path, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record))
+        self._manager(which).save(
+            epoch,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
+            force=True,  # every epoch saved is a step to keep, whatever Orbax's save-interval policy says
         )
-        if distributed.is_writer():
-            for old in reversed(self.steps(which)[KEEP[which] :]):
-                shutil.rmtree(folder / str(old))
         distributed.barrier(f"pruned {which} {epoch}")
 
     def steps(self, which: str) -> list[int]:
@@ -219,7 +182,7 @@ class RunCheckpoints:
             from_ema = kind == "latest" and self.ema
             item = {"ema": like} if from_ema else like
             state = ocp.args.PyTreeRestore(item=item, restore_args=array_restore_args(item), partial_restore=True)
-            restored = self._weights_reader().restore(
+            restored = self._reader("weights").restore(
                 path, args=ocp.args.Composite(state=state, record=ocp.args.JsonRestore())
             )
             return (restored.state["ema"] if from_ema else restored.state), restored.record
@@ -236,46 +199,65 @@ class RunCheckpoints:
         metrics.jsonl) is 0; raises `CheckpointError` when epochs finished but none can be restored.
         """
         newest_verified = self._newest_verified()
-        candidates: list[Candidate] = [("latest", epoch) for epoch in self.steps("latest")]
-        if not self.ema:
-            candidates += [("best", epoch) for epoch in self.steps("best")]
-        candidates.sort(key=lambda c: (-c[1], c[0] != "latest"))
+        candidates = resume_order(self._all_steps(), best_is_full_state=not self.ema)
         loaded, failed = self._first_readable(candidates, self._state_reader(like), newest_verified)
         committed_latest = any(self._committed("latest", e, newest_verified) for e in self.steps("latest"))
         if loaded is None and (committed_latest or finished_epochs):
-            raise CheckpointError(self._nothing_left("latest", failed, finished_epochs))
-        epoch = loaded[0][1] if loaded else 0
+            raise self._nothing_left("latest", failed, finished_epochs)
         distributed.barrier("resume loaded")  # every process has read the folders before process 0 moves any
         if distributed.is_writer():
-            self._set_aside(epoch, {(which, e) for which, e, _ in failed})
+            self._set_aside(loaded[0][1] if loaded else 0, {candidate for candidate, _ in failed})
         distributed.barrier("resume set aside")
+        self._close_managers()  # the next save reads the folders again, without what was set aside
         if loaded is None:
             print(f"{self.run_dir}: no epoch had finished and been saved; starting it from the beginning")
             return None
-        return loaded[1], loaded[2]
+        return loaded[1]
 
     def close(self) -> None:
         """Release Orbax's resources."""
-        self._checkpointer.close()
-        if self._reader is not None:
-            self._reader.close()
+        self._close_managers()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
-    def _set_aside(self, epoch: int, damaged: set[tuple[str, int]]) -> None:
-        """Move aside what a run continuing from `epoch` would trip over: temporary folders, the `damaged`
-        steps, and steps newer than `epoch` (which it saves again)."""
+    def _manager(self, which: str) -> ocp.CheckpointManager:
+        """The Orbax CheckpointManager that saves `which` and prunes it to its newest `KEEP[which]` steps, made at
+        its first save. Synchronous (a save has committed when it returns); the step commits by `ManifestFirst`."""
+        if which not in self._managers:
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=ocp.checkpoint_managers.LatestN(n=KEEP[which]),
+                enable_async_checkpointing=False,
+                temporary_path_class=ManifestFirst,
+                save_root_metadata=False,  # nothing but step folders in latest/ and best/, as before
+                num_deletion_threads=1,  # one shutil.rmtree per pruned step, as before, on any number of cores
+            )
+            self._managers[which] = ocp.CheckpointManager(self._folder(which), options=options)
+        return self._managers[which]
+
+    def _close_managers(self) -> None:
+        for manager in self._managers.values():
+            manager.close()
+        self._managers.clear()
+
+    def _reader(self, kind: str) -> ocp.Checkpointer:
+        """A restore-only Checkpointer per kind of restore ('state': whole; 'weights': partial), as Orbax binds an
+        item's handler at its first use and refuses a `PyTreeRestore` where it has a `StandardRestore`."""
+        if kind not in self._readers:
+            self._readers[kind] = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+        return self._readers[kind]
+
+    def _set_aside(self, epoch: int, damaged: set[Step]) -> None:
+        """Move aside what a run continuing from `epoch` would trip over (`set_aside_reason`)."""
         stamp = set_aside_stamp()
         for which in KEEP:
             folder = self._folder(which)
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if not path.name.isdigit():
-                    reason = "not a finished checkpoint: a save cut short"
-                elif int(path.name) > epoch:
-                    reason = f"newer than epoch {epoch}, which the run continues from and saves again"
-                elif (which, int(path.name)) in damaged:
-                    reason = "damaged or unfinished"
-                else:
-                    continue
-                move_aside(path, self.run_dir, reason, stamp)
+                finished = path.name.isdigit()
+                step = int(path.name) if finished else None
+                reason = set_aside_reason(finished, step, epoch, (which, step) in damaged)
+                if reason:
+                    move_aside(path, self.run_dir, reason, stamp)
 
     def _state_reader(self, like: Any, ema_stand_in: bool = False) -> Reader:
         """Reads a whole step (weights, optimizer state, step) into the structure and shardings of `like`; with
@@ -283,7 +265,7 @@ class RunCheckpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
 
         def read(kind: str, path: Path) -> tuple[Any, dict[str, Any]]:
-            restored = self._checkpointer.restore(
+            restored = self._reader("state").restore(
                 path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore())
             )
             stand_in = ema_stand_in and kind == "latest"
@@ -291,32 +273,22 @@ class RunCheckpoints:
 
         return read
 
-    def _weights_reader(self) -> ocp.Checkpointer:
-        """A restore-only Checkpointer for partial restores (Orbax refuses a `PyTreeRestore` on the Checkpointer
-        that saved with `StandardSave`)."""
-        if self._reader is None:
-            self._reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-        return self._reader
-
     def _restore_first(self, which: str, read: Reader) -> tuple[Any, dict[str, Any]]:
-        """The first readable candidate of `which` (newest first; for 'best', each best step then the latest of
-        its epoch), read with `read`; `CheckpointError` when none is."""
+        """The first readable `which` checkpoint in the policy's order (`best_order` for 'best'), read with `read`;
+        `CheckpointError` when none is."""
         newest_verified = self._newest_verified()
         if which == "latest":
-            candidates: list[Candidate] = [("latest", epoch) for epoch in self.steps("latest")]
+            candidates = resume_order(self._all_steps(), best_is_full_state=False)
         else:
-            candidates = []
-            latest = self.steps("latest")
-            for epoch in self.steps("best"):
-                candidates.append(("best", epoch))
-                if epoch in latest:
-                    candidates.append(("latest", epoch))
-                if self._committed("best", epoch, newest_verified):
-                    break  # older best steps are not this run's selected checkpoint
+            candidates = best_order(self._all_steps(), lambda best: self._committed(*best, newest_verified))
         loaded, failed = self._first_readable(candidates, read, newest_verified)
         if loaded is None:
-            raise CheckpointError(self._nothing_left(which, failed))
-        return loaded[1], loaded[2]
+            raise self._nothing_left(which, failed)
+        return loaded[1]
+
+    def _all_steps(self) -> list[Step]:
+        """Every step folder of latest/ and best/, finished or not."""
+        return [Step(which, epoch) for which in KEEP for epoch in self.steps(which)]
 
     def _folder(self, which: str) -> Path:
         if which not in KEEP:
@@ -355,30 +327,13 @@ class RunCheckpoints:
             raise Unreadable(f"{name} is unreadable ({first_line(err)})") from None
 
     def _first_readable(
-        self, candidates: list[Candidate], read: Reader, newest_verified: int
-    ) -> tuple[tuple[Candidate, Any, dict[str, Any]] | None, list[tuple[str, int, str]]]:
-        """The first candidate that verifies and reads, with what `read` made of it; and the ones that failed
-        before it, as (which, epoch, why), each warned about in one line once one is readable."""
-        failed: list[tuple[str, int, str]] = []
-        for candidate in candidates:
-            which, epoch = candidate
-            try:
-                state, record = self._load(which, epoch, read, newest_verified)
-            except Unreadable as err:
-                failed.append((which, epoch, str(err)))
-                continue
-            for _, _, why in failed:
-                warn(f"{why}; using {self._name(which, epoch)}")
-            return (candidate, state, record), failed
-        return None, failed
-
-    def _nothing_left(self, which: str, failed: list[tuple[str, int, str]], finished_epochs: int = 0) -> str:
-        """The one-line error when no `which` checkpoint is readable."""
-        found = "; ".join(why for _, _, why in failed) or f"{self.run_dir / 'checkpoints' / which} is missing or empty"
-        finished = f"; metrics.jsonl records {finished_epochs} finished epochs" if finished_epochs else ""
-        todo = (
-            "train it again in a new --run-dir, or put back its checkpoints from a copy"
-            if which == "latest"
-            else "its selected weights are lost: train the run again, or put back its checkpoints from a copy"
+        self, candidates: list[Step], read: Reader, newest_verified: int
+    ) -> tuple[tuple[Step, tuple[Any, dict[str, Any]]] | None, list[tuple[Step, str]]]:
+        """`checkpoint_policy.first_readable` over step folders: verified, then read with `read`."""
+        return first_readable(
+            candidates, lambda c: self._load(c[0], c[1], read, newest_verified), lambda c: self._name(*c)
         )
-        return f"{self.run_dir}: no readable {which} checkpoint ({found}{finished}); {todo}"
+
+    def _nothing_left(self, which: str, failed: list[tuple[Step, str]], finished_epochs: int = 0) -> CheckpointError:
+        missing = f"{self.run_dir / 'checkpoints' / which} is missing or empty"
+        return nothing_left(self.run_dir, which, [why for _, why in failed], missing, finished_epochs)
