@@ -56,13 +56,13 @@ class Crash(BaseException):
 @contextmanager
 def fixed_validation() -> Iterator[None]:
     """Replace the PublicTest accuracy the trainer selects on by VAL_ACCURACY[epoch] (from the step)."""
-    real = training.evaluate_split
+    real = training._EpochRun.validate
 
-    def validate(state, steps, split, batch_size):
-        return {**real(state, steps, split, batch_size), "accuracy": VAL_ACCURACY[int(state.step) // STEPS_PER_EPOCH]}
+    def validate(run: training._EpochRun) -> dict:
+        return {**real(run), "accuracy": VAL_ACCURACY[int(run.state.step) // STEPS_PER_EPOCH]}
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "evaluate_split", validate)
+        patch.setattr(training._EpochRun, "validate", validate)
         yield
 
 

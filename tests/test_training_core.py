@@ -3,6 +3,7 @@ the CPU, metrics read one dispatch behind, and weights restored without an optim
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -161,12 +162,12 @@ def test_weights_restore_without_the_optimizer_or_train_step_modules(tiny_zip, t
     checkpoints.save("best", 1, state, {**loop.new_record(), "best_epoch": 1})
     checkpoints.close()
     script = (
-        "import sys, jax\n"
+        "import json, sys, jax\n"
         "from fer_jax.cli import main\n"
         "from fer_jax.train.restore import restore_weights\n"
         f"assert main(['export-weights', {config.run_dir!r}, '--out', {str(tmp_path / 'w.msgpack')!r}]) == 0\n"
         f"_, weights, record = restore_weights({config.run_dir!r})\n"
-        "print('LEAVES', [float(leaf.sum()) for leaf in jax.tree.leaves(weights)])\n"
+        "print('LEAVES', json.dumps([float(leaf.sum()) for leaf in jax.tree.leaves(weights)]))\n"
         f"print('IMPORTED', [m for m in {TRAINING_MODULES!r} if m in sys.modules])\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
@@ -174,4 +175,4 @@ def test_weights_restore_without_the_optimizer_or_train_step_modules(tiny_zip, t
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("LEAVES", "IMPORTED")))
     assert lines["IMPORTED"] == "[]"
     saved = [float(leaf.sum()) for leaf in jax.tree.leaves(state.weights)]
-    assert eval(lines["LEAVES"]) == pytest.approx(saved, rel=1e-6)  # noqa: S307 (a list of floats this test printed)
+    assert json.loads(lines["LEAVES"]) == pytest.approx(saved, rel=1e-6)

@@ -118,8 +118,9 @@ def ema_weights(state: Any) -> Any:
 
 
 def array_restore_args(like: Any) -> Any:
-    """Orbax's restore arguments for each leaf of `like`: its dtype, and its sharding (one device when it has none)."""
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    """Orbax's restore arguments for each leaf of `like`: its dtype, and its sharding (this process's first device
+    when it has none)."""
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(
         lambda leaf: ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=getattr(leaf, "sharding", None) or default), like
     )

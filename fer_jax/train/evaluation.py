@@ -21,6 +21,7 @@ from fer_jax.data.cache import cache_root, content_folder
 from fer_jax.data.views import View, mirror, view_list
 from fer_jax.environment import device_description
 from fer_jax.models.zoo import count_params
+from fer_jax.train import parallel
 from fer_jax.train.checkpoints import RunCheckpoints, holds_checkpoints
 from fer_jax.train.eval_step import EvalStep, Weights, build_eval_step
 from fer_jax.train.loop import summarize
@@ -113,7 +114,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Restore the best checkpoint's weights and evaluate them on PublicTest and PrivateTest (`loop.summarize`'s
     keys), without and with flip TTA. The best checkpoint holds the selected weights (EMA ones if EMA was on)."""
-    best, record = checkpoints.restore_weights("best", abstract_weights(config.model))
+    mesh = parallel.make_mesh(config.train.devices)  # the run's: a multi-process run restores onto all processes
+    best, record = checkpoints.restore_weights("best", abstract_weights(config.model, parallel.replicated(mesh)))
     eval_step = build_eval_step(config.model, config.train.devices)
     batch_size = config.train.eval_batch_size
     val = evaluate_split(best, eval_step, splits["PublicTest"], batch_size)

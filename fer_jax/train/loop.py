@@ -130,6 +130,33 @@ def patience_exhausted(config: Config, record: dict[str, Any]) -> bool:
     return bool(config.train.patience) and record["epochs_without_improvement"] >= config.train.patience
 
 
+def train_and_validate(hooks: EpochHooks, epoch: int) -> dict[str, Any]:
+    """Train epoch `epoch`, validate on PublicTest; its metrics.jsonl row."""
+    start = time.perf_counter()
+    train = hooks.train_epoch(epoch)
+    val = hooks.validate()
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        "learning_rate": hooks.learning_rate(epoch),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def next_record(record: dict[str, Any], row: dict[str, Any], improved: bool) -> dict[str, Any]:
+    """The early-stopping state and history after the epoch of `row`."""
+    return {
+        "epoch": row["epoch"],
+        "best_val_accuracy": max(row["val_accuracy"], record["best_val_accuracy"]),
+        "best_epoch": row["epoch"] if improved else record["best_epoch"],
+        "epochs_without_improvement": 0 if improved else record["epochs_without_improvement"] + 1,
+        "history": record["history"] + [row],
+    }
+
+
 def run_epochs(
     config: Config, record: dict[str, Any], hooks: EpochHooks, board: RunBoard | None = None
 ) -> tuple[dict[str, Any], str]:
@@ -147,29 +174,12 @@ def run_epochs(
     stop_reason = "early_stopping" if patience_exhausted(config, record) else "max_epochs"
     first_epoch = config.train.epochs + 1 if stop_reason == "early_stopping" else record["epoch"] + 1
     for epoch in range(first_epoch, config.train.epochs + 1):
-        start = time.perf_counter()
-        train = hooks.train_epoch(epoch)
-        val = hooks.validate()
-        row = {
-            "epoch": epoch,
-            "train_loss": train["loss"],
-            "train_accuracy": train["accuracy"],
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "learning_rate": hooks.learning_rate(epoch),
-            "seconds": time.perf_counter() - start,
-        }
+        row = train_and_validate(hooks, epoch)
         if not math.isfinite(row["train_loss"]):
             print(f"Epoch {epoch}: training loss is {row['train_loss']}; stopping and keeping the last good checkpoint")
             return record, "non_finite_loss"
         improved = row["val_accuracy"] > record["best_val_accuracy"]
-        record = {
-            "epoch": epoch,
-            "best_val_accuracy": max(row["val_accuracy"], record["best_val_accuracy"]),
-            "best_epoch": epoch if improved else record["best_epoch"],
-            "epochs_without_improvement": 0 if improved else record["epochs_without_improvement"] + 1,
-            "history": record["history"] + [row],
-        }
+        record = next_record(record, row, improved)
         if improved:
             hooks.save("best", epoch, record)
         hooks.save("latest", epoch, record)
@@ -204,28 +214,13 @@ def summarize(
 
     `test_accuracy` and `val_accuracy` are without test-time augmentation; `flip_tta`
     holds the 'val' and 'test' accuracies with flip TTA (softmax averaged over each
-    face and its mirror image). `weights` says whether the checkpoint holds the EMA
-    weights or the trained ones. `git_commit` is the one the run first started from, as
-    environment.json records it, and `resumed_at` (only for a resumed run) those of its resumes;
-    `dataset_sha256` is the trained-on archive's, as the run's data check records it (None for a folder);
-    `train_seconds` is the sum of the epochs' wall seconds (evaluation on PublicTest included); `curve` holds
-    each epoch's `CURVE_KEYS` (for time-to-accuracy plots, without the run folder).
+    face and its mirror image). `weights` says whether the checkpoint holds the EMA weights or the trained
+    ones; `provenance` and `epoch_seconds` give their fields; `curve` holds each epoch's `CURVE_KEYS` (for
+    time-to-accuracy plots, without the run folder).
     """
     run_dir = Path(config.run_dir)
-    if is_writer():
-        plotting.plot_confusion_matrix(
-            matrix, run_dir / "confusion_matrix.png", title=f"PrivateTest, best checkpoint (epoch {best_epoch})"
-        )
-    print(
-        f"Best epoch {best_epoch}: PublicTest accuracy {val['accuracy']:.4f}, "
-        f"PrivateTest accuracy {test['accuracy']:.4f} (flip TTA {flip_tta['test']:.4f})"
-    )
+    show_best(run_dir, best_epoch, val["accuracy"], test["accuracy"], flip_tta["test"], matrix)
     history = read_jsonl(run_dir / "metrics.jsonl")
-    seconds = [row["seconds"] for row in history]
-    data_check = run_dir / REPORT_FILE
-    environment = read_json(run_dir / ENVIRONMENT_FILE, "environment record")
-    resumes = [r for r in _list(environment.get("resumes")) if isinstance(r, dict)]
-    dataset_sha256 = read_json(data_check, "data check").get("dataset_sha256") if data_check.is_file() else None
     return {
         "model": config.model.name,
         "test_accuracy": test["accuracy"],
@@ -238,10 +233,7 @@ def summarize(
         "reported_on": "PrivateTest",
         "weights": "ema" if config.train.ema_decay else "trained",
         "best_epoch": best_epoch,
-        "epochs": len(seconds),
-        "seconds_per_epoch": sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0],
-        "first_epoch_seconds": seconds[0],
-        "train_seconds": sum(seconds),
+        **epoch_seconds([row["seconds"] for row in history]),
         "train_images": len(splits["Training"]),
         "val_images": len(splits["PublicTest"]),
         "test_images": len(splits["PrivateTest"]),
@@ -249,11 +241,48 @@ def summarize(
         "confusion_matrix": matrix,
         "device": device,
         "compute_dtype": resolve_compute_dtype(config.model.compute_dtype),
-        **{key: environment.get(key) for key in ("cpu_features", "xla_flags", "git_commit")},
-        **({"resumed_at": [resume.get("git_commit") for resume in resumes]} if resumes else {}),
-        "dataset_sha256": dataset_sha256,
+        **provenance(run_dir),
         "run_dir": str(run_dir),
         "curve": {key: [row[key] for row in history] for key in CURVE_KEYS},
+    }
+
+
+def show_best(
+    run_dir: Path, best_epoch: int, val_accuracy: float, test_accuracy: float, tta: float, matrix: list[list[int]]
+) -> None:
+    """Print the best checkpoint's accuracies; plot its PrivateTest confusion matrix (process 0)."""
+    if is_writer():
+        plotting.plot_confusion_matrix(
+            matrix, run_dir / "confusion_matrix.png", title=f"PrivateTest, best checkpoint (epoch {best_epoch})"
+        )
+    print(
+        f"Best epoch {best_epoch}: PublicTest accuracy {val_accuracy:.4f}, "
+        f"PrivateTest accuracy {test_accuracy:.4f} (flip TTA {tta:.4f})"
+    )
+
+
+def epoch_seconds(seconds: list[float]) -> dict[str, Any]:
+    """The run's epoch count and wall seconds per epoch (evaluation on PublicTest included): the mean after the
+    first (which compiles), the first, and their sum, `train_seconds`."""
+    return {
+        "epochs": len(seconds),
+        "seconds_per_epoch": sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0],
+        "first_epoch_seconds": seconds[0],
+        "train_seconds": sum(seconds),
+    }
+
+
+def provenance(run_dir: Path) -> dict[str, Any]:
+    """What a run's results say of where they come from: the machine's CPU features and XLA flags and the commit
+    of its first start (`git_commit`, from environment.json), its resumes' commits (`resumed_at`, only for a
+    resumed run), and the trained-on archive's sha256 as its data check records it (None for a folder)."""
+    data_check = run_dir / REPORT_FILE
+    environment = read_json(run_dir / ENVIRONMENT_FILE, "environment record")
+    resumes = [r for r in _list(environment.get("resumes")) if isinstance(r, dict)]
+    return {
+        **{key: environment.get(key) for key in ("cpu_features", "xla_flags", "git_commit")},
+        **({"resumed_at": [resume.get("git_commit") for resume in resumes]} if resumes else {}),
+        "dataset_sha256": read_json(data_check, "data check").get("dataset_sha256") if data_check.is_file() else None,
     }
 
 

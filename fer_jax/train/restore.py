@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
 from flax import nnx
 
 from fer_jax.config import Config, ModelConfig
@@ -25,10 +26,14 @@ def run_config(run_dir: str | Path) -> Config:
     return config
 
 
-def abstract_weights(model: ModelConfig) -> Weights:
-    """The shapes and dtypes of a model's {'params', 'model_state'}: what a checkpoint's weights restore into."""
+def abstract_weights(model: ModelConfig, sharding: jax.sharding.Sharding | None = None) -> Weights:
+    """The shapes and dtypes of a model's {'params', 'model_state'}: what a checkpoint's weights restore into, placed
+    with `sharding` (e.g. replicated over a run's mesh) when given."""
     _, params, model_state = nnx.split(model_skeleton(model), nnx.Param, ...)
-    return {"params": params, "model_state": model_state}
+    weights = {"params": params, "model_state": model_state}
+    if sharding is None:
+        return weights
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), weights)
 
 
 def restore_weights(run_dir: str | Path, which: str = "best") -> tuple[Config, Weights, dict[str, Any]]:

@@ -232,7 +232,8 @@ def epoch_updates(config: Config, steps: Steps, split: fer_data.Split) -> EpochU
 
     def device_updates(state: TrainState, epoch: int):
         count = len(split) // batch
-        order = _epoch_order(state.key, epoch, len(split))[: count * batch].reshape(count, batch)
+        # The key's copy on this process's first device: a multi-process mesh's state is not addressable whole.
+        order = _epoch_order(state.key.addressable_data(0), epoch, len(split))[: count * batch].reshape(count, batch)
         for start in range(0, count, per_call):
             (indices,) = parallel.shard_batch(steps.mesh, order[start : start + per_call], axis=1)
             state, out = steps.train_chunk(state, images, labels, indices)
