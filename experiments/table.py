@@ -585,6 +585,29 @@ def demo_block(results: Path) -> str:
     return "\n\n".join(paragraphs)
 
 
+TRAINING_CORE_DOC = Path("docs/training.md")
+TRAINING_CORE_BEGIN = (
+    "<!-- training core: generated from results/training_core_cpu.json by "
+    "`python -m experiments.table --readme README.md` -->"
+)
+TRAINING_CORE_END = "<!-- /training core -->"
+
+
+def training_core_block(results: Path) -> str:
+    """docs/training.md's generated block: the training core before and after issue 49, measured in one run."""
+    from experiments import training_core
+
+    def body(report: dict[str, Any]) -> list[str]:
+        return [
+            f"{report['machine']} ({', '.join(report['cpu_features'])}); median [min, max] of "
+            f"{report['settings']['repeats']} fresh processes per checkout, interleaved:",
+            f"```\n{report['command']}\n```",
+            training_core.format_table(report),
+        ]
+
+    return generated_block(TRAINING_CORE_BEGIN, TRAINING_CORE_END, results / "training_core_cpu.json", body)
+
+
 DOC_BLOCKS = (
     (RESULTS_DOC, RESULTS_BEGIN, RESULTS_END, results_page_block),
     (PIPELINE_DOC, PIPELINE_BEGIN, PIPELINE_END, pipeline_block),
@@ -592,6 +615,7 @@ DOC_BLOCKS = (
     (DEMO_DOC, DEMO_BEGIN, DEMO_END, demo_block),
     (THROUGHPUT_DOC, THROUGHPUT_BEGIN, THROUGHPUT_END, throughput_block),
     (SEARCH_DOC, SEARCH_BEGIN, SEARCH_END, search_block),
+    (TRAINING_CORE_DOC, TRAINING_CORE_BEGIN, TRAINING_CORE_END, training_core_block),
 )
 """The docs pages' generated blocks: (page, first line, last line, the function that builds the block)."""
 

@@ -152,6 +152,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['machine']} | {report['settings']['repeats']} repeats | median [min, max]",
+        "",
         f"| checkout | train img/s ({CPU_BEST}) | train-step compiles per seed | seconds to first step per seed "
         "| predict from a run, empty cache (s) | warm cache (s) |",
         "|---|---|---|---|---|---|",
