@@ -29,7 +29,7 @@ from fer_jax.train.checkpoints import RunCheckpoints
 from fer_jax.train.evaluation import averaged_accuracy, evaluate_split, load_splits
 from fer_jax.train.optim import decays, make_optimizer, make_schedule
 from fer_jax.train.restore import restore_weights
-from fer_jax.train.state import EmaTrainState, TrainState, initial_model, selected_weights
+from fer_jax.train.state import EmaTrainState, TrainState, as_saved, from_saved, initial_model, selected_weights
 from fer_jax.train.steps import ema_decay_at, init_state, mixup_pairs, training_loss, update_ema
 from tests.test_training import tiny_config
 
@@ -182,10 +182,11 @@ def test_ema_weights_are_validated_saved_as_best_and_reported(tiny_zip, tmp_path
     like, steps = init_state(config, 1)
     checkpoints = RunCheckpoints(config.run_dir, ema=True)
     try:
-        latest, _ = checkpoints.restore("latest", like)
-        best, _ = checkpoints.restore("best", like)
+        latest, _ = checkpoints.restore("latest", as_saved(like))
+        best, _ = checkpoints.restore("best", as_saved(like))
     finally:
         checkpoints.close()
+    latest, best = from_saved(latest, like.key), from_saved(best, like.key)
     same = lambda a, b: all(bool((x == y).all()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
     assert same(best.params, latest.ema["params"]) and not same(best.params, latest.params)
     public_test = load_splits(config)["PublicTest"]

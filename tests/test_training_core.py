@@ -8,7 +8,9 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import pytest
@@ -21,7 +23,7 @@ from fer_jax.models.zoo import model_skeleton
 from fer_jax.train import keys, loop
 from fer_jax.train import trainer as training
 from fer_jax.train.checkpoints import RunCheckpoints
-from fer_jax.train.state import split_model
+from fer_jax.train.state import as_saved, from_saved, split_model
 from fer_jax.train.steps import init_state, make_train_chunk, make_train_step
 
 SEEDS = (0, 1, 2)
@@ -176,3 +178,33 @@ def test_weights_restore_without_the_optimizer_or_train_step_modules(tiny_zip, t
     assert lines["IMPORTED"] == "[]"
     saved = [float(leaf.sum()) for leaf in jax.tree.leaves(state.weights)]
     assert json.loads(lines["LEAVES"]) == pytest.approx(saved, rel=1e-6)
+
+
+@flax.struct.dataclass
+class StateBeforeKeys:
+    """The `TrainState` of commit 881891b and earlier, which carried no key."""
+
+    params: nnx.State
+    model_state: nnx.State
+    opt_state: Any
+    step: jax.Array
+
+
+def test_a_run_saved_before_states_carried_keys_resumes_and_new_saves_keep_its_format(tmp_path):
+    config = Config().apply_overrides(["train.batch_size=4"])
+    state, _ = init_state(config, 1)
+    old = StateBeforeKeys(state.params, state.model_state, state.opt_state, state.step + 7)
+    checkpoints = RunCheckpoints(tmp_path)
+    checkpoints.save("latest", 1, old, {**loop.new_record(), "epoch": 1})
+    checkpoints.close()
+    checkpoints = RunCheckpoints(tmp_path)
+    try:
+        resumed, record = checkpoints.resume(as_saved(state), finished_epochs=1)
+        checkpoints.save("latest", 2, as_saved(from_saved(resumed, state.key)), {**record, "epoch": 2})
+        again, _ = checkpoints.restore(
+            "latest", StateBeforeKeys(*(getattr(old, f) for f in ("params", "model_state", "opt_state", "step")))
+        )
+    finally:
+        checkpoints.close()
+    assert record["epoch"] == 1 and int(resumed["step"]) == int(old.step) and "key" not in resumed
+    assert int(again.step) == int(old.step)  # the new save reads back as the old format

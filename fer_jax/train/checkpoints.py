@@ -113,7 +113,10 @@ Reader = Callable[[str, Path], tuple[Any, dict[str, Any]]]
 
 
 def ema_weights(state: Any) -> Any:
-    """A training state with its EMA weights (`state.ema`) in place of the trained ones, same structure."""
+    """A training state (a struct, or the dict of its fields that checkpoints hold) with its EMA weights
+    (`ema`) in place of the trained ones, same structure."""
+    if isinstance(state, dict):
+        return {**state, "params": state["ema"]["params"], "model_state": state["ema"]["model_state"]}
     return state.replace(params=state.ema["params"], model_state=state.ema["model_state"])
 
 

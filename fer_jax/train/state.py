@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -52,6 +53,18 @@ def selected_weights(state: TrainState) -> TrainState:
     if not isinstance(state, EmaTrainState):
         return state
     return state.replace(params=state.ema["params"], model_state=state.ema["model_state"])
+
+
+def as_saved(state: TrainState) -> dict[str, Any]:
+    """The state as checkpoints hold it: its fields but the key, which the run's config.json gives back
+    (`keys.root_key(train.seed)`). So a checkpoint has the format it had before states carried keys, and runs
+    saved then still resume."""
+    return {field.name: getattr(state, field.name) for field in dataclasses.fields(state) if field.name != "key"}
+
+
+def from_saved(saved: dict[str, Any], key: jax.Array) -> TrainState:
+    """The state a checkpoint's `as_saved` fields and the run's root key make."""
+    return (EmaTrainState if "ema" in saved else TrainState)(**saved, key=key)
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:

@@ -39,7 +39,7 @@ from fer_jax.train.evaluation import (
     selection_splits,
 )
 from fer_jax.train.loop import TrainingError
-from fer_jax.train.state import TrainState, create_state, selected_weights
+from fer_jax.train.state import TrainState, as_saved, create_state, from_saved, selected_weights
 from fer_jax.train.steps import Steps, build_steps, steps_per_dispatch
 from fer_jax.train.tensorboard_log import StepTrace
 
@@ -107,9 +107,10 @@ def _start_state(
     from."""
     state = create_state(config, keys.root_key(config.train.seed), steps.tx, steps.mesh)
     record = loop.new_record()
-    resumed = checkpoints.resume(state, loop.finished_epochs(Path(config.run_dir))) if resume else None
+    resumed = checkpoints.resume(as_saved(state), loop.finished_epochs(Path(config.run_dir))) if resume else None
     if resumed:
-        state, record = resumed
+        saved, record = resumed
+        state = from_saved(saved, state.key)
         print(f"Resuming {config.run_dir} after epoch {record['epoch']}")
     return state, record
 
@@ -148,7 +149,8 @@ class _EpochRun:
         return distributed.same_everywhere({"loss": metrics["loss"], "accuracy": metrics["accuracy"]})
 
     def save(self, which: str, epoch: int, record: dict[str, Any]) -> None:
-        self.checkpoints.save(which, epoch, selected_weights(self.state) if which == "best" else self.state, record)
+        state = selected_weights(self.state) if which == "best" else self.state
+        self.checkpoints.save(which, epoch, as_saved(state), record)
 
 
 EpochUpdates = Callable[[TrainState, int], Iterator[tuple[TrainState, dict[str, jax.Array], int]]]
