@@ -25,6 +25,7 @@ from fer_jax.train import trainer as training
 from fer_jax.train.checkpoints import RunCheckpoints
 from fer_jax.train.state import as_saved, from_saved, split_model
 from fer_jax.train.steps import init_state, make_train_chunk, make_train_step
+from tests.test_training import tiny_config
 
 SEEDS = (0, 1, 2)
 STEPS = 64
@@ -68,16 +69,6 @@ def test_mixup_draws_from_no_dropout_layers_key():
 def test_an_unknown_stream_is_refused():
     with pytest.raises(ValueError, match="unknown random stream 'noise'"):
         keys.stream(keys.root_key(0), "noise")
-
-
-def tiny_config(tiny_zip: Path, root: Path, **overrides: object) -> Config:
-    config = Config()
-    config.data.source = str(tiny_zip)
-    config.data.cache_dir = str(root / "cache")
-    config.run_dir = str(root / "run")
-    config.apply_overrides(["train.batch_size=8", "train.eval_batch_size=16", "train.epochs=1"])
-    config.apply_overrides([f"{key}={value}" for key, value in overrides.items()])
-    return config
 
 
 @pytest.mark.slow
@@ -141,7 +132,8 @@ def test_a_chunk_is_dispatched_before_the_previous_metrics_are_read(tiny_zip, tm
     monkeypatch.setattr(training, "traced", traced)
     monkeypatch.setattr(training, "read_metrics", read_metrics)
     monkeypatch.setattr(training, "LOG_EVERY_STEPS", 1)  # a read every second dispatch
-    config = tiny_config(tiny_zip, tmp_path, **{"data.pipeline": "device", "train.steps_per_dispatch": 1})
+    overrides = {"train.epochs": 1, "data.pipeline": "device", "train.steps_per_dispatch": 1}
+    config = tiny_config(tiny_zip, tmp_path, **overrides)
     training.train(config)
     reads = [(i, count) for i, (kind, count) in enumerate(events) if kind == "read"]
     assert len(reads) >= 2  # one during the epoch, one at its end
@@ -157,7 +149,7 @@ TRAINING_MODULES = ("fer_jax.train.optim", "fer_jax.train.steps", "fer_jax.train
 def test_weights_restore_without_the_optimizer_or_train_step_modules(tiny_zip, tmp_path):
     """`export-weights` and `evaluate`'s restore in a fresh process: the weights equal the saved ones, and no module
     that builds an optimizer, a schedule, a train step or a training state was imported."""
-    config = tiny_config(tiny_zip, tmp_path)
+    config = tiny_config(tiny_zip, tmp_path, **{"train.epochs": 1})
     state, _ = init_state(config, 1)
     write_json(Path(config.run_dir) / "config.json", config.to_dict())
     checkpoints = RunCheckpoints(config.run_dir)
