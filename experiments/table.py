@@ -585,7 +585,7 @@ def demo_block(results: Path) -> str:
     return "\n\n".join(paragraphs)
 
 
-TRAINING_CORE_DOC = Path("docs/training.md")
+TRAINING_CORE_DOC = Path("docs") / "training.md"
 TRAINING_CORE_BEGIN = (
     "<!-- training core: generated from results/training_core_cpu.json by "
     "`python -m experiments.table --readme README.md` -->"
@@ -602,7 +602,7 @@ def training_core_block(results: Path) -> str:
             f"{report['machine']} ({', '.join(report['cpu_features'])}); median [min, max] of "
             f"{report['settings']['repeats']} fresh processes per checkout, interleaved:",
             f"```\n{report['command']}\n```",
-            training_core.format_table(report),
+            training_core.format_table(report).split("\n", 2)[2],  # the table, without its machine line
         ]
 
     return generated_block(TRAINING_CORE_BEGIN, TRAINING_CORE_END, results / "training_core_cpu.json", body)

@@ -150,6 +150,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def format_table(report: dict[str, Any]) -> str:
+    def shown(values: dict[str, float], digits: int) -> str:
+        return f"{values['median']:.{digits}f} [{values['min']:.{digits}f}, {values['max']:.{digits}f}]"
+
     lines = [
         f"{report['machine']} | {report['settings']['repeats']} repeats | median [min, max]",
         "",
@@ -158,19 +161,12 @@ def format_table(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, row in report["checkouts"].items():
-        rate, empty, warm = (
-            row[key]
-            for key in (
-                "train_images_per_s",
-                "predict_from_run_empty_cache_seconds",
-                "predict_from_run_warm_cache_seconds",
-            )
-        )
         first = ", ".join(f"{s:.1f}" for s in row["first_step_seconds_per_seed"])
         lines.append(
-            f"| {name} ({(row['commit'] or '?')[:7]}) | {rate['median']:.0f} [{rate['min']:.0f}, {rate['max']:.0f}] | "
-            f"{row['train_step_compiles_per_seed']} | {first} | {empty['median']:.2f} [{empty['min']:.2f}, "
-            f"{empty['max']:.2f}] | {warm['median']:.2f} [{warm['min']:.2f}, {warm['max']:.2f}] |"
+            f"| {name} ({(row['commit'] or '?')[:7]}) | {shown(row['train_images_per_s'], 0)} | "
+            f"{row['train_step_compiles_per_seed']} | {first} | "
+            f"{shown(row['predict_from_run_empty_cache_seconds'], 2)} | "
+            f"{shown(row['predict_from_run_warm_cache_seconds'], 2)} |"
         )
     return "\n".join(lines)
 

@@ -71,12 +71,11 @@ def _train(config: Config, resume: bool, results_copy: str | None) -> dict[str, 
     if distributed.is_writer():
         check_for_run(dataset, run_dir, config.data.cache_dir)
     splits = selection_splits(config, dataset)
-    steps = build_steps(config, loop.steps_per_epoch(config, splits["Training"]))
+    steps_per_epoch = loop.steps_per_epoch(config, splits["Training"])
+    steps = build_steps(config, steps_per_epoch)
     checkpoints = RunCheckpoints(run_dir, ema=bool(config.train.ema_decay))
     state, record = _start_state(config, steps, checkpoints, resume)
-    board = loop.start_run(
-        config, record, "jax", loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
-    )
+    board = loop.start_run(config, record, "jax", steps_per_epoch * config.train.batch_size)
     print(
         f"Run folder {run_dir} | {config.model.name}: {count_params(state.params):,} parameters | "
         f"train {len(splits['Training'])}, val {len(splits['PublicTest'])} images (PrivateTest unread until the "
@@ -84,7 +83,15 @@ def _train(config: Config, resume: bool, results_copy: str | None) -> dict[str, 
     )
     trace = StepTrace(run_dir, config.train.profile_steps, "jax")
     try:
-        run = _EpochRun(config, steps, splits, state, checkpoints, trace)
+        run = _EpochRun(
+            config,
+            steps,
+            splits,
+            state,
+            checkpoints,
+            traced(epoch_updates(config, steps, splits["Training"]), trace, config.train.batch_size),
+            steps_per_epoch * config.train.batch_size,
+        )
         record, stop_reason = loop.run_epochs(config, record, run.hooks(), board)
         trace.close(run.state)
         if not checkpoints.has("best"):
@@ -125,11 +132,11 @@ class _EpochRun:
         splits: dict[str, fer_data.Split],
         state: TrainState,
         checkpoints: RunCheckpoints,
-        trace: StepTrace,
+        updates: EpochUpdates,
+        images_per_epoch: int,
     ) -> None:
         self.config, self.steps, self.splits, self.state, self.checkpoints = config, steps, splits, state, checkpoints
-        self.updates = traced(epoch_updates(config, steps, splits["Training"]), trace, config.train.batch_size)
-        self.images_per_epoch = loop.steps_per_epoch(config, splits["Training"]) * config.train.batch_size
+        self.updates, self.images_per_epoch = updates, images_per_epoch
 
     def hooks(self) -> loop.EpochHooks:
         return loop.EpochHooks(
